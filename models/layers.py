@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -120,3 +122,12 @@ class UnconditionalLogits(nn.Module):
 
     def forward(self, feat_BC44: torch.Tensor) -> torch.Tensor:
         return self.out(feat_BC44).flatten()
+
+
+@dataclasses.dataclass
+class DiscriminatorOutput:
+    """Every head of one discriminator call, so a DDP-wrapped D runs them in a single forward."""
+
+    matching_B: torch.Tensor  # image with its own caption
+    mismatched_B: torch.Tensor | None  # image with the mismatched caption, when one was given
+    unconditional_B: torch.Tensor | None  # image only (Stage-II)

@@ -11,7 +11,15 @@ import torch
 from torch import nn
 
 from models.config import Stage1Config
-from models.layers import ConditionalLogits, ConditioningAugmentation, conv3x3, down_block, init_weights, up_block
+from models.layers import (
+    ConditionalLogits,
+    ConditioningAugmentation,
+    DiscriminatorOutput,
+    conv3x3,
+    down_block,
+    init_weights,
+    up_block,
+)
 
 
 class Stage1Generator(nn.Module):
@@ -66,5 +74,9 @@ class Stage1Discriminator(nn.Module):
     def unconditional(self, feat_BC44: torch.Tensor) -> torch.Tensor | None:
         return None  # Stage-I has only the matching-aware head
 
-    def forward(self, img_B3HW: torch.Tensor, text_BT: torch.Tensor) -> torch.Tensor:
-        return self.conditional(self.features(img_B3HW), text_BT)
+    def forward(
+        self, img_B3HW: torch.Tensor, text_BT: torch.Tensor, mismatched_text_BT: torch.Tensor | None = None
+    ) -> DiscriminatorOutput:
+        feat = self.features(img_B3HW)
+        mismatched = None if mismatched_text_BT is None else self.conditional(feat, mismatched_text_BT)
+        return DiscriminatorOutput(self.conditional(feat, text_BT), mismatched, None)

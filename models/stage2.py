@@ -19,6 +19,7 @@ from models.config import Stage2Config
 from models.layers import (
     ConditionalLogits,
     ConditioningAugmentation,
+    DiscriminatorOutput,
     ResidualBlock,
     UnconditionalLogits,
     conv3x3,
@@ -133,8 +134,12 @@ class Stage2Discriminator(nn.Module):
     def unconditional(self, feat_BC44: torch.Tensor) -> torch.Tensor | None:
         return self.uncond(feat_BC44)
 
-    def forward(self, img_B3HW: torch.Tensor, text_BT: torch.Tensor) -> torch.Tensor:
-        return self.conditional(self.features(img_B3HW), text_BT)
+    def forward(
+        self, img_B3HW: torch.Tensor, text_BT: torch.Tensor, mismatched_text_BT: torch.Tensor | None = None
+    ) -> DiscriminatorOutput:
+        feat = self.features(img_B3HW)
+        mismatched = None if mismatched_text_BT is None else self.conditional(feat, mismatched_text_BT)
+        return DiscriminatorOutput(self.conditional(feat, text_BT), mismatched, self.unconditional(feat))
 
 
 class FrozenStage1(nn.Module):

@@ -77,7 +77,9 @@ def test_stage1_shapes_range_and_gradients(profile_name):
     assert img.shape == (BATCH, 3, cfg.image_size, cfg.image_size)
     assert img.min() >= -1 and img.max() <= 1
     assert mu.shape == logvar.shape == (BATCH, cfg.c_dim)
-    logits = d(img, x["text1"])
+    out = d(img, x["text1"], x["text1"].flip(0))
+    logits = out.matching_B + out.mismatched_B
+    assert out.unconditional_B is None
     assert logits.shape == (BATCH,)
     assert torch.isfinite(logits).all()
     (logits.sum() + kl_loss(mu, logvar)).backward()

@@ -1,0 +1,356 @@
+"""Typed, validated configuration: a sweep file (YAML) -> SweepConfig; a trial -> StageRunConfig.
+
+Validation happens once, here, before Ray starts. Every error is a ConfigError whose message
+starts with the field's path (``stage1.search.lr_g.low: ...``), so a user sees what to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import yaml
+
+from harness.errors import ConfigError
+from models.config import PROFILES
+
+STAGE_PARAMS = {
+    1: ("kl_weight", "lr_g", "lr_d", "z_dim", "c_dim"),
+    2: ("kl_weight", "lr_g", "lr_d", "c_dim", "z_dim_stage2", "attention"),
+}
+# The paper's values (REFERENCE.md): the first point every sweep evaluates.
+PAPER_DEFAULTS = {"kl_weight": 2.0, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 100, "c_dim": 128, "z_dim_stage2": 0,
+                  "attention": False}
+DISTRIBUTIONS = ("loguniform", "uniform", "int", "categorical")
+OBJECTIVES = {"fid": "min", "fidelity": "max", "inception_score": "max"}
+
+
+def _fields(cls, data: Any, path: str) -> dict:
+    """Checks ``data`` is a mapping with only ``cls``'s fields; returns it."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'sweep'}: expected a mapping, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path + '.' if path else ''}{unknown[0]}: unknown key (allowed: {', '.join(sorted(known))})")
+    return data
+
+
+def _typed(value: Any, kind: type | tuple, path: str) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):  # YAML reads 2e-4 as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ConfigError(f"{path}: expected {getattr(kind, '__name__', kind)}, got a boolean")
+    if not isinstance(value, kind):
+        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{path}: expected {name}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls, raw: Any, path: str, **nested):
+    """Instantiates dataclass ``cls`` from a mapping, type-checking each plain field."""
+    data = _fields(cls, raw, path)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        p = f"{path}.{f.name}" if path else f.name
+        if f.name in nested:
+            kwargs[f.name] = nested[f.name](data.get(f.name), p)
+        elif f.name in data:
+            value = data[f.name]
+            kind = f.metadata["type"]
+            kwargs[f.name] = None if value is None and f.metadata.get("optional") else _typed(value, kind, p)
+    obj = cls(**kwargs)
+    obj.validate(path)
+    return obj
+
+
+def field(default, kind, optional: bool = False, **kw):
+    return dataclasses.field(default=default, metadata={"type": kind, "optional": optional}, **kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+    """One search dimension: compare_gan style, the range is data (distribution, low, high, default)."""
+
+    distribution: str = field("uniform", str)
+    default: Any = field(None, (int, float, bool, str), optional=True)
+    low: float | None = field(None, (int, float), optional=True)
+    high: float | None = field(None, (int, float), optional=True)
+    choices: list | None = field(None, list, optional=True)
+
+    def validate(self, path: str) -> None:
+        if self.distribution not in DISTRIBUTIONS:
+            raise ConfigError(f"{path}.distribution: {self.distribution!r} is not one of {', '.join(DISTRIBUTIONS)}")
+        if self.distribution == "categorical":
+            if not self.choices:
+                raise ConfigError(f"{path}.choices: a categorical parameter needs a non-empty list")
+            if self.default not in self.choices:
+                raise ConfigError(f"{path}.default: {self.default!r} is not among the choices {self.choices}")
+            return
+        if self.low is None or self.high is None:
+            raise ConfigError(f"{path}: a {self.distribution} parameter needs low and high")
+        if self.low >= self.high:
+            raise ConfigError(f"{path}.low: must be below high ({self.low} >= {self.high})")
+        if self.distribution == "loguniform" and self.low <= 0:
+            raise ConfigError(f"{path}.low: a loguniform range must be > 0, got {self.low}")
+        if self.distribution == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ConfigError(f"{path}: an int range needs integer low and high")
+        if self.default is None or isinstance(self.default, (bool, str)):
+            raise ConfigError(f"{path}.default: a {self.distribution} parameter needs a numeric default")
+        if not self.low <= self.default <= self.high:
+            raise ConfigError(f"{path}.default: {self.default} is outside [{self.low}, {self.high}]")
+
+
+def _search(stage: int):
+    def parse(data: Any, path: str) -> dict[str, ParamSpec]:
+        data = data or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of parameter -> spec")
+        specs = {}
+        for name, spec in data.items():
+            if name not in STAGE_PARAMS[stage]:
+                hint = " (Stage-II's noise is z_dim_stage2)" if stage == 2 and name == "z_dim" else ""
+                raise ConfigError(f"{path}.{name}: unknown parameter{hint}; allowed: {', '.join(STAGE_PARAMS[stage])}")
+            if not isinstance(spec, dict):  # a bare value fixes the parameter
+                spec = {"distribution": "categorical", "choices": [spec], "default": spec}
+            specs[name] = _build(ParamSpec, spec, f"{path}.{name}")
+        return specs
+
+    return parse
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    kind: str = field("shapes", str)
+    uri: str | None = field(None, str, optional=True)  # None: shapes is built under <storage>/datasets/
+    n: int = field(4000, int)  # shapes only: scenes to build
+    seed: int = field(0, int)
+    encoder: str = field("hash", str)  # hash | minilm | precomputed
+    eval_samples: int = field(256, int)  # fixed held-out captions scored at each evaluation
+    inception_weights: str | None = field(None, str, optional=True)  # real datasets: local path or URI
+
+    def validate(self, path: str) -> None:
+        if self.kind not in ("shapes", "cub", "flowers"):
+            raise ConfigError(f"{path}.kind: {self.kind!r} is not one of shapes, cub, flowers")
+        if self.kind != "shapes" and not self.uri:
+            raise ConfigError(f"{path}.uri: {self.kind} needs the release directory")
+        if self.kind != "shapes" and self.encoder != "precomputed":
+            raise ConfigError(f"{path}.encoder: {self.kind} uses the 'precomputed' char-CNN-RNN embeddings")
+        if self.kind == "shapes" and self.encoder not in ("hash", "minilm"):
+            raise ConfigError(f"{path}.encoder: shapes supports hash or minilm, got {self.encoder!r}")
+        if self.n < 20 or self.eval_samples < 2:
+            raise ConfigError(f"{path}.n: needs at least 20 scenes and eval_samples >= 2")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSection:
+    profile: str = field("small", str)
+    loss: str = field("bce", str)
+
+    def validate(self, path: str) -> None:
+        if self.profile not in PROFILES:
+            raise ConfigError(f"{path}.profile: {self.profile!r} is not one of {', '.join(PROFILES)}")
+        if self.loss not in ("bce", "hinge"):
+            raise ConfigError(f"{path}.loss: {self.loss!r} is not one of bce, hinge")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourcesConfig:
+    workers: int = field(0, int)  # 0: Ray Train's in-process local mode (no worker group to start)
+    cpus_per_worker: int = field(1, int)
+    gpus_per_worker: float = field(0.0, float)
+    custom_resources_per_worker: dict = field(dataclasses.MISSING, dict, default_factory=dict)
+
+    def validate(self, path: str) -> None:
+        if self.workers < 0 or self.cpus_per_worker < 1 or self.gpus_per_worker < 0:
+            raise ConfigError(f"{path}.workers: workers >= 0, cpus_per_worker >= 1, gpus_per_worker >= 0")
+        if self.workers == 0 and self.gpus_per_worker > 1:
+            raise ConfigError(f"{path}.gpus_per_worker: local mode (workers: 0) drives at most one GPU")
+
+
+@dataclasses.dataclass(frozen=True)
+class DivergenceConfig:
+    collapse_loss: float = field(1e-3, float)  # D loss below this counts as a collapsed discriminator
+    collapse_steps: int = field(200, int)  # consecutive collapsed steps that end the run
+
+    def validate(self, path: str) -> None:
+        if self.collapse_steps < 1 or self.collapse_loss <= 0:
+            raise ConfigError(f"{path}.collapse_steps: must be >= 1 (and collapse_loss > 0)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    seed: int = field(0, int)
+    batch_size: int = field(64, int)
+    eval_every: int = field(1, int)  # epochs between evaluations (and checkpoints)
+    keep_checkpoints: int = field(2, int)  # the last k are kept, plus the best by the stage metric
+    lr_decay_every: int = field(100, int)  # epochs; REFERENCE.md: x0.5 every 100 (paper)
+    lr_decay_factor: float = field(0.5, float)
+    deterministic: bool = field(False, bool)  # bitwise-reproducible CPU runs (slower)
+    precision: str = field("auto", str)  # auto: bf16 autocast on GPU, fp32 on CPU
+    divergence: DivergenceConfig = field(None, DivergenceConfig)
+
+    def validate(self, path: str) -> None:
+        if self.batch_size < 2:
+            raise ConfigError(f"{path}.batch_size: must be >= 2 (mismatched pairs need two captions)")
+        if self.eval_every < 1 or self.keep_checkpoints < 1 or self.lr_decay_every < 1:
+            raise ConfigError(f"{path}.eval_every: eval_every, keep_checkpoints, lr_decay_every must be >= 1")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"{path}.precision: {self.precision!r} is not one of auto, fp32, bf16")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSection:
+    epochs: int = field(2, int)
+    search: dict = field(dataclasses.MISSING, dict, default_factory=dict)
+
+    def validate(self, path: str) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"{path}.epochs: must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    strategy: str = field("staged", str)  # staged: Stage-I sweep, then Stage-II from its top-k
+    num_samples: int = field(4, int)  # trials per stage sweep (per strategy, for joint)
+    max_concurrent: int | None = field(None, int, optional=True)  # None: derived from resources
+    objective: str = field("fid", str)
+    grace_period: int = field(1, int)  # ASHA: epochs before a trial may be stopped
+    top_k: int = field(2, int)  # staged: Stage-I checkpoints each Stage-II sweep starts from
+    seed: int | None = field(None, int, optional=True)  # None: derived from the date, and recorded
+    time_budget_s: float | None = field(None, float, optional=True)
+    max_failures: int = field(2, int)  # worker-group restarts per training run
+
+    def validate(self, path: str) -> None:
+        if self.strategy not in ("staged", "joint"):
+            raise ConfigError(f"{path}.strategy: {self.strategy!r} is not one of staged, joint")
+        if self.num_samples < 1:
+            raise ConfigError(f"{path}.num_samples: must be >= 1, got {self.num_samples}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"{path}.objective: {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ConfigError(f"{path}.max_concurrent: must be >= 1")
+        if self.top_k < 1 or self.grace_period < 1:
+            raise ConfigError(f"{path}.top_k: top_k and grace_period must be >= 1")
+
+    @property
+    def mode(self) -> str:
+        return OBJECTIVES[self.objective]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    name: str = field("sweep", str)
+    data: DataConfig = field(None, DataConfig)
+    model: ModelSection = field(None, ModelSection)
+    resources: ResourcesConfig = field(None, ResourcesConfig)
+    train: TrainSettings = field(None, TrainSettings)
+    stage1: StageSection = field(None, StageSection)
+    stage2: StageSection = field(None, StageSection)
+    search: SearchConfig = field(None, SearchConfig)
+
+    def validate(self, path: str) -> None:
+        if not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"name: {self.name!r} may hold only letters, digits, '-' and '_'")
+        if self.data.kind != "shapes" and self.search.objective == "fidelity":
+            raise ConfigError("search.objective: caption fidelity needs the shapes judge (data.kind: shapes)")
+        attention = self.stage2.search.get("attention")
+        if attention is not None and True in (attention.choices or []) and self.data.encoder == "precomputed":
+            raise ConfigError("stage2.search.attention: the precomputed embeddings have no word features")
+
+    def defaults(self, stage: int) -> dict[str, Any]:
+        """The first point evaluated: each parameter's default (the paper's values where the file says so)."""
+        section = self.stage1 if stage == 1 else self.stage2
+        return {name: spec.default for name, spec in section.search.items()}
+
+
+def sweep_from_dict(data: Any) -> SweepConfig:
+    def stage(n):
+        return lambda d, p: _build(StageSection, d, p, search=_search(n))
+
+    return _build(
+        SweepConfig, data, "",
+        data=lambda d, p: _build(DataConfig, d, p),
+        model=lambda d, p: _build(ModelSection, d, p),
+        resources=lambda d, p: _build(ResourcesConfig, d, p),
+        train=lambda d, p: _build(TrainSettings, d, p, divergence=lambda dd, pp: _build(DivergenceConfig, dd, pp)),
+        stage1=stage(1),
+        stage2=stage(2),
+        search=lambda d, p: _build(SearchConfig, d, p),
+    )
+
+
+def load_sweep(path: str) -> SweepConfig:
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such sweep file") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    try:
+        return sweep_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class StageRunConfig:
+    """Everything one training run of one stage needs; a plain dict of it crosses into Ray workers."""
+
+    stage: int
+    run_uri: str  # where this run's checkpoints, samples and metrics live
+    dataset_uri: str
+    data: DataConfig
+    profile: str
+    loss: str
+    train: TrainSettings
+    epochs: int
+    params: dict  # the searched values: kl_weight, lr_g, lr_d, z_dim/c_dim or z_dim_stage2/attention
+    stage1_checkpoint: str | None = None  # Stage-II: the frozen Stage-I generator's checkpoint URI
+    metric: str = "fid"
+
+    def __post_init__(self) -> None:
+        missing = [p for p in STAGE_PARAMS[self.stage] if p not in self.params and p not in PAPER_DEFAULTS]
+        assert not missing, missing
+        if self.stage == 2 and not self.stage1_checkpoint:
+            raise ConfigError("stage1_checkpoint: Stage-II needs a trained Stage-I checkpoint")
+
+    def value(self, name: str) -> Any:
+        """A searched value, or the paper's when the sweep does not search it."""
+        return self.params[name] if name in self.params else PAPER_DEFAULTS[name]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StageRunConfig":
+        d = dict(d)
+        d["data"] = DataConfig(**d["data"])
+        train = dict(d["train"])
+        train["divergence"] = DivergenceConfig(**train["divergence"])
+        d["train"] = TrainSettings(**train)
+        return cls(**d)
+
+
+def check_param_value(name: str, value: Any) -> Any:
+    """Sampled values arrive as numpy/float; dims must be positive ints."""
+    if name in ("z_dim", "c_dim", "z_dim_stage2"):
+        value = int(round(value))
+        if value < (0 if name == "z_dim_stage2" else 1):
+            raise ConfigError(f"{name}: {value} is out of range")
+    elif name == "attention":
+        value = bool(value)
+    else:
+        value = float(value)
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{name}: {value} must be a positive number")
+    return value

@@ -1,0 +1,128 @@
+"""Evaluation of generated images: FID, caption fidelity, Inception Score, sample grids.
+
+- shapes: FID in the judge's 128-d feature space, and caption fidelity: the share of generated
+  images whose judged attribute matches the caption's (per attribute, and all attributes at once),
+  shown beside chance.
+- real datasets: FID (pool features) and Inception Score (logits) from an Inception network given
+  as a TorchScript file (local path or URI) returning ``(pool_features_BF, logits_BK)``; no package
+  ships those weights, so the user supplies them.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from harness import storage
+from harness.data import shapes
+from harness.data.dataset import EvalSet
+
+
+def frechet_distance(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
+    """FID between two feature sets (N x F): |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2).
+
+    Tr((S_a S_b)^1/2) is computed as the sum of sqrt eigenvalues of S_a^1/2 S_b S_a^1/2, which is
+    symmetric PSD, so no complex sqrtm is needed.
+    """
+    mu_a, mu_b = feat_a.mean(0), feat_b.mean(0)
+    s_a, s_b = np.cov(feat_a, rowvar=False), np.cov(feat_b, rowvar=False)
+    w, v = np.linalg.eigh(s_a)
+    sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    middle = sqrt_a @ s_b @ sqrt_a
+    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * tr_sqrt)
+
+
+@torch.no_grad()
+def _judge_features(judge, images: torch.Tensor, batch: int = 256) -> np.ndarray:
+    judge.eval()
+    return torch.cat([judge.features(images[i : i + batch]) for i in range(0, len(images), batch)]).numpy()
+
+
+def caption_fidelity(judge, images: torch.Tensor, eval_set: EvalSet) -> dict[str, float]:
+    """Per attribute: share of images whose judged value matches the caption (where it names it)."""
+    pred = judge.predict(images)
+    correct_all = torch.ones(len(images), dtype=torch.bool)
+    out = {}
+    for k, name in enumerate(shapes.ATTRIBUTES):
+        named = (eval_set.mentions_B >> k) & 1 == 1
+        hit = pred[name] == eval_set.attributes[name]
+        correct_all &= hit | ~named
+        out[f"fidelity_{name}"] = float(hit[named].float().mean()) if named.any() else float("nan")
+    out["fidelity"] = float(correct_all.float().mean())
+    return out
+
+
+def chance_fidelity() -> dict[str, float]:
+    chance = {f"fidelity_{a}": 1.0 / len(v) for a, v in shapes.ATTRIBUTE_VALUES.items()}
+    chance["fidelity"] = float(np.prod(list(chance.values())))
+    return chance
+
+
+def shapes_metrics(judge, fake: torch.Tensor, eval_set: EvalSet) -> dict[str, float]:
+    metrics = caption_fidelity(judge, fake, eval_set)
+    metrics["fid"] = frechet_distance(_judge_features(judge, fake), _judge_features(judge, eval_set.real_images_B3HW))
+    return metrics
+
+
+def load_inception(uri: str) -> torch.jit.ScriptModule:
+    return torch.jit.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu").eval()
+
+
+@torch.no_grad()
+def inception_metrics(inception, fake: torch.Tensor, real: torch.Tensor, splits: int = 10, batch: int = 64) -> dict:
+    def run(images):
+        feats, logits = [], []
+        for i in range(0, len(images), batch):
+            f, lg = inception(images[i : i + batch])
+            feats.append(f.double())
+            logits.append(lg.double())
+        return torch.cat(feats).numpy(), torch.cat(logits)
+
+    f_fake, logits = run(fake)
+    f_real, _ = run(real)
+    p = torch.softmax(logits, dim=1)
+    scores = []
+    for chunk in p.chunk(min(splits, len(p))):
+        py = chunk.mean(0, keepdim=True)
+        kl = (chunk * (torch.log(chunk + 1e-12) - torch.log(py + 1e-12))).sum(1).mean()
+        scores.append(float(torch.exp(kl)))
+    return {"fid": frechet_distance(f_fake, f_real), "inception_score": float(np.mean(scores)),
+            "inception_score_std": float(np.std(scores))}
+
+
+def _to_uint8(img_3HW: torch.Tensor) -> np.ndarray:
+    return ((img_3HW.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
+def sample_grid(images: torch.Tensor, captions: list[str], attention: torch.Tensor | None = None,
+                columns: int = 8, cell: int = 128) -> bytes:
+    """PNG: each image with its caption beneath; with attention, a row of per-word maps under it."""
+    n = len(images)
+    rows = (n + columns - 1) // columns
+    text_h = 44
+    attn_h = cell // 4 if attention is not None else 0
+    grid = Image.new("RGB", (columns * cell, rows * (cell + text_h + attn_h)), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    font = ImageFont.load_default()
+    for i in range(n):
+        x, y = (i % columns) * cell, (i // columns) * (cell + text_h + attn_h)
+        img = Image.fromarray(_to_uint8(images[i])).resize((cell, cell), Image.Resampling.NEAREST)
+        grid.paste(img, (x, y))
+        for j, line in enumerate(textwrap.wrap(captions[i], width=cell // 6)[:4]):
+            draw.text((x + 2, y + cell + 1 + 10 * j), line, fill=(0, 0, 0), font=font)
+        if attention is not None:
+            maps = attention[i]
+            words = min(4, maps.shape[0])
+            for w in range(words):
+                m = maps[w]
+                m = (m / (m.max() + 1e-8) * 255).byte().numpy()
+                tile = Image.fromarray(m).resize((cell // 4, cell // 4), Image.Resampling.NEAREST).convert("RGB")
+                grid.paste(tile, (x + w * cell // 4, y + cell + text_h))
+    buf = io.BytesIO()
+    grid.save(buf, format="PNG")
+    return buf.getvalue()

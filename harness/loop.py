@@ -1,0 +1,215 @@
+"""One stage of StackGAN training in plain torch: build, D step, G step, sampling, state.
+
+No Ray here: worker.py drives this loop inside Ray Train, benchmarks drive it in a plain process.
+Each ``train_step`` is the paper's order: a discriminator step on (real, its caption), (real,
+mismatched caption) and (fake, its caption), then a generator step with the KL term.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+
+import torch
+from torch import nn
+
+from harness.config import StageRunConfig
+from harness.data.dataset import Batch
+from models import FrozenStage1, Stage1Discriminator, Stage1Generator, Stage2Discriminator, Stage2Generator
+from models.config import ModelProfile, get_profile
+from models.losses import DiscriminatorLogits, discriminator_loss, generator_loss, get_adversarial_loss, mismatched_indices
+
+
+class Diverged(RuntimeError):
+    """The run left the regime where training makes progress; the message says how."""
+
+
+def build_profile(run: StageRunConfig, text_dim: int, word_dim: int, stage1_cfg: dict | None = None) -> ModelProfile:
+    """The model profile with this run's searched values and the dataset's text sizes filled in.
+
+    Stage-II takes Stage-I's architecture from its checkpoint (``stage1_cfg``), whatever this run searches.
+    """
+    if run.stage == 1:
+        stage1 = {"text_dim": text_dim, "z_dim": run.value("z_dim"), "c_dim": run.value("c_dim")}
+    else:
+        stage1 = dict(stage1_cfg)
+    stage2 = {
+        "text_dim": text_dim,
+        "c_dim": run.value("c_dim"),
+        "z_dim": run.value("z_dim_stage2"),
+        "attention": run.value("attention"),
+        "word_dim": word_dim if run.value("attention") else 0,
+    }
+    return get_profile(run.profile, stage1=stage1, stage2=stage2)
+
+
+@dataclasses.dataclass
+class DivergenceGuard:
+    collapse_loss: float
+    collapse_steps: int
+    collapsed_for: int = 0
+
+    def check(self, d_loss: float, g_loss: float) -> None:
+        if not (math.isfinite(d_loss) and math.isfinite(g_loss)):
+            raise Diverged(f"non-finite loss (d={d_loss}, g={g_loss})")
+        self.collapsed_for = self.collapsed_for + 1 if d_loss < self.collapse_loss else 0
+        if self.collapsed_for >= self.collapse_steps:
+            raise Diverged(f"discriminator collapsed (loss < {self.collapse_loss}) for {self.collapsed_for} steps")
+
+
+class StageLoop:
+    def __init__(
+        self,
+        run: StageRunConfig,
+        text_dim: int,
+        word_dim: int,
+        device: torch.device,
+        stage1_generator: Stage1Generator | None = None,
+    ) -> None:
+        self.run, self.stage, self.device = run, run.stage, device
+        stage1_cfg = dataclasses.asdict(stage1_generator.cfg) if stage1_generator is not None else None
+        self.profile = build_profile(run, text_dim, word_dim, stage1_cfg)
+        torch.manual_seed(run.train.seed)
+        if self.stage == 1:
+            self.g: nn.Module = Stage1Generator(self.profile.stage1)
+            self.d: nn.Module = Stage1Discriminator(self.profile.stage1)
+            self.frozen = None
+            self.image_size = self.profile.stage1.image_size
+        else:
+            if stage1_generator is None:
+                raise ValueError("Stage-II needs the trained Stage-I generator")
+            self.frozen = FrozenStage1(stage1_generator).to(device)
+            self.g = Stage2Generator(self.profile.stage2)
+            self.d = Stage2Discriminator(self.profile.stage2)
+            self.image_size = self.profile.stage2.image_size
+        cuda = device.type == "cuda"
+        memory_format = torch.channels_last if cuda else torch.contiguous_format
+        self.g.to(device, memory_format=memory_format)
+        self.d.to(device, memory_format=memory_format)
+        precision = run.train.precision
+        self.autocast_dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and cuda) else None
+        betas = (0.5, 0.999)  # DCGAN/StackGAN
+        self.opt_g = torch.optim.Adam([p for p in self.g.parameters() if p.requires_grad], lr=run.value("lr_g"), betas=betas)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=run.value("lr_d"), betas=betas)
+        decay = dict(step_size=run.train.lr_decay_every, gamma=run.train.lr_decay_factor)
+        self.sched_g = torch.optim.lr_scheduler.StepLR(self.opt_g, **decay)
+        self.sched_d = torch.optim.lr_scheduler.StepLR(self.opt_d, **decay)
+        self.adversarial = get_adversarial_loss(run.loss)
+        self.kl_weight = run.value("kl_weight")
+        self.rng = torch.Generator(device="cpu").manual_seed(run.train.seed + 1)
+        self.guard = DivergenceGuard(run.train.divergence.collapse_loss, run.train.divergence.collapse_steps)
+        self.g_train, self.d_train = self.g, self.d  # replaced by DDP wrappers in worker.py
+
+    def wrap(self, wrap_fn) -> None:
+        """Wraps G and D for data parallelism (e.g. DDP); the bare modules stay in self.g / self.d."""
+        self.g_train, self.d_train = wrap_fn(self.g), wrap_fn(self.d)
+
+    def _noise(self, batch_size: int, dim: int) -> torch.Tensor | None:
+        if dim == 0:
+            return None
+        return torch.randn(batch_size, dim, generator=self.rng).to(self.device)
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def generate(self, text, words=None, mask=None, train: bool = True):
+        """Returns (images, mu, logvar, attention-or-None) from the (wrapped, when training) G."""
+        g = self.g_train if train else self.g
+        b = text.shape[0]
+        if self.stage == 1:
+            img, mu, logvar = g(text, self._noise(b, self.profile.stage1.z_dim))
+            return img, mu, logvar, None
+        low = self.frozen(text, self._noise(b, self.profile.stage1.z_dim))
+        out = g(low, text, self._noise(b, self.profile.stage2.z_dim), words, mask)
+        return out.image_B3HW, out.mu_BC, out.logvar_BC, out.attention_BTHW
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        batch = batch.to(self.device)
+        real, text = batch.images_B3HW, batch.text_BD
+        if self.device.type == "cuda":
+            real = real.contiguous(memory_format=torch.channels_last)
+        wrong_text = text[mismatched_indices(batch.keys_B.cpu(), self.rng).to(self.device)]
+        self.g_train.train(), self.d_train.train()
+        with self._autocast():
+            fake, mu, logvar, _ = self.generate(text, batch.words_BTD, batch.mask_BT)
+            # D step: real with its caption -> real; real with a mismatched caption and fake -> fake.
+            real_out = self.d_train(real, text, wrong_text)
+            fake_out = self.d_train(fake.detach(), text)
+            d_loss, parts = discriminator_loss(
+                DiscriminatorLogits(
+                    real=real_out.matching_B.float(), wrong=real_out.mismatched_B.float(),
+                    fake=fake_out.matching_B.float(),
+                    real_uncond=None if real_out.unconditional_B is None else real_out.unconditional_B.float(),
+                    fake_uncond=None if fake_out.unconditional_B is None else fake_out.unconditional_B.float(),
+                ),
+                self.adversarial,
+            )
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        # G step. D's gradients here are discarded (zeroed before the next D step), so DDP need not
+        # all-reduce them: no_sync skips that communication.
+        no_sync = getattr(self.d_train, "no_sync", contextlib.nullcontext)
+        with self._autocast(), no_sync():
+            out = self.d_train(fake, text)
+            g_loss, g_parts = generator_loss(
+                out.matching_B.float(), None if out.unconditional_B is None else out.unconditional_B.float(),
+                mu.float(), logvar.float(), self.kl_weight, self.adversarial,
+            )
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        metrics = {"d_loss": d_loss.item(), "g_loss": g_loss.item(), **parts, **g_parts}
+        self.guard.check(metrics["d_loss"], metrics["g_loss"])
+        return metrics
+
+    def end_epoch(self) -> None:
+        self.sched_g.step()
+        self.sched_d.step()
+
+    @torch.no_grad()
+    def sample(self, text, words=None, mask=None, seed: int = 1234, batch: int = 64):
+        """Images for a fixed caption set with fixed noise: the same at every evaluation."""
+        saved = self.rng.get_state()
+        self.rng.manual_seed(seed)
+        self.g.eval()
+        imgs, attns = [], []
+        for i in range(0, text.shape[0], batch):
+            sl = slice(i, i + batch)
+            with self._autocast():
+                img, _, _, attn = self.generate(
+                    text[sl].to(self.device),
+                    None if words is None else words[sl].to(self.device),
+                    None if mask is None else mask[sl].to(self.device),
+                    train=False,
+                )
+            imgs.append(img.float().cpu())
+            if attn is not None:
+                attns.append(attn.float().cpu())
+        self.rng.set_state(saved)
+        return torch.cat(imgs), (torch.cat(attns) if attns else None)
+
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.g.state_dict(),
+            "discriminator": self.d.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
+            "rng": self.rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.g.load_state_dict(state["generator"])
+        self.d.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.sched_d.load_state_dict(state["sched_d"])
+        self.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])

@@ -1,0 +1,107 @@
+"""Trains the default values of a sweep file, Stage-I then Stage-II, with Ray Train. No Tune.
+
+    python harness/train.py --sweep search_spaces/shapes.yaml [--storage ./runs] [--stage 1|2|both]
+                            [--workers N] [--gpus-per-worker G] [--stage1-checkpoint URI] [--name NAME]
+
+Runs land under <storage>/<name>/train/stage{1,2}/ (checkpoints, sample grids, metrics); running
+the same command again resumes from the latest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+if __package__ in (None, ""):  # `python harness/train.py` without installing: put the repo on the path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from harness import storage  # noqa: E402
+from harness.config import StageRunConfig, load_sweep  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
+
+DEFAULT_SWEEP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "search_spaces", "shapes.yaml")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sweep", default=DEFAULT_SWEEP, help="sweep YAML whose default values are trained")
+    parser.add_argument("--storage", default="./runs", help="local path or s3://bucket/prefix")
+    parser.add_argument("--stage", choices=["1", "2", "both"], default="both")
+    parser.add_argument("--workers", type=int, help="Ray Train workers (0: in-process local mode)")
+    parser.add_argument("--gpus-per-worker", type=float)
+    parser.add_argument("--stage1-checkpoint", help="Stage-I checkpoint URI (required for --stage 2)")
+    parser.add_argument("--name", help="run name (default: the sweep's name); reusing it resumes")
+    parser.add_argument("--epochs-stage1", type=int, help="override the sweep's Stage-I epochs")
+    parser.add_argument("--epochs-stage2", type=int, help="override the sweep's Stage-II epochs")
+    return parser.parse_args(argv)
+
+
+def stage_run(sweep, stage: int, run_uri: str, dataset_uri: str, epochs: int, params: dict,
+              stage1_checkpoint: str | None = None) -> StageRunConfig:
+    return StageRunConfig(
+        stage=stage, run_uri=run_uri, dataset_uri=dataset_uri, data=sweep.data, profile=sweep.model.profile,
+        loss=sweep.model.loss, train=sweep.train, epochs=epochs, params=params,
+        stage1_checkpoint=stage1_checkpoint, metric=sweep.search.objective,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        sweep = load_sweep(args.sweep)  # validated before Ray starts
+        resources = sweep.resources
+        if args.workers is not None:
+            resources = dataclasses.replace(resources, workers=args.workers)
+        if args.gpus_per_worker is not None:
+            resources = dataclasses.replace(resources, gpus_per_worker=args.gpus_per_worker)
+        resources.validate("resources")
+        if args.stage == "2" and not args.stage1_checkpoint:
+            raise HarnessError("--stage1-checkpoint: required with --stage 2")
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    import ray
+
+    from harness.checkpoint import best
+    from harness.data.ensure import ensure_dataset
+    from harness.fit import REPO_ROOT, fit_stage
+
+    name = args.name or sweep.name
+    root = storage.join(args.storage, name, "train")
+    mode = "min" if sweep.search.objective == "fid" else "max"
+    try:
+        dataset_uri = ensure_dataset(args.storage, sweep.data, sweep.model.profile)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not ray.is_initialized():
+        ray.init(runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}}, log_to_driver=True)
+    summary: dict = {"name": name, "dataset": dataset_uri}
+    t0 = time.perf_counter()
+    stage1_ckpt = args.stage1_checkpoint
+    if args.stage in ("1", "both"):
+        run = stage_run(sweep, 1, storage.join(root, "stage1"), dataset_uri,
+                        args.epochs_stage1 or sweep.stage1.epochs, sweep.defaults(1))
+        summary["stage1"] = fit_stage(run, resources, f"{name}/train/stage1", args.storage, sweep.search.max_failures)
+        stage1_ckpt = best(run.run_uri, sweep.search.objective, mode)
+        if stage1_ckpt is None:
+            print(f"error: Stage-I produced no checkpoint ({summary['stage1'].get('status')})", file=sys.stderr)
+            print(json.dumps(summary, indent=2, default=str))
+            return 1
+    if args.stage in ("2", "both"):
+        run = stage_run(sweep, 2, storage.join(root, "stage2"), dataset_uri,
+                        args.epochs_stage2 or sweep.stage2.epochs, sweep.defaults(2), stage1_ckpt)
+        summary["stage2"] = fit_stage(run, resources, f"{name}/train/stage2", args.storage, sweep.search.max_failures)
+    summary["stage1_checkpoint"] = stage1_ckpt
+    summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

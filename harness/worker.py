@@ -1,0 +1,180 @@
+"""train_fn_per_worker: one stage of StackGAN training on one Ray Train worker.
+
+The only module that calls ``ray.train.*``. Each worker reads its own data shard; G and D are
+wrapped in DDP when there are several workers (gloo on CPU, NCCL on GPU, set up by TorchTrainer).
+Rank 0 evaluates, writes the sample grid and the checkpoint; every rank reports each evaluation
+(``ray.train.report`` is a barrier). A restarted worker group resumes from the run's latest
+complete checkpoint, found under the run's URI, which is named by trial id, never by time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import ray.train
+import torch
+import torch.distributed as dist
+
+from harness import checkpoint, storage
+from harness.config import StageRunConfig
+from harness.data.dataset import open_train_data
+from harness.evaluate import chance_fidelity, inception_metrics, load_inception, sample_grid, shapes_metrics
+from harness.loop import Diverged, StageLoop
+from models import Stage1Config, Stage1Generator
+from models.config import get_profile
+
+WORST = {"fid": 1e6, "fidelity": 0.0, "inception_score": 0.0}
+GRID_SAMPLES = 32
+
+
+def load_stage1_generator(ckpt_uri: str) -> Stage1Generator:
+    state, meta = checkpoint.load(ckpt_uri)
+    if meta["stage"] != 1:
+        raise ValueError(f"{ckpt_uri}: is a Stage-{meta['stage']} checkpoint; Stage-II needs a Stage-I one")
+    g = Stage1Generator(Stage1Config(**meta["architecture"]["stage1"]))
+    g.load_state_dict(state["generator"])
+    return g
+
+
+def _any_rank(flag: bool, world: int) -> bool:
+    if world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _report(metrics: dict, report_to: str) -> None:
+    if report_to == "tune":  # local mode inside a Tune trial: no Train controller to forward metrics
+        from ray import tune
+
+        tune.report(metrics)
+    else:
+        ray.train.report(metrics)
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "") != "":
+        return ray.train.torch.get_device()
+    return torch.device("cpu")
+
+
+def train_fn_per_worker(config: dict) -> None:
+    run = StageRunConfig.from_dict(config["run"])
+    report_to = config["report_to"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(config["threads"])
+    if run.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+    device = _device()
+
+    stage1_g = load_stage1_generator(run.stage1_checkpoint) if run.stage == 2 else None
+    data = open_train_data(
+        run.data.kind, run.dataset_uri, run.data.encoder, stage_resolution(run), rank, world,
+        with_words=run.stage == 2 and run.value("attention"), seed=run.train.seed,
+    )
+    loop = StageLoop(run, data.text_dim, data.word_dim, device, stage1_g)
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        loop.wrap(lambda m: torch.nn.parallel.DistributedDataParallel(m, device_ids=ids))
+
+    start_epoch = 0
+    latest = checkpoint.latest(run.run_uri)
+    if latest is not None:
+        state, meta = checkpoint.load(latest, map_location=device)
+        loop.load_state_dict(state)
+        start_epoch = meta["epoch"] + 1
+
+    evaluator = _Evaluator(run, data, loop) if rank == 0 else None
+    batch_size = run.train.batch_size
+    steps = data.steps_per_epoch(batch_size)
+    if steps == 0:
+        raise ValueError(f"batch_size {batch_size} x {world} workers exceeds the training split of {run.dataset_uri}")
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    images_seen = 0
+    for epoch in range(start_epoch, run.epochs):
+        t_epoch = time.perf_counter()
+        losses: dict[str, float] = {}
+        reason = None
+        for batch in data.batches(batch_size, epoch):
+            try:
+                step_metrics = loop.train_step(batch)
+            except Diverged as exc:
+                reason = str(exc)
+            if _any_rank(reason is not None, world):
+                reason = reason or "diverged on another worker"
+                break
+            for k, v in step_metrics.items():
+                losses[k] = losses.get(k, 0.0) + v / steps
+            images_seen += batch_size * world
+        if reason is not None:
+            _report({"status": "diverged", "reason": reason, "epoch": epoch + 1, run.metric: WORST[run.metric],
+                     "training_iteration_epoch": epoch + 1}, report_to)
+            return
+        loop.end_epoch()
+        epoch_seconds = time.perf_counter() - t_epoch
+        last = epoch + 1 == run.epochs
+        if (epoch + 1) % run.train.eval_every and not last:
+            continue
+        metrics = {"status": "running" if not last else "finished", "epoch": epoch + 1, "stage": run.stage,
+                   "epoch_seconds": round(epoch_seconds, 3),
+                   "images_per_second": round(steps * batch_size * world / epoch_seconds, 2),
+                   "wall_seconds": round(time.perf_counter() - t_start, 2),
+                   "cpu_seconds": round((time.process_time() - cpu_start) * world, 2),
+                   "gpu_seconds": round((time.perf_counter() - t_start) * world if device.type == "cuda" else 0.0, 2),
+                   **{k: round(v, 5) for k, v in losses.items()}}
+        if evaluator is not None:
+            metrics.update(evaluator.evaluate(epoch + 1, metrics))
+        _report(metrics, report_to)
+
+
+def stage_resolution(run: StageRunConfig) -> int:
+    """Image side the stage trains at (resolutions are fixed by the profile, never searched)."""
+    profile = get_profile(run.profile)
+    return profile.stage1.image_size if run.stage == 1 else profile.stage2.image_size
+
+
+class _Evaluator:
+    """Rank 0: metrics on the fixed caption set, the sample grid, the checkpoint and its retention."""
+
+    def __init__(self, run: StageRunConfig, data, loop: StageLoop) -> None:
+        self.run, self.loop = run, loop
+        self.eval_set = data.eval_set(run.data.eval_samples, loop.image_size)
+        self.judge = self.inception = None
+        if run.data.kind == "shapes":
+            from harness.data.judge import load_or_train_judge
+
+            self.judge, _ = load_or_train_judge(run.dataset_uri)
+        elif run.data.inception_weights:
+            self.inception = load_inception(run.data.inception_weights)
+
+    def evaluate(self, epoch: int, train_metrics: dict) -> dict:
+        ev, run = self.eval_set, self.run
+        fake, attention = self.loop.sample(ev.text_BD, ev.words_BTD, ev.mask_BT)
+        if self.judge is not None:
+            metrics = shapes_metrics(self.judge, fake, ev)
+            metrics.update({f"chance_{k}": v for k, v in chance_fidelity().items()})
+        elif self.inception is not None:
+            metrics = inception_metrics(self.inception, fake, ev.real_images_B3HW)
+        else:
+            metrics = {}
+        grid_uri = storage.join(run.run_uri, "samples", f"epoch-{epoch:04d}.png")
+        n = min(GRID_SAMPLES, len(fake))
+        storage.write_bytes(grid_uri, sample_grid(fake[:n], ev.captions[:n], None if attention is None else attention[:n]))
+        all_metrics = {**train_metrics, **metrics, "sample_grid": grid_uri}
+        meta = {
+            "stage": run.stage,
+            "metrics": all_metrics,
+            "config": run.to_dict(),
+            "architecture": {"stage1": dataclasses.asdict(self.loop.profile.stage1),
+                             "stage2": dataclasses.asdict(self.loop.profile.stage2)},
+        }
+        ckpt = checkpoint.save(run.run_uri, epoch, self.loop.state_dict(), meta)
+        mode = "min" if run.metric == "fid" else "max"
+        checkpoint.prune(run.run_uri, run.train.keep_checkpoints, run.metric, mode)
+        storage.write_bytes(storage.join(run.run_uri, "latest_metrics.json"), json.dumps(all_metrics).encode())
+        return {**metrics, "sample_grid": grid_uri, "checkpoint_path": ckpt}

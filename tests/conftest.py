@@ -1,0 +1,96 @@
+"""Shared fixtures: a real S3-compatible endpoint on 127.0.0.1, a small shapes dataset, a CUB fixture."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import cub_fixture
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class S3Server:
+    """A moto S3 server subprocess; ``stop()``/``start()`` simulate an outage on the same port."""
+
+    def __init__(self, port: int, log_path: pathlib.Path) -> None:
+        self.port, self.log_path, self.proc = port, log_path, None
+        self.endpoint = f"http://127.0.0.1:{port}"
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"moto server did not start; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """Starts moto on a free port, creates a bucket, and points the standard AWS variables at it."""
+    server = S3Server(_free_port(), tmp_path_factory.mktemp("moto") / "moto.log")
+    server.start()
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}
+    os.environ.update(
+        AWS_ENDPOINT_URL=server.endpoint,
+        AWS_ACCESS_KEY_ID="testing-key-id",
+        AWS_SECRET_ACCESS_KEY="testing-secret-key",
+        AWS_REGION="us-east-1",
+    )
+    import boto3
+
+    boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket="harness-test")
+    server.bucket = "harness-test"
+    yield server
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def shapes_uri(tmp_path_factory) -> str:
+    """A small shapes dataset (hash encoder) at the tiny and small profiles' resolutions."""
+    from harness.data.shapes_store import BuildSpec, build
+
+    uri = str(tmp_path_factory.mktemp("data") / "shapes")
+    build(BuildSpec(n=800, seed=3, resolutions=(16, 32, 64), encoders=("hash",), shards=4), uri, workers=2, log=lambda m: None)
+    return uri
+
+
+@pytest.fixture()
+def cub_root(tmp_path) -> pathlib.Path:
+    return cub_fixture.make(tmp_path / "birds", kind="cub")
+
+
+@pytest.fixture()
+def flowers_root(tmp_path) -> pathlib.Path:
+    return cub_fixture.make(tmp_path / "flowers", kind="flowers")
