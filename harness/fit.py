@@ -9,7 +9,7 @@ from ray.train.torch import TorchTrainer
 
 from harness import storage
 from harness.config import ResourcesConfig, StageRunConfig
-from harness.worker import train_fn_per_worker
+from harness.worker import read_latest_metrics, train_fn_per_worker
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,5 +60,5 @@ def fit_stage(
             callbacks=callbacks,
         ),
     )
-    result = trainer.fit()
-    return dict(result.metrics or {})
+    trainer.fit()
+    return read_latest_metrics(run.run_uri)

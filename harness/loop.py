@@ -172,7 +172,15 @@ class StageLoop:
 
     @torch.no_grad()
     def sample(self, text, words=None, mask=None, seed: int = 1234, batch: int = 64):
-        """Images for a fixed caption set with fixed noise: the same at every evaluation."""
+        """Images for a fixed caption set with fixed noise: the same at every evaluation.
+
+        Neither RNG stream of training moves, so how often a run evaluates does not change its weights.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self._sample(text, words, mask, seed, batch)
+
+    def _sample(self, text, words, mask, seed: int, batch: int):
         saved = self.rng.get_state()
         self.rng.manual_seed(seed)
         self.g.eval()

@@ -87,9 +87,12 @@ def train_fn_per_worker(config: dict) -> None:
     if latest is not None:
         state, meta = checkpoint.load(latest, map_location=device)
         loop.load_state_dict(state)
-        start_epoch = meta["epoch"] + 1
+        start_epoch = meta["epoch"]  # checkpoints record completed epochs
 
-    evaluator = _Evaluator(run, data, loop) if rank == 0 else None
+    evaluator = None
+    if rank == 0:
+        with torch.random.fork_rng(devices=[]):  # building/loading the judge must not shift training's RNG
+            evaluator = _Evaluator(run, data, loop)
     batch_size = run.train.batch_size
     steps = data.steps_per_epoch(batch_size)
     if steps == 0:
@@ -112,8 +115,11 @@ def train_fn_per_worker(config: dict) -> None:
                 losses[k] = losses.get(k, 0.0) + v / steps
             images_seen += batch_size * world
         if reason is not None:
-            _report({"status": "diverged", "reason": reason, "epoch": epoch + 1, run.metric: WORST[run.metric],
-                     "training_iteration_epoch": epoch + 1}, report_to)
+            diverged = {"status": "diverged", "reason": reason, "epoch": epoch + 1, "stage": run.stage,
+                        run.metric: WORST[run.metric]}
+            if rank == 0:
+                write_latest_metrics(run.run_uri, diverged)
+            _report(diverged, report_to)
             return
         loop.end_epoch()
         epoch_seconds = time.perf_counter() - t_epoch
@@ -176,5 +182,15 @@ class _Evaluator:
         ckpt = checkpoint.save(run.run_uri, epoch, self.loop.state_dict(), meta)
         mode = "min" if run.metric == "fid" else "max"
         checkpoint.prune(run.run_uri, run.train.keep_checkpoints, run.metric, mode)
-        storage.write_bytes(storage.join(run.run_uri, "latest_metrics.json"), json.dumps(all_metrics).encode())
+        write_latest_metrics(run.run_uri, {**all_metrics, "checkpoint_path": ckpt})
         return {**metrics, "sample_grid": grid_uri, "checkpoint_path": ckpt}
+
+
+def write_latest_metrics(run_uri: str, metrics: dict) -> None:
+    """Rank 0's latest report, kept with the run: Train V2's Result carries only checkpoint-attached metrics."""
+    storage.write_bytes(storage.join(run_uri, "latest_metrics.json"), json.dumps(metrics).encode())
+
+
+def read_latest_metrics(run_uri: str) -> dict:
+    uri = storage.join(run_uri, "latest_metrics.json")
+    return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else {}

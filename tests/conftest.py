@@ -94,3 +94,20 @@ def cub_root(tmp_path) -> pathlib.Path:
 @pytest.fixture()
 def flowers_root(tmp_path) -> pathlib.Path:
     return cub_fixture.make(tmp_path / "flowers", kind="flowers")
+
+
+@pytest.fixture(scope="session")
+def ray_local(tmp_path_factory):
+    """One local Ray instance for the session, in its own temp dir, shut down at the end."""
+    import ray
+
+    temp = tmp_path_factory.mktemp("ray")
+    ray.init(
+        num_cpus=4,  # logical CPUs: lets a Tune driver and two Train workers coexist on 2 cores
+        include_dashboard=False,
+        _temp_dir=str(temp),
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        log_to_driver=False,
+    )
+    yield ray
+    ray.shutdown()

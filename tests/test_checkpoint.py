@@ -1,0 +1,54 @@
+"""Checkpoints: complete or absent, exact round trip, retention of the last k plus the best."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from harness import checkpoint, storage
+from harness.errors import StorageError
+
+
+def _state(v: float) -> dict:
+    return {"generator": {"w": torch.full((3,), v)}, "rng": torch.get_rng_state(), "epoch_note": int(v)}
+
+
+def test_round_trip_is_exact_and_loads_with_weights_only(tmp_path):
+    run = str(tmp_path / "run")
+    state = _state(1.5)
+    ckpt = checkpoint.save(run, 1, state, {"stage": 1, "metrics": {"fid": 3.0}, "config": {"a": 1}})
+    loaded, meta = checkpoint.load(ckpt)
+    assert torch.equal(loaded["generator"]["w"], state["generator"]["w"])
+    assert torch.equal(loaded["rng"], state["rng"])
+    assert meta["epoch"] == 1 and meta["config"] == {"a": 1} and len(meta["code_version"]) == 16
+
+
+def test_a_checkpoint_without_its_marker_is_never_loaded(tmp_path):
+    run = str(tmp_path / "run")
+    checkpoint.save(run, 1, _state(1), {"stage": 1, "metrics": {}})
+    ckpt2 = checkpoint.save(run, 2, _state(2), {"stage": 1, "metrics": {}})
+    (tmp_path / "run" / "checkpoints" / "epoch-0002" / checkpoint.MARKER).unlink()  # upload killed before the marker
+    assert checkpoint.latest(run).endswith("epoch-0001")
+    with pytest.raises(StorageError, match="not a complete checkpoint"):
+        checkpoint.load(ckpt2)
+
+
+def test_retention_keeps_last_k_and_the_best(tmp_path):
+    run = str(tmp_path / "run")
+    for epoch, fid in enumerate([5.0, 1.0, 4.0, 3.0, 6.0], start=1):
+        checkpoint.save(run, epoch, _state(epoch), {"stage": 1, "metrics": {"fid": fid}})
+        checkpoint.prune(run, keep=2, metric="fid", mode="min")
+    names = [c.rsplit("/", 1)[-1] for c in checkpoint.list_complete(run)]
+    assert names == ["epoch-0002", "epoch-0004", "epoch-0005"]
+    assert checkpoint.best(run, "fid", "min").endswith("epoch-0002")
+
+
+def test_round_trip_on_the_s3_endpoint(s3):
+    run = f"s3://{s3.bucket}/ckpt-test/run"
+    ckpt = checkpoint.save(run, 3, _state(7), {"stage": 2, "metrics": {"fid": 1.0}})
+    loaded, meta = checkpoint.load(ckpt)
+    assert torch.equal(loaded["generator"]["w"], torch.full((3,), 7.0)) and meta["stage"] == 2
+    assert checkpoint.latest(run) == ckpt
+    assert json.loads(storage.read_bytes(f"{ckpt}/meta.json"))["epoch"] == 3
