@@ -65,8 +65,11 @@ def _device() -> torch.device:
 def train_fn_per_worker(config: dict) -> None:
     run = StageRunConfig.from_dict(config["run"])
     report_to = config["report_to"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if report_to == "tune":  # local mode inside a Tune trial, where ray.train.get_context() is unavailable
+        rank, world = 0, 1
+    else:
+        ctx = ray.train.get_context()
+        rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(config["threads"])
     if run.train.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -118,7 +121,7 @@ def train_fn_per_worker(config: dict) -> None:
             diverged = {"status": "diverged", "reason": reason, "epoch": epoch + 1, "stage": run.stage,
                         run.metric: WORST[run.metric]}
             if rank == 0:
-                write_latest_metrics(run.run_uri, diverged)
+                write_metrics(run.run_uri, epoch + 1, diverged)
             _report(diverged, report_to)
             return
         loop.end_epoch()
@@ -182,13 +185,16 @@ class _Evaluator:
         ckpt = checkpoint.save(run.run_uri, epoch, self.loop.state_dict(), meta)
         mode = "min" if run.metric == "fid" else "max"
         checkpoint.prune(run.run_uri, run.train.keep_checkpoints, run.metric, mode)
-        write_latest_metrics(run.run_uri, {**all_metrics, "checkpoint_path": ckpt})
+        write_metrics(run.run_uri, epoch, {**all_metrics, "checkpoint_path": ckpt})
         return {**metrics, "sample_grid": grid_uri, "checkpoint_path": ckpt}
 
 
-def write_latest_metrics(run_uri: str, metrics: dict) -> None:
-    """Rank 0's latest report, kept with the run: Train V2's Result carries only checkpoint-attached metrics."""
-    storage.write_bytes(storage.join(run_uri, "latest_metrics.json"), json.dumps(metrics).encode())
+def write_metrics(run_uri: str, epoch: int, metrics: dict) -> None:
+    """Rank 0's report of this evaluation, kept with the run (results.py reads the history back;
+    Train V2's Result carries only metrics attached to Ray-managed checkpoints)."""
+    data = json.dumps(metrics).encode()
+    storage.write_bytes(storage.join(run_uri, "metrics", f"epoch-{epoch:04d}.json"), data)
+    storage.write_bytes(storage.join(run_uri, "latest_metrics.json"), data)
 
 
 def read_latest_metrics(run_uri: str) -> dict:

@@ -1,0 +1,266 @@
+"""Leaderboard of a sweep: Markdown and one self-contained HTML page, written next to the results.
+
+    python -m harness.report --storage URI --sweep NAME
+
+Ranks the trials of the final phase (Stage-II, or joint) by the objective, shows the paper-default
+trial beside the best, the best sample grids, metric-per-epoch curves, Optuna parameter importances
+and the cost of each trial. Works for any finished or interrupted sweep: it reads only storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import math
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+
+from harness import storage  # noqa: E402
+from harness.config import SweepConfig, sweep_from_dict  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
+from harness.results import collect_rows, write_parquet  # noqa: E402
+from harness.searcher import optuna_space  # noqa: E402
+
+SHOWN_PARAMS = ("kl_weight", "lr_g", "lr_d", "z_dim", "c_dim", "z_dim_stage2", "attention", "stage1_parent")
+
+
+def _better(mode: str):
+    return (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
+
+
+def rank_trials(rows: list[dict], stage: int, metric: str, mode: str) -> list[dict]:
+    """One entry per trial: its best evaluation at ``stage`` (diverged trials last), ranked."""
+    better = _better(mode)
+    best: dict[str, dict] = {}
+    last: dict[str, dict] = {}
+    for r in rows:
+        if r["stage"] != stage:
+            continue
+        tid = r["trial_id"]
+        if tid not in last or r["epoch"] >= last[tid]["epoch"]:
+            last[tid] = r
+        value = r.get(metric)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if tid not in best or better(value, best[tid][metric]):
+            best[tid] = r
+    entries = []
+    for tid, r in best.items():
+        entries.append({**r, "final_status": last[tid]["status"], "trial_cost": last[tid]})
+    worst = float("inf") if mode == "min" else float("-inf")
+    key = (lambda e: e[metric] if e["final_status"] != "diverged" else worst)
+    entries.sort(key=key, reverse=(mode == "max"))
+    return entries
+
+
+def _params_of(entry: dict) -> dict:
+    return {k.split(".", 1)[1]: v for k, v in entry.items() if k.startswith("param.")}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def curves_png(rows: list[dict], metric: str) -> bytes:
+    stages = sorted({r["stage"] for r in rows})
+    fig, axes = plt.subplots(1, len(stages), figsize=(5.5 * len(stages), 3.6), squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        by_trial: dict[str, list] = {}
+        for r in rows:
+            if r["stage"] == stage and r.get(metric) is not None and r["status"] != "diverged":
+                by_trial.setdefault(r["trial_id"], []).append((r["epoch"], r[metric]))
+        for tid, points in sorted(by_trial.items()):
+            points.sort()
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=tid[-8:])
+        ax.set_title(f"Stage-{'I' * stage}: {metric} per epoch")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        if by_trial:
+            ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def importances(entries: list[dict], sweep: SweepConfig, phase: str, metric: str, mode: str) -> dict[str, float]:
+    """Optuna's fANOVA importances over the ranked trials (needs >= 3 non-diverged trials)."""
+    if phase == "joint":
+        space = {**optuna_space(sweep.stage1.search, "s1."), **optuna_space(sweep.stage2.search, "s2.")}
+    else:
+        space = optuna_space((sweep.stage1 if phase == "stage1" else sweep.stage2).search)
+    trials = []
+    for e in entries:
+        if e["final_status"] == "diverged":
+            continue
+        params = {k: v for k, v in _params_of(e).items() if k in space}
+        try:
+            params = {k: (int(v) if isinstance(space[k], optuna.distributions.IntDistribution) else v) for k, v in params.items()}
+            trials.append(optuna.trial.create_trial(params=params, distributions={k: space[k] for k in params},
+                                                    value=float(e[metric])))
+        except ValueError:
+            continue
+    if len(trials) < 3:
+        return {}
+    study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
+    study.add_trials(trials)
+    try:
+        return {k: round(v, 3) for k, v in optuna.importance.get_param_importances(study).items()}
+    except (RuntimeError, ValueError):
+        return {}
+
+
+def build_report(storage_root: str, sweep: SweepConfig, summary: dict | None = None) -> dict:
+    """Writes results.parquet and report/leaderboard.{md,html}; returns where and the ranking."""
+    rows = collect_rows(storage_root, sweep)
+    root = storage.join(storage_root, sweep.name)
+    write_parquet(rows, storage.join(root, "results.parquet"))
+    metric, mode = sweep.search.objective, sweep.search.mode
+    phases = sorted({r["phase"] for r in rows})
+    final_phase = "joint" if "joint" in phases else ("stage2" if "stage2" in phases else "stage1")
+    final_stage = 1 if final_phase == "stage1" else 2
+    final_rows = [r for r in rows if r["phase"] == final_phase]
+    ranked = rank_trials(final_rows, final_stage, metric, mode)
+    stage1_ranked = rank_trials([r for r in rows if r["phase"] == "stage1"], 1, metric, mode) if "stage1" in phases else []
+    images = {"curves.png": curves_png(rows, metric)}
+    for i, e in enumerate(ranked[:3]):
+        grid = e.get("sample_grid")
+        if grid and storage.exists(grid):
+            images[f"best{i + 1}_{e['trial_id'][-8:]}.png"] = storage.read_bytes(grid)
+    report_uri = storage.join(root, "report")
+    for name, data in images.items():
+        storage.write_bytes(storage.join(report_uri, "images", name), data)
+    imp = importances(ranked, sweep, final_phase, metric, mode)
+    cost = _cost(rows)
+    paper = next((e for e in ranked if e["trial_id"] == (summary or {}).get(f"{final_phase}_first_trial")), None)
+    md = _markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, images, summary or {})
+    storage.write_bytes(storage.join(report_uri, "leaderboard.md"), md.encode())
+    storage.write_bytes(storage.join(report_uri, "leaderboard.html"), _html(md, images).encode())
+    return {"report": storage.join(report_uri, "leaderboard.html"), "rows": len(rows), "ranked": ranked,
+            "stage1_ranked": stage1_ranked, "importances": imp, "cost": cost}
+
+
+def _cost(rows: list[dict]) -> dict:
+    """CPU and GPU seconds per phase: the last evaluation of each run holds its cumulative cost."""
+    last: dict[tuple, dict] = {}
+    for r in rows:
+        k = (r["trial_id"], r["stage"])
+        if k not in last or r["epoch"] >= last[k]["epoch"]:
+            last[k] = r
+    out: dict[str, dict] = {}
+    for r in last.values():
+        c = out.setdefault(r["phase"], {"cpu_seconds": 0.0, "gpu_seconds": 0.0, "wall_seconds": 0.0, "runs": 0})
+        for key in ("cpu_seconds", "gpu_seconds", "wall_seconds"):
+            c[key] = round(c[key] + float(r.get(key) or 0.0), 2)
+        c["runs"] += 1
+    return out
+
+
+def _table(entries: list[dict], metric: str, extra: tuple[str, ...]) -> list[str]:
+    head = ["rank", "trial", "status", "epoch", metric, *extra, *SHOWN_PARAMS, "CPU s", "GPU s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, e in enumerate(entries, 1):
+        p = _params_of(e)
+        flat = {k.split(".", 1)[-1]: v for k, v in p.items()}
+        cost = e["trial_cost"]
+        cells = [str(i), e["trial_id"], e["final_status"], str(e["epoch"]), _fmt(e.get(metric)),
+                 *(_fmt(e.get(x, "")) for x in extra), *(_fmt(flat.get(k, "")) for k in SHOWN_PARAMS),
+                 _fmt(cost.get("cpu_seconds", 0.0)), _fmt(cost.get("gpu_seconds", 0.0))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, images, summary) -> str:
+    extra = ("fidelity",) if sweep.data.kind == "shapes" else ()
+    lines = [f"# Leaderboard: {sweep.name}", "",
+             f"Strategy `{sweep.search.strategy}`, objective `{metric}` ({sweep.search.mode}), "
+             f"data `{sweep.data.kind}`, profile `{sweep.model.profile}`, searcher seed {summary.get('seed', 'n/a')}.", ""]
+    if ranked:
+        b = ranked[0]
+        lines.append(f"**Best trial** `{b['trial_id']}`: {metric} = {_fmt(b[metric])} at epoch {b['epoch']}"
+                     + (f", caption fidelity {_fmt(b.get('fidelity'))}" if "fidelity" in b else "") + ".")
+    if paper is not None:
+        lines.append(f"**Paper defaults** (`{paper['trial_id']}`): {metric} = {_fmt(paper[metric])}"
+                     + (f", caption fidelity {_fmt(paper.get('fidelity'))}" if "fidelity" in paper else "") + ".")
+    lines += ["", "## Ranked trials", "", *_table(ranked, metric, extra), ""]
+    if stage1_ranked and ranked and ranked[0].get("stage") == 2:
+        lines += ["## Stage-I trials", "", *_table(stage1_ranked, metric, extra), ""]
+    lines += ["## Best sample grids", ""]
+    lines += [f"![{n}](images/{n})" for n in images if n.startswith("best")] or ["(no sample grids yet)"]
+    lines += ["", "## Metric per epoch", "", "![curves](images/curves.png)", "", "## Parameter importances (Optuna fANOVA)", ""]
+    lines += [f"- `{k}`: {v}" for k, v in imp.items()] or ["(fewer than three comparable trials)"]
+    lines += ["", "## Cost", "", "| phase | runs | CPU s | GPU s | wall s |", "|---|---|---|---|---|"]
+    lines += [f"| {ph} | {c['runs']} | {c['cpu_seconds']} | {c['gpu_seconds']} | {c['wall_seconds']} |" for ph, c in cost.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _html(md: str, images: dict[str, bytes]) -> str:
+    """A self-contained page: the Markdown's tables and text, images inlined as data URIs."""
+    out, in_table = [], False
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-"):
+                continue
+            if not in_table:
+                out.append("<table>")
+                in_table = True
+                out.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells) + "</tr>")
+                continue
+            out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            out.append("</table>")
+            in_table = False
+        if line.startswith("!["):
+            name = line[line.index("(") + 1 : -1].split("/")[-1]
+            data = base64.b64encode(images[name]).decode()
+            out.append(f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></p>')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.strip():
+            text = html.escape(line).replace("**", "")
+            out.append(f"<p>{text}</p>")
+    if in_table:
+        out.append("</table>")
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px}"
+             "td,th{border:1px solid #ccc;padding:3px 6px}th{background:#eee}img{max-width:100%}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>Leaderboard</title><style>{style}</style></head><body>{''.join(out)}</body></html>"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--storage", required=True, help="the sweep's storage root (local path or s3://...)")
+    parser.add_argument("--sweep", required=True, help="the sweep's name")
+    args = parser.parse_args(argv)
+    try:
+        sweep_uri = storage.join(args.storage, args.sweep, "sweep.json")
+        if not storage.exists(sweep_uri):
+            raise HarnessError(f"{sweep_uri}: not found (no sweep named {args.sweep!r} under {args.storage})")
+        recorded = json.loads(storage.read_bytes(sweep_uri))
+        out = build_report(args.storage, sweep_from_dict(recorded["sweep"]), recorded)
+    except (HarnessError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"report": out["report"], "rows": out["rows"], "best": out["ranked"][0]["trial_id"] if out["ranked"] else None}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Sweep results: every trial's evaluations, read back from storage, as rows and as Parquet.
+
+One row per trial and evaluation: trial id, phase, stage, status, epoch, every metric, the
+flattened config (searched values and the sweep's fixed settings), and wall/CPU/GPU seconds.
+Built from the files each run keeps (``params.json``, ``stage*/metrics/epoch-*.json``), so a
+finished or interrupted sweep can be tabulated without Tune's internals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import posixpath
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from harness import storage
+from harness.config import SweepConfig
+
+
+def _flatten(prefix: str, obj, out: dict) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = obj if isinstance(obj, (int, float, str, bool)) or obj is None else json.dumps(obj)
+
+
+def _subdirs(uri: str) -> list[str]:
+    fs, path = storage.filesystem(uri)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory)
+
+
+def collect_rows(storage_root: str, sweep: SweepConfig) -> list[dict]:
+    trials_uri = storage.join(storage_root, sweep.name, "trials")
+    fixed: dict = {}
+    _flatten("sweep", {k: v for k, v in dataclasses.asdict(sweep).items() if k not in ("stage1", "stage2")}, fixed)
+    fixed["sweep.stage1.epochs"], fixed["sweep.stage2.epochs"] = sweep.stage1.epochs, sweep.stage2.epochs
+    rows = []
+    for trial_id in _subdirs(trials_uri):
+        trial_uri = storage.join(trials_uri, trial_id)
+        params_uri = storage.join(trial_uri, "params.json")
+        if not storage.exists(params_uri):
+            continue
+        info = json.loads(storage.read_bytes(params_uri))
+        searched: dict = {}
+        _flatten("param", info["params"], searched)
+        for stage in (1, 2):
+            files = storage.list_files(storage.join(trial_uri, f"stage{stage}", "metrics"), ".json")
+            planned = sweep.stage1.epochs if stage == 1 else sweep.stage2.epochs
+            for i, f in enumerate(files):
+                m = json.loads(storage.read_bytes(f))
+                status = m.get("status", "running")
+                if i == len(files) - 1 and status == "running":
+                    status = "stopped" if m.get("epoch", 0) < planned else "finished"
+                row = {"trial_id": trial_id, "phase": info["phase"], "stage": stage, "status": status,
+                       "epoch": int(m.get("epoch", 0)), "planned_epochs": planned}
+                for k, v in m.items():
+                    if k not in row and isinstance(v, (int, float, str)) and not isinstance(v, bool):
+                        row[k] = v
+                row.update(searched)
+                row.update(fixed)
+                rows.append(row)
+    return rows
+
+
+def write_parquet(rows: list[dict], uri: str) -> None:
+    if not rows:
+        raise ValueError("no trial has reported an evaluation yet")
+    columns = sorted({k for r in rows for k in r})
+    table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    storage.write_bytes(uri, buf.getvalue())
+
+
+def read_parquet(uri: str) -> list[dict]:
+    return pq.read_table(io.BytesIO(storage.read_bytes(uri))).to_pylist()

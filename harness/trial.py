@@ -1,0 +1,63 @@
+"""The Tune function trainable: a flat Tune dict -> typed StageRunConfig -> TorchTrainer per stage.
+
+Three phases share it: ``stage1`` and ``stage2`` (the staged strategy; Stage-II trials also choose
+one of the top-k Stage-I checkpoints as ``stage1_parent``) and ``joint`` (each trial trains Stage-I
+then Stage-II with its own ``s1.*`` / ``s2.*`` values). Runs are named by trial id, so a restored
+trial finds its own checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from ray import tune
+
+from harness import storage
+from harness.checkpoint import best
+from harness.config import STAGE_PARAMS, SweepConfig, check_param_value
+from harness.fit import fit_stage
+from harness.train import stage_run
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseContext:
+    """Everything a trial needs besides its sampled values; passed once through the object store."""
+
+    sweep: SweepConfig
+    sweep_root: str  # <storage>/<sweep name>
+    storage_root: str
+    dataset_uri: str
+    phase: str  # stage1 | stage2 | joint
+    stage1_parents: tuple[str, ...] = ()  # stage2: the top-k Stage-I checkpoint URIs
+
+
+def _params(config: dict, stage: int, prefix: str = "") -> dict:
+    return {p: check_param_value(p, config[prefix + p]) for p in STAGE_PARAMS[stage] if prefix + p in config}
+
+
+def stage_trial(config: dict, ctx: PhaseContext) -> None:
+    trial_id = tune.get_context().get_trial_id()
+    sweep = ctx.sweep
+    mode = sweep.search.mode
+    trial_rel = f"{sweep.name}/trials/{trial_id}"
+    trial_uri = storage.join(ctx.storage_root, trial_rel)
+    storage.write_bytes(storage.join(trial_uri, "params.json"),
+                        json.dumps({"trial_id": trial_id, "phase": ctx.phase, "params": config}, default=str).encode())
+
+    def fit(stage: int, params: dict, epochs: int, parent: str | None) -> None:
+        run = stage_run(sweep, stage, storage.join(trial_uri, f"stage{stage}"), ctx.dataset_uri, epochs, params, parent)
+        fit_stage(run, sweep.resources, f"{trial_rel}/stage{stage}", ctx.storage_root,
+                  sweep.search.max_failures, in_tune=True)
+
+    if ctx.phase == "stage1":
+        fit(1, _params(config, 1), sweep.stage1.epochs, None)
+    elif ctx.phase == "stage2":
+        parent = ctx.stage1_parents[int(config["stage1_parent"])]
+        fit(2, _params(config, 2), sweep.stage2.epochs, parent)
+    else:
+        fit(1, _params(config, 1, "s1."), sweep.stage1.epochs, None)
+        parent = best(storage.join(trial_uri, "stage1"), sweep.search.objective, mode)
+        if parent is None:  # Stage-I diverged: its worst-case result is already reported
+            return
+        fit(2, _params(config, 2, "s2."), sweep.stage2.epochs, parent)

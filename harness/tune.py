@@ -1,0 +1,260 @@
+"""A StackGAN hyperparameter sweep with Ray Tune + Optuna, ending in a leaderboard.
+
+    python harness/tune.py                      the demo: shapes data, small profile, local Ray, ./runs
+    python harness/tune.py --smoke-test         search_spaces/smoke.yaml: tiny trials through both stages
+    ray job submit --working-dir . -- python harness/tune.py --sweep FILE --storage s3://bucket/prefix
+
+Strategies: ``staged`` (a Stage-I sweep, then a Stage-II sweep starting from the top-k Stage-I
+checkpoints) or ``joint`` (each trial trains both stages with its own values). The searcher is
+Optuna's multivariate TPE, seeded, with the sweep's defaults (the paper's values) as the first
+point; ASHA stops weak trials early. Everything lands under <storage>/<name>/: tune/ (Tune and
+searcher state, for --resume), trials/, results.parquet and report/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+if __package__ in (None, ""):  # `python harness/tune.py` without installing: put the repo on the path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from harness import storage  # noqa: E402
+from harness.config import ConfigError, SweepConfig, load_sweep  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
+SMOKE_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "smoke.yaml")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sweep", help="sweep YAML (default: search_spaces/shapes.yaml)")
+    p.add_argument("--storage", default="./runs", help="local path or s3://bucket/prefix (default ./runs)")
+    p.add_argument("--name", help="sweep name under the storage root (default: the sweep file's name)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    p.add_argument("--smoke-test", action="store_true", help="run search_spaces/smoke.yaml (tiny, minutes)")
+    p.add_argument("--num-samples", type=int, help="trials per phase")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: what the cluster fits)")
+    p.add_argument("--time-budget", type=float, help="seconds for the whole sweep")
+    p.add_argument("--strategy", choices=["staged", "joint"], help="override the sweep's strategy")
+    return p.parse_args(argv)
+
+
+def resolve_sweep(args) -> SweepConfig:
+    path = SMOKE_SWEEP if args.smoke_test and not args.sweep else (args.sweep or DEFAULT_SWEEP)
+    sweep = load_sweep(path)
+    search = sweep.search
+    overrides = {"num_samples": args.num_samples, "max_concurrent": args.max_concurrent,
+                 "time_budget_s": args.time_budget, "strategy": args.strategy}
+    search = dataclasses.replace(search, **{k: v for k, v in overrides.items() if v is not None})
+    search.validate("search")
+    sweep = dataclasses.replace(sweep, search=search, name=args.name or sweep.name)
+    sweep.validate("")
+    return sweep
+
+
+def check_cluster_fits(sweep: SweepConfig, nodes: list[dict]) -> None:
+    """Rejects per-worker resources no node offers (the trial would wait forever)."""
+    res = sweep.resources
+    need = {"CPU": res.cpus_per_worker, **res.custom_resources_per_worker}
+    if res.gpus_per_worker:
+        need["GPU"] = res.gpus_per_worker
+    for name, amount in need.items():
+        best = max((n.get(name, 0) for n in nodes), default=0)
+        if best < amount:
+            field = {"CPU": "cpus_per_worker", "GPU": "gpus_per_worker"}.get(name, f"custom_resources_per_worker.{name}")
+            raise ConfigError(f"resources.{field}: {amount} {name} per worker, but no node offers more than {best}")
+
+
+def _node_types() -> list[dict]:
+    """Resources of every node (and of every autoscaler node type, when there is an autoscaler)."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    nodes += [t["resources"] for t in _autoscaler_node_types().values()]
+    return nodes
+
+
+def _autoscaler_node_types() -> dict:
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
+
+    if not _internal_kv_initialized():
+        return {}
+    raw = _internal_kv_get("autoscaler_config", namespace="autoscaler") or _internal_kv_get("autoscaler_config")
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw).get("available_node_types", {})
+    except (ValueError, AttributeError):
+        return {}
+
+
+def cluster_capacity() -> dict:
+    """Total resources now, or the autoscaler's maximum when it can grow further."""
+    import ray
+
+    total = dict(ray.cluster_resources())
+    for t in _autoscaler_node_types().values():
+        for name, amount in t.get("resources", {}).items():
+            total[name] = max(total.get(name, 0), amount * t.get("max_workers", 0))
+    return total
+
+
+def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfig, seed: int, max_epochs: int,
+              resume: bool, budget_s: float | None):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from harness.searcher import make_searcher, max_concurrent_trials, trial_resources
+    from harness.trial import stage_trial
+
+    tune_root = storage.join(ctx.sweep_root, "tune")
+    tune_path = storage.join(tune_root, phase)
+    storage_path = tune_root if storage.is_s3(tune_root) else os.path.abspath(tune_root)
+    trainable = tune.with_parameters(tune.with_resources(stage_trial, trial_resources(sweep.resources)), ctx=ctx)
+    tune_path_abs = tune_path if storage.is_s3(tune_path) else os.path.abspath(tune_path)
+    if resume and tune.Tuner.can_restore(tune_path_abs):
+        print(f"resuming {phase} from {tune_path}", flush=True)
+        tuner = tune.Tuner.restore(tune_path_abs, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        metric, mode = sweep.search.objective, sweep.search.mode
+        concurrent = sweep.search.max_concurrent or max_concurrent_trials(
+            sweep.resources, cluster_capacity(), sweep.search.num_samples)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=make_searcher(space, first_point, metric, mode, seed),
+                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
+                                        grace_period=min(sweep.search.grace_period, max_epochs)),
+                metric=metric, mode=mode, num_samples=sweep.search.num_samples,
+                max_concurrent_trials=concurrent, time_budget_s=budget_s,
+            ),
+            run_config=tune.RunConfig(name=phase, storage_path=storage_path,
+                                      failure_config=tune.FailureConfig(max_failures=sweep.search.max_failures)),
+        )
+    grid = tuner.fit()
+    return grid
+
+
+def _first_trial_id(grid) -> str | None:
+    """The trial that evaluated the sweep's defaults (Tune names trials in creation order)."""
+    ids = sorted((r.path or "", r.metrics.get("trial_id") if r.metrics else None) for r in grid)
+    return ids[0][1] if ids and ids[0][1] else None
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        sweep = resolve_sweep(args)  # validated before Ray starts
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    import ray
+
+    from harness.data.ensure import ensure_dataset
+    from harness.report import build_report
+    from harness.results import collect_rows
+    from harness.searcher import derive_seed, optuna_space
+    from harness.trial import PhaseContext
+
+    t0 = time.perf_counter()
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()  # under `ray job submit`: the entrypoint is told the cluster's address
+        else:
+            ray.init(runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}})
+    try:
+        check_cluster_fits(sweep, _node_types())
+        sweep_root = storage.join(args.storage, sweep.name)
+        record_uri = storage.join(sweep_root, "sweep.json")
+        if args.resume and storage.exists(record_uri):
+            record = json.loads(storage.read_bytes(record_uri))
+        else:
+            record = {"sweep": dataclasses.asdict(sweep), "seed": derive_seed(sweep.search.seed), "started": time.time()}
+        seed = record["seed"]
+        dataset_uri = ensure_dataset(args.storage, sweep.data, sweep.model.profile)
+        storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def budget_left():
+        return None if sweep.search.time_budget_s is None else max(1.0, sweep.search.time_budget_s - (time.perf_counter() - t0))
+
+    base = dict(sweep=sweep, sweep_root=sweep_root, storage_root=args.storage, dataset_uri=dataset_uri)
+    metric, mode = sweep.search.objective, sweep.search.mode
+    if sweep.search.strategy == "staged":
+        grid1 = run_phase("stage1", PhaseContext(phase="stage1", **base), optuna_space(sweep.stage1.search),
+                          sweep.defaults(1), sweep, seed, sweep.stage1.epochs, args.resume, budget_left())
+        record["stage1_first_trial"] = _first_trial_id(grid1)
+        parents = top_stage1_checkpoints(args.storage, sweep)
+        if not parents:
+            print("error: no Stage-I trial produced a checkpoint (all diverged?)", file=sys.stderr)
+            return 1
+        import optuna
+
+        space2 = {**optuna_space(sweep.stage2.search),
+                  "stage1_parent": optuna.distributions.CategoricalDistribution(list(range(len(parents))))}
+        grid2 = run_phase("stage2", PhaseContext(phase="stage2", stage1_parents=tuple(parents), **base), space2,
+                          {**sweep.defaults(2), "stage1_parent": 0}, sweep, seed + 1, sweep.stage2.epochs,
+                          args.resume, budget_left())
+        record["stage2_first_trial"] = _first_trial_id(grid2)
+        record["stage1_parents"] = parents
+    else:
+        space = {**optuna_space(sweep.stage1.search, "s1."), **optuna_space(sweep.stage2.search, "s2.")}
+        first = {**{f"s1.{k}": v for k, v in sweep.defaults(1).items()}, **{f"s2.{k}": v for k, v in sweep.defaults(2).items()}}
+        grid = run_phase("joint", PhaseContext(phase="joint", **base), space, first, sweep, seed,
+                         sweep.stage1.epochs + sweep.stage2.epochs, args.resume, budget_left())
+        record["joint_first_trial"] = _first_trial_id(grid)
+    record["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
+    if not collect_rows(args.storage, sweep):
+        print("error: no trial reported an evaluation", file=sys.stderr)
+        return 1
+    out = build_report(args.storage, sweep, record)
+    print_leaderboard(out, sweep, record)
+    return 0
+
+
+def top_stage1_checkpoints(storage_root: str, sweep: SweepConfig) -> list[str]:
+    """Best checkpoint of each of the top-k Stage-I trials, best first."""
+    from harness.checkpoint import best
+    from harness.report import rank_trials
+    from harness.results import collect_rows
+
+    rows = [r for r in collect_rows(storage_root, sweep) if r["phase"] == "stage1"]
+    parents = []
+    for e in rank_trials(rows, 1, sweep.search.objective, sweep.search.mode):
+        if e["final_status"] == "diverged":
+            continue
+        ckpt = best(storage.join(storage_root, sweep.name, "trials", e["trial_id"], "stage1"),
+                    sweep.search.objective, sweep.search.mode)
+        if ckpt:
+            parents.append(ckpt)
+        if len(parents) == sweep.search.top_k:
+            break
+    return parents
+
+
+def print_leaderboard(out: dict, sweep: SweepConfig, record: dict) -> None:
+    metric = sweep.search.objective
+    print(f"\n=== Leaderboard: {sweep.name} ({sweep.search.strategy}, {metric}, {sweep.search.mode}) ===")
+    for i, e in enumerate(out["ranked"], 1):
+        params = {k.split(".", 1)[1]: v for k, v in e.items() if k.startswith("param.")}
+        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
+        fid = f" fidelity={e['fidelity']:.3f}" if "fidelity" in e else ""
+        print(f"{i:2d}. {e['trial_id']}  {metric}={e[metric]:.4g}{fid}  [{e['final_status']}]  {shown}")
+    print(f"cost: {json.dumps(out['cost'])}")
+    print(f"wall time: {record['wall_seconds']} s")
+    print(f"report: {out['report']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
