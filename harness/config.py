@@ -267,9 +267,18 @@ class SweepConfig:
             raise ConfigError("stage2.search.attention: the precomputed embeddings have no word features")
 
     def defaults(self, stage: int) -> dict[str, Any]:
-        """The first point evaluated: each parameter's default (the paper's values where the file says so)."""
+        """Each searched parameter's default (the paper's values where the file says so)."""
         section = self.stage1 if stage == 1 else self.stage2
         return {name: spec.default for name, spec in section.search.items()}
+
+    def first_point(self, phase: str) -> dict[str, Any]:
+        """The point a phase evaluates first, as Tune sees it (joint prefixes s1./s2.)."""
+        if phase == "stage1":
+            return self.defaults(1)
+        if phase == "stage2":
+            return {**self.defaults(2), "stage1_parent": 0}  # from the best Stage-I checkpoint
+        return {**{f"s1.{k}": v for k, v in self.defaults(1).items()},
+                **{f"s2.{k}": v for k, v in self.defaults(2).items()}}
 
 
 def sweep_from_dict(data: Any) -> SweepConfig:

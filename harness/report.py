@@ -61,6 +61,15 @@ def rank_trials(rows: list[dict], stage: int, metric: str, mode: str) -> list[di
     return entries
 
 
+def paper_default_trial(entries: list[dict], first_point: dict) -> dict | None:
+    """The trial that evaluated the sweep's defaults (the paper's values): its params equal them."""
+    for e in entries:
+        params = _params_of(e)
+        if all(k in params and params[k] == v for k, v in first_point.items()):
+            return e
+    return None
+
+
 def _params_of(entry: dict) -> dict:
     return {k.split(".", 1)[1]: v for k, v in entry.items() if k.startswith("param.")}
 
@@ -146,7 +155,7 @@ def build_report(storage_root: str, sweep: SweepConfig, summary: dict | None = N
         storage.write_bytes(storage.join(report_uri, "images", name), data)
     imp = importances(ranked, sweep, final_phase, metric, mode)
     cost = _cost(rows)
-    paper = next((e for e in ranked if e["trial_id"] == (summary or {}).get(f"{final_phase}_first_trial")), None)
+    paper = paper_default_trial(ranked, sweep.first_point(final_phase))
     md = _markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, images, summary or {})
     storage.write_bytes(storage.join(report_uri, "leaderboard.md"), md.encode())
     storage.write_bytes(storage.join(report_uri, "leaderboard.html"), _html(md, images).encode())

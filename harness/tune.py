@@ -138,14 +138,7 @@ def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfi
             run_config=tune.RunConfig(name=phase, storage_path=storage_path,
                                       failure_config=tune.FailureConfig(max_failures=sweep.search.max_failures)),
         )
-    grid = tuner.fit()
-    return grid
-
-
-def _first_trial_id(grid) -> str | None:
-    """The trial that evaluated the sweep's defaults (Tune names trials in creation order)."""
-    ids = sorted((r.path or "", r.metrics.get("trial_id") if r.metrics else None) for r in grid)
-    return ids[0][1] if ids and ids[0][1] else None
+    return tuner.fit()
 
 
 def main(argv=None) -> int:
@@ -191,9 +184,8 @@ def main(argv=None) -> int:
     base = dict(sweep=sweep, sweep_root=sweep_root, storage_root=args.storage, dataset_uri=dataset_uri)
     metric, mode = sweep.search.objective, sweep.search.mode
     if sweep.search.strategy == "staged":
-        grid1 = run_phase("stage1", PhaseContext(phase="stage1", **base), optuna_space(sweep.stage1.search),
-                          sweep.defaults(1), sweep, seed, sweep.stage1.epochs, args.resume, budget_left())
-        record["stage1_first_trial"] = _first_trial_id(grid1)
+        run_phase("stage1", PhaseContext(phase="stage1", **base), optuna_space(sweep.stage1.search),
+                  sweep.first_point("stage1"), sweep, seed, sweep.stage1.epochs, args.resume, budget_left())
         parents = top_stage1_checkpoints(args.storage, sweep)
         if not parents:
             print("error: no Stage-I trial produced a checkpoint (all diverged?)", file=sys.stderr)
@@ -202,17 +194,13 @@ def main(argv=None) -> int:
 
         space2 = {**optuna_space(sweep.stage2.search),
                   "stage1_parent": optuna.distributions.CategoricalDistribution(list(range(len(parents))))}
-        grid2 = run_phase("stage2", PhaseContext(phase="stage2", stage1_parents=tuple(parents), **base), space2,
-                          {**sweep.defaults(2), "stage1_parent": 0}, sweep, seed + 1, sweep.stage2.epochs,
-                          args.resume, budget_left())
-        record["stage2_first_trial"] = _first_trial_id(grid2)
+        run_phase("stage2", PhaseContext(phase="stage2", stage1_parents=tuple(parents), **base), space2,
+                  sweep.first_point("stage2"), sweep, seed + 1, sweep.stage2.epochs, args.resume, budget_left())
         record["stage1_parents"] = parents
     else:
         space = {**optuna_space(sweep.stage1.search, "s1."), **optuna_space(sweep.stage2.search, "s2.")}
-        first = {**{f"s1.{k}": v for k, v in sweep.defaults(1).items()}, **{f"s2.{k}": v for k, v in sweep.defaults(2).items()}}
-        grid = run_phase("joint", PhaseContext(phase="joint", **base), space, first, sweep, seed,
-                         sweep.stage1.epochs + sweep.stage2.epochs, args.resume, budget_left())
-        record["joint_first_trial"] = _first_trial_id(grid)
+        run_phase("joint", PhaseContext(phase="joint", **base), space, sweep.first_point("joint"), sweep, seed,
+                  sweep.stage1.epochs + sweep.stage2.epochs, args.resume, budget_left())
     record["wall_seconds"] = round(time.perf_counter() - t0, 1)
     storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
     if not collect_rows(args.storage, sweep):

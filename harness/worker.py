@@ -91,6 +91,11 @@ def train_fn_per_worker(config: dict) -> None:
         state, meta = checkpoint.load(latest, map_location=device)
         loop.load_state_dict(state)
         start_epoch = meta["epoch"]  # checkpoints record completed epochs
+    if start_epoch >= run.epochs:
+        # Restored after it had finished (e.g. the sweep driver died first): report the final
+        # result again so Tune records it, without training anything.
+        _report(read_latest_metrics(run.run_uri), report_to)
+        return
 
     evaluator = None
     if rank == 0:

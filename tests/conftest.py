@@ -97,8 +97,12 @@ def flowers_root(tmp_path) -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
-def ray_local(tmp_path_factory):
-    """One local Ray instance for the session, in its own temp dir, shut down at the end."""
+def ray_local(tmp_path_factory, s3):
+    """One local Ray instance for the session, in its own temp dir, shut down at the end.
+
+    Started after the S3 endpoint so its worker processes inherit the standard AWS variables, as
+    a real cluster's nodes do from their environment or instance role (never through runtime_env).
+    """
     import ray
 
     temp = tmp_path_factory.mktemp("ray")

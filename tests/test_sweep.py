@@ -1,0 +1,174 @@
+"""Sweeps end to end: smoke sweep on the S3 endpoint, joint strategy, bad sweep files, resume, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import yaml
+
+from harness import storage
+from harness import tune as tune_cmd
+from harness.results import read_parquet
+from tests.conftest import ROOT
+
+SMOKE = ROOT / "search_spaces" / "smoke.yaml"
+
+
+def _sweep_file(tmp_path: pathlib.Path, file_name: str = "sweep.yaml", **overrides) -> str:
+    data = yaml.safe_load(SMOKE.read_text())
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is _DELETE:
+            node.pop(leaf)
+        else:
+            node[leaf] = value
+    path = tmp_path / file_name
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+_DELETE = object()
+
+
+@pytest.mark.slow
+def test_smoke_sweep_on_s3_ends_in_a_ranked_report(ray_local, s3, capsys):
+    root = f"s3://{s3.bucket}/sweeps"
+    assert tune_cmd.main(["--smoke-test", "--storage", root]) == 0
+    out = capsys.readouterr().out
+    assert "=== Leaderboard: smoke" in out and "report: s3://" in out
+
+    rows = read_parquet(f"{root}/smoke/results.parquet")
+    phases = {r["phase"] for r in rows}
+    assert phases == {"stage1", "stage2"}
+    stage1_trials = {r["trial_id"] for r in rows if r["phase"] == "stage1"}
+    stage2_trials = {r["trial_id"] for r in rows if r["phase"] == "stage2"}
+    assert len(stage1_trials) == 2 and len(stage2_trials) == 2
+    for r in rows:  # one row per trial and evaluation, with metrics, config and cost
+        for key in ("trial_id", "stage", "status", "epoch", "fid", "fidelity", "wall_seconds", "cpu_seconds",
+                    "gpu_seconds", "sweep.model.profile", "param.kl_weight", "param.lr_g"):
+            assert key in r, key
+    # The paper defaults are the first point evaluated in each phase.
+    record = json.loads(storage.read_bytes(f"{root}/smoke/sweep.json"))
+    defaults = [r for r in rows if r["phase"] == "stage1" and r["param.kl_weight"] == 2.0 and r["param.lr_g"] == 2e-4
+                and r["param.lr_d"] == 2e-4 and r["param.z_dim"] == 8]
+    assert defaults, "the paper's values were evaluated"
+    # Stage-II trials start from the top-k Stage-I checkpoints, never retraining Stage-I.
+    assert all(r["stage"] == 2 for r in rows if r["phase"] == "stage2")
+    assert len(record["stage1_parents"]) == 2
+
+    md = storage.read_bytes(f"{root}/smoke/report/leaderboard.md").decode()
+    ranked = [line.split("|")[2].strip() for line in md.split("## Ranked trials")[1].split("##")[0].splitlines()
+              if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert set(ranked) == stage2_trials
+    best_fid = {t: min(r["fid"] for r in rows if r["trial_id"] == t and r["stage"] == 2) for t in ranked}
+    assert [best_fid[t] for t in ranked] == sorted(best_fid.values()), "ranked by the objective"
+    html = storage.read_bytes(f"{root}/smoke/report/leaderboard.html").decode()
+    assert html.count("data:image/png;base64,") >= 3, "curves and the best sample grids are inlined"
+    assert "Parameter importances" in html and "Cost" in html
+    assert "Paper defaults" in md
+    assert storage.exists(f"{root}/smoke/report/images/curves.png")
+
+
+@pytest.mark.slow
+def test_joint_strategy_trains_both_stages_per_trial_and_report_regenerates(ray_local, tmp_path, capsys):
+    root = str(tmp_path / "runs")
+    assert tune_cmd.main(["--smoke-test", "--storage", root, "--strategy", "joint", "--name", "smoke-joint"]) == 0
+    capsys.readouterr()
+    rows = read_parquet(f"{root}/smoke-joint/results.parquet")
+    assert {r["phase"] for r in rows} == {"joint"}
+    by_trial: dict[str, set] = {}
+    for r in rows:
+        by_trial.setdefault(r["trial_id"], set()).add(r["stage"])
+    assert len(by_trial) == 2
+    assert any(stages == {1, 2} for stages in by_trial.values())
+    assert all("param.s1.kl_weight" in r and "param.s2.kl_weight" in r for r in rows)
+    # The report regenerates from storage alone.
+    (tmp_path / "runs" / "smoke-joint" / "report" / "leaderboard.md").unlink()
+    out = subprocess.run([sys.executable, "-m", "harness.report", "--storage", root, "--sweep", "smoke-joint"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["rows"] == len(rows)
+    assert (tmp_path / "runs" / "smoke-joint" / "report" / "leaderboard.md").exists()
+
+
+BAD_SWEEPS = [
+    ({"data.colour": "red"}, "data.colour: unknown key"),
+    ({"stage1.search.momentum": {"distribution": "uniform", "low": 0, "high": 1, "default": 0.5}},
+     "stage1.search.momentum: unknown parameter"),
+    ({"stage1.search.kl_weight.low": 20.0}, "stage1.search.kl_weight.low: must be below high"),
+    ({"stage1.search.lr_g.low": 0.0}, "stage1.search.lr_g.low: a loguniform range must be > 0"),
+    ({"train.batch_size": "sixteen"}, "train.batch_size: expected int"),
+    ({"search.num_samples": 0}, "search.num_samples: must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD_SWEEPS)
+def test_bad_sweep_file_is_rejected_before_ray_starts(tmp_path, override, message):
+    (key, value), = override.items()
+    out = subprocess.run([sys.executable, "harness/tune.py", "--sweep", _sweep_file(tmp_path, **{key: value}),
+                          "--storage", str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+    assert not (tmp_path / "runs").exists(), "nothing written, no Ray started"
+
+
+@pytest.mark.slow
+def test_more_gpus_than_any_node_offers_is_rejected(ray_local, tmp_path, capsys):
+    sweep = _sweep_file(tmp_path, **{"resources.gpus_per_worker": 4.0, "resources.workers": 1})
+    assert tune_cmd.main(["--sweep", sweep, "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "resources.gpus_per_worker: 4.0 GPU per worker, but no node offers more than 0" in err
+
+
+def _trial_files(root: pathlib.Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime for p in root.glob("*/trials/*/stage1/metrics/*.json")}
+
+
+@pytest.mark.slow
+def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(tmp_path):
+    sweep = _sweep_file(tmp_path, **{"search.num_samples": 3, "search.max_concurrent": 1, "stage1.epochs": 3,
+                                     "search.grace_period": 3, "name": "resume"})
+    runs = tmp_path / "runs"
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "harness/tune.py", "--sweep", sweep, "--storage", str(runs)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:  # wait until one Stage-I trial has finished all 3 epochs
+            done = [p for p in runs.glob("resume/trials/*/stage1/metrics/epoch-0003.json")]
+            if done:
+                break
+            time.sleep(0.5)
+        assert done, "no Stage-I trial finished in time"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started die together
+        proc.wait()
+    before = _trial_files(runs)
+    finished = {p.split("/trials/")[1].split("/")[0] for p in before if p.endswith("epoch-0003.json")}
+    try:
+        out = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    after = _trial_files(runs)
+    for path, mtime in before.items():
+        if path.split("/trials/")[1].split("/")[0] in finished:
+            assert after[path] == mtime, f"finished trial rerun: {path}"
+    rows = read_parquet(str(runs / "resume" / "results.parquet"))
+    assert len({r["trial_id"] for r in rows if r["phase"] == "stage1"}) == 3
+    assert "resuming stage1" in out.stdout
