@@ -55,7 +55,7 @@ def trial_resources(resources: ResourcesConfig) -> dict:
         if resources.gpus_per_worker:
             res["GPU"] = resources.gpus_per_worker
         return res
-    return {"CPU": 0}
+    return {"CPU": 0.01}  # Tune refuses an empty request; a token fraction never starves the workers
 
 
 def max_concurrent_trials(resources: ResourcesConfig, cluster: dict, num_samples: int) -> int:

@@ -10,8 +10,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
+import psutil
 import pytest
 import yaml
 
@@ -172,3 +174,40 @@ def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(tmp_pa
     rows = read_parquet(str(runs / "resume" / "results.parquet"))
     assert len({r["trial_id"] for r in rows if r["phase"] == "stage1"}) == 3
     assert "resuming stage1" in out.stdout
+
+
+def _kill_first_train_worker_after_checkpoint(runs: pathlib.Path, killed: list, stop: threading.Event) -> None:
+    """Kills one Ray Train worker process (a descendant of this test's Ray) once a checkpoint exists."""
+    while not stop.is_set():
+        if list(runs.glob("*/trials/*/stage1/checkpoints/epoch-0001/COMMITTED")):
+            for p in psutil.Process().children(recursive=True):
+                try:
+                    if "RayTrainWorker" in " ".join(p.cmdline()) or "RayTrainWorker" in p.name():
+                        killed.append(time.time())
+                        p.kill()
+                        return
+                except psutil.NoSuchProcess:
+                    continue
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_killed_training_worker_resumes_its_trial_from_the_last_checkpoint(ray_local, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    sweep = _sweep_file(tmp_path, **{"resources.workers": 1, "stage1.epochs": 6, "search.num_samples": 1,
+                                     "search.grace_period": 6, "name": "killed", "search.top_k": 1})
+    killed: list = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_first_train_worker_after_checkpoint, args=(runs, killed, stop), daemon=True)
+    killer.start()
+    try:
+        assert tune_cmd.main(["--sweep", sweep, "--storage", str(runs)]) == 0
+    finally:
+        stop.set()
+    capsys.readouterr()
+    assert killed, "no Ray Train worker was found to kill"
+    rows = [r for r in read_parquet(str(runs / "killed" / "results.parquet")) if r["phase"] == "stage1"]
+    assert sorted(r["epoch"] for r in rows) == [1, 2, 3, 4, 5, 6]
+    assert rows[-1]["status"] == "finished" or max(rows, key=lambda r: r["epoch"])["status"] == "finished"
+    first = next(runs.glob("killed/trials/*/stage1/metrics/epoch-0001.json"))
+    assert first.stat().st_mtime < killed[0], "epoch 1 was not retrained after the restart"
