@@ -24,6 +24,11 @@ def s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
+def normalize(uri: str) -> str:
+    """An absolute local path, or the s3:// URI unchanged: processes on other directories agree on it."""
+    return uri if is_s3(uri) else os.path.abspath(uri.removeprefix("file://"))
+
+
 def join(uri: str, *parts: str) -> str:
     if is_s3(uri):
         return posixpath.join(uri.rstrip("/"), *parts)

@@ -51,6 +51,7 @@ def stage_run(sweep, stage: int, run_uri: str, dataset_uri: str, epochs: int, pa
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.storage = storage.normalize(args.storage)  # trial processes run in other directories
     try:
         sweep = load_sweep(args.sweep)  # validated before Ray starts
         resources = sweep.resources
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         resources.validate("resources")
         if args.stage == "2" and not args.stage1_checkpoint:
             raise HarnessError("--stage1-checkpoint: required with --stage 2")
+        from harness.preflight import preflight
+
+        preflight(args.storage)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

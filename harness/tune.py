@@ -143,8 +143,17 @@ def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfi
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.storage = storage.normalize(args.storage)  # trial processes run in other directories
     try:
         sweep = resolve_sweep(args)  # validated before Ray starts
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from harness.preflight import preflight
+
+    try:
+        preflight(args.storage)  # before Ray and before any trial: fail fast on unusable storage
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -211,3 +211,15 @@ def test_a_killed_training_worker_resumes_its_trial_from_the_last_checkpoint(ray
     assert rows[-1]["status"] == "finished" or max(rows, key=lambda r: r["epoch"])["status"] == "finished"
     first = next(runs.glob("killed/trials/*/stage1/metrics/epoch-0001.json"))
     assert first.stat().st_mtime < killed[0], "epoch 1 was not retrained after the restart"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sweep_file_is_valid(path):
+    from harness.config import load_sweep
+
+    sweep = load_sweep(str(path))
+    paper = {"kl_weight": 2.0, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim_stage2": 0, "attention": False}
+    for stage in (1, 2):
+        for name, value in sweep.defaults(stage).items():
+            if name in paper:
+                assert value == paper[name], f"stage{stage}.{name}: the first point must be the paper's value"

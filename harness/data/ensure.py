@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness import storage
 from harness.config import DataConfig
-from harness.data import shapes
+from harness.data import cub, shapes
 from harness.data.shapes_store import BuildSpec, build, read_meta
 from models.config import get_profile
 
@@ -17,6 +17,7 @@ def shapes_dataset_uri(storage_root: str, data: DataConfig, resolutions: tuple[i
 def ensure_dataset(storage_root: str, data: DataConfig, profile: str, log=print) -> str:
     """The dataset URI for ``data``; shapes are built under ``<root>/datasets/`` when missing."""
     if data.kind != "shapes":
+        cub.load_split(data.uri, data.kind, "train")  # fail here, before any trial, on a bad root
         return data.uri
     p = get_profile(profile)
     resolutions = tuple(sorted({p.stage1.image_size, p.stage2.image_size}))
