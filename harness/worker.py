@@ -56,10 +56,13 @@ def _report(metrics: dict, report_to: str) -> None:
         ray.train.report(metrics)
 
 
-def _device() -> torch.device:
-    if torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "") != "":
-        return ray.train.torch.get_device()
-    return torch.device("cpu")
+def _device(use_gpu: bool, world: int) -> torch.device:
+    """The sweep asks for GPUs or not; Ray Train workers get theirs assigned, local mode uses cuda:0."""
+    if not use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("resources.gpus_per_worker > 0 but this process sees no CUDA device")
+    return ray.train.torch.get_device() if world > 1 or os.environ.get("CUDA_VISIBLE_DEVICES") else torch.device("cuda", 0)
 
 
 def train_fn_per_worker(config: dict) -> None:
@@ -73,7 +76,7 @@ def train_fn_per_worker(config: dict) -> None:
     torch.set_num_threads(config["threads"])
     if run.train.deterministic:
         torch.use_deterministic_algorithms(True)
-    device = _device()
+    device = _device(config["use_gpu"], world)
 
     stage1_g = load_stage1_generator(run.stage1_checkpoint) if run.stage == 2 else None
     data = open_train_data(
