@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gpus-per-worker", type=float)
     parser.add_argument("--stage1-checkpoint", help="Stage-I checkpoint URI (required for --stage 2)")
     parser.add_argument("--name", help="run name (default: the sweep's name); reusing it resumes")
+    parser.add_argument("--inception-weights", help="real datasets: TorchScript Inception (path or URI) for FID/IS")
     parser.add_argument("--epochs-stage1", type=int, help="override the sweep's Stage-I epochs")
     parser.add_argument("--epochs-stage2", type=int, help="override the sweep's Stage-II epochs")
     return parser.parse_args(argv)
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args.storage = storage.normalize(args.storage)  # trial processes run in other directories
     try:
         sweep = load_sweep(args.sweep)  # validated before Ray starts
+        if args.inception_weights:
+            sweep = dataclasses.replace(sweep, data=dataclasses.replace(sweep.data, inception_weights=args.inception_weights))
         resources = sweep.resources
         if args.workers is not None:
             resources = dataclasses.replace(resources, workers=args.workers)

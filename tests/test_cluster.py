@@ -1,0 +1,102 @@
+"""cluster/ manifests: the launcher YAML against Ray's autoscaler schema, the KubeRay manifests against
+the v1.7.0 CRD schemas in ../shared/kuberay-crds (read from there, never copied), plus reviewer checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+
+import jsonschema
+import pytest
+import ray
+import yaml
+
+from tests.conftest import ROOT
+
+CLUSTER = ROOT / "cluster"
+CRDS = ROOT.parent / "shared" / "kuberay-crds"
+IMAGE_TAG = re.compile(r"^[\w./-]+:[\w.-]+$")
+
+
+def _crd_schema(kind: str) -> dict:
+    if not CRDS.is_dir():
+        pytest.skip(f"KubeRay CRDs not found at {CRDS}: manifest schema validation skipped")
+    for path in CRDS.glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        if crd.get("spec", {}).get("names", {}).get("kind") == kind:
+            version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+            return version["schema"]["openAPIV3Schema"]
+    raise AssertionError(f"no CRD for {kind} in {CRDS}")
+
+
+def _strip_k8s_extensions(schema):
+    """OpenAPI v3 extensions (x-kubernetes-*) are not JSON Schema; int-or-string needs both types."""
+    if isinstance(schema, dict):
+        out = {k: _strip_k8s_extensions(v) for k, v in schema.items() if not k.startswith("x-kubernetes")}
+        if schema.get("x-kubernetes-int-or-string"):
+            out.pop("type", None)
+            out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        return out
+    if isinstance(schema, list):
+        return [_strip_k8s_extensions(v) for v in schema]
+    return schema
+
+
+def _containers(pod_template: dict) -> list[dict]:
+    return pod_template["spec"]["containers"]
+
+
+def test_launcher_config_matches_the_autoscaler_schema():
+    schema = json.loads((pathlib.Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    config = yaml.safe_load((CLUSTER / "aws.yaml").read_text())
+    jsonschema.validate(config, schema)
+    assert config["docker"]["image"].endswith(":" + ray.__version__ + "-py311-gpu"), "image pinned to our Ray"
+    gpu = config["available_node_types"]["gpu_worker"]
+    assert gpu["min_workers"] == 0 and gpu["max_workers"] >= 1 and config["idle_timeout_minutes"] > 0
+    for node in config["available_node_types"].values():
+        assert "IamInstanceProfile" in node["node_config"], "S3 through an instance profile, not keys"
+    text = (CLUSTER / "aws.yaml").read_text()
+    assert "AWS_SECRET_ACCESS_KEY" not in text and "--dashboard-host=127.0.0.1" in text
+
+
+@pytest.mark.parametrize("path,kind", [("kuberay/raycluster.yaml", "RayCluster"), ("kuberay/rayjob-sweep.yaml", "RayJob")])
+def test_kuberay_manifests_match_the_crds(path, kind):
+    manifest = yaml.safe_load((CLUSTER / path).read_text())
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == kind
+    jsonschema.validate(manifest, _strip_k8s_extensions(_crd_schema(kind)))
+
+
+def test_raycluster_autoscales_a_gpu_group_from_zero_with_pinned_images_and_auth():
+    spec = yaml.safe_load((CLUSTER / "kuberay" / "raycluster.yaml").read_text())["spec"]
+    assert spec["enableInTreeAutoscaling"] is True
+    assert spec["rayVersion"] == ray.__version__
+    assert spec["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP", "no dashboard open to the world"
+    gpu = next(g for g in spec["workerGroupSpecs"] if g["groupName"] == "gpu")
+    assert gpu["minReplicas"] == 0 and gpu["maxReplicas"] >= 1
+    templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    for template in templates:
+        for c in _containers(template):
+            assert IMAGE_TAG.match(c["image"]) and not c["image"].endswith(":latest"), c["image"]
+            env = {e["name"]: e for e in c.get("env", [])}
+            assert env["RAY_AUTH_MODE"]["value"] == "token"
+            assert "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
+    for c in _containers(gpu["template"]):
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_rayjob_entrypoint_is_the_readme_command():
+    job = yaml.safe_load((CLUSTER / "kuberay" / "rayjob-sweep.yaml").read_text())["spec"]
+    assert job["entrypoint"].startswith("python harness/tune.py --sweep search_spaces/")
+    readme = (ROOT / "README.md").read_text()
+    assert "-- python harness/tune.py --sweep" in readme
+    sweep_file = job["entrypoint"].split("--sweep ")[1].split()[0]
+    assert (ROOT / sweep_file).exists()
+
+
+def test_no_credentials_in_cluster_files():
+    for path in CLUSTER.rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            assert not re.search(r"AKIA[0-9A-Z]{16}", text) and "aws_secret_access_key" not in text.lower(), path
