@@ -125,6 +125,7 @@ def importances(entries: list[dict], sweep: SweepConfig, phase: str, metric: str
             continue
     if len(trials) < 3:
         return {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a throw-away study, not a run to log
     study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
     study.add_trials(trials)
     try:
@@ -146,17 +147,20 @@ def build_report(storage_root: str, sweep: SweepConfig, summary: dict | None = N
     ranked = rank_trials(final_rows, final_stage, metric, mode)
     stage1_ranked = rank_trials([r for r in rows if r["phase"] == "stage1"], 1, metric, mode) if "stage1" in phases else []
     images = {"curves.png": curves_png(rows, metric)}
+    best_grids: list[tuple[str, dict]] = []  # (image name, ranked entry), best first
     for i, e in enumerate(ranked[:3]):
         grid = e.get("sample_grid")
         if grid and storage.exists(grid):
-            images[f"best{i + 1}_{e['trial_id'][-8:]}.png"] = storage.read_bytes(grid)
+            name = f"best{i + 1}_{e['trial_id'][-8:]}.png"
+            images[name] = storage.read_bytes(grid)
+            best_grids.append((name, e))
     report_uri = storage.join(root, "report")
     for name, data in images.items():
         storage.write_bytes(storage.join(report_uri, "images", name), data)
     imp = importances(ranked, sweep, final_phase, metric, mode)
     cost = _cost(rows)
     paper = paper_default_trial(ranked, sweep.first_point(final_phase))
-    md = _markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, images, summary or {})
+    md = _markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, best_grids, summary or {})
     storage.write_bytes(storage.join(report_uri, "leaderboard.md"), md.encode())
     storage.write_bytes(storage.join(report_uri, "leaderboard.html"), _html(md, images).encode())
     return {"report": storage.join(report_uri, "leaderboard.html"), "rows": len(rows), "ranked": ranked,
@@ -193,7 +197,7 @@ def _table(entries: list[dict], metric: str, extra: tuple[str, ...]) -> list[str
     return lines
 
 
-def _markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, images, summary) -> str:
+def _markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, best_grids, summary) -> str:
     extra = ("fidelity",) if sweep.data.kind == "shapes" else ()
     lines = [f"# Leaderboard: {sweep.name}", "",
              f"Strategy `{sweep.search.strategy}`, objective `{metric}` ({sweep.search.mode}), "
@@ -209,7 +213,11 @@ def _markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, images, su
     if stage1_ranked and ranked and ranked[0].get("stage") == 2:
         lines += ["## Stage-I trials", "", *_table(stage1_ranked, metric, extra), ""]
     lines += ["## Best sample grids", ""]
-    lines += [f"![{n}](images/{n})" for n in images if n.startswith("best")] or ["(no sample grids yet)"]
+    for rank, (name, e) in enumerate(best_grids, 1):
+        lines += [f"Rank {rank}: trial `{e['trial_id']}`, epoch {e['epoch']}, {metric} = {_fmt(e[metric])}", "",
+                  f"![{name}](images/{name})", ""]
+    if not best_grids:
+        lines.append("(no sample grids yet)")
     lines += ["", "## Metric per epoch", "", "![curves](images/curves.png)", "", "## Parameter importances (Optuna fANOVA)", ""]
     lines += [f"- `{k}`: {v}" for k, v in imp.items()] or ["(fewer than three comparable trials)"]
     lines += ["", "## Cost", "", "| phase | runs | CPU s | GPU s | wall s |", "|---|---|---|---|---|"]
@@ -258,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", required=True, help="the sweep's storage root (local path or s3://...)")
     parser.add_argument("--sweep", required=True, help="the sweep's name")
     args = parser.parse_args(argv)
+    args.storage = storage.normalize(args.storage)
     try:
         sweep_uri = storage.join(args.storage, args.sweep, "sweep.json")
         if not storage.exists(sweep_uri):
