@@ -100,19 +100,21 @@ def load(ckpt_uri: str, map_location: str | torch.device = "cpu") -> tuple[dict,
     return state, meta
 
 
+def _best_of(checkpoints: list[str], metric: str, mode: str) -> str | None:
+    scored = []
+    for ckpt in checkpoints:
+        value = read_meta(ckpt)["metrics"].get(metric)
+        if value is not None:
+            scored.append((value if mode == "min" else -value, ckpt))
+    return min(scored)[1] if scored else None
+
+
 def prune(run_uri: str, keep: int, metric: str, mode: str) -> None:
     """Keeps the newest ``keep`` checkpoints and the best by ``metric``; deletes the rest."""
     done = list_complete(run_uri)
     if len(done) <= keep:
         return
-    scored = []
-    for ckpt in done:
-        value = read_meta(ckpt)["metrics"].get(metric)
-        if value is not None:
-            scored.append((value if mode == "min" else -value, ckpt))
-    keep_set = set(done[-keep:])
-    if scored:
-        keep_set.add(min(scored)[1])
+    keep_set = set(done[-keep:]) | {_best_of(done, metric, mode)}
     for ckpt in done:
         if ckpt not in keep_set:
             fs, path = storage.filesystem(ckpt)
@@ -121,9 +123,5 @@ def prune(run_uri: str, keep: int, metric: str, mode: str) -> None:
 
 
 def best(run_uri: str, metric: str, mode: str) -> str | None:
-    scored = []
-    for ckpt in list_complete(run_uri):
-        value = read_meta(ckpt)["metrics"].get(metric)
-        if value is not None:
-            scored.append((value if mode == "min" else -value, ckpt))
-    return min(scored)[1] if scored else None
+    """The run's complete checkpoint with the best ``metric`` (None when none has it)."""
+    return _best_of(list_complete(run_uri), metric, mode)

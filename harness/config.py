@@ -328,10 +328,15 @@ class StageRunConfig:
     metric: str = "fid"
 
     def __post_init__(self) -> None:
-        missing = [p for p in STAGE_PARAMS[self.stage] if p not in self.params and p not in PAPER_DEFAULTS]
-        assert not missing, missing
         if self.stage == 2 and not self.stage1_checkpoint:
             raise ConfigError("stage1_checkpoint: Stage-II needs a trained Stage-I checkpoint")
+
+    @classmethod
+    def from_sweep(cls, sweep: SweepConfig, stage: int, run_uri: str, dataset_uri: str, epochs: int, params: dict,
+                   stage1_checkpoint: str | None = None) -> "StageRunConfig":
+        return cls(stage=stage, run_uri=run_uri, dataset_uri=dataset_uri, data=sweep.data, profile=sweep.model.profile,
+                   loss=sweep.model.loss, train=sweep.train, epochs=epochs, params=params,
+                   stage1_checkpoint=stage1_checkpoint, metric=sweep.search.objective)
 
     def value(self, name: str) -> Any:
         """A searched value, or the paper's when the sweep does not search it."""

@@ -41,15 +41,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def stage_run(sweep, stage: int, run_uri: str, dataset_uri: str, epochs: int, params: dict,
-              stage1_checkpoint: str | None = None) -> StageRunConfig:
-    return StageRunConfig(
-        stage=stage, run_uri=run_uri, dataset_uri=dataset_uri, data=sweep.data, profile=sweep.model.profile,
-        loss=sweep.model.loss, train=sweep.train, epochs=epochs, params=params,
-        stage1_checkpoint=stage1_checkpoint, metric=sweep.search.objective,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.storage = storage.normalize(args.storage)  # trial processes run in other directories
@@ -92,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     stage1_ckpt = args.stage1_checkpoint
     if args.stage in ("1", "both"):
-        run = stage_run(sweep, 1, storage.join(root, "stage1"), dataset_uri,
+        run = StageRunConfig.from_sweep(sweep, 1, storage.join(root, "stage1"), dataset_uri,
                         args.epochs_stage1 or sweep.stage1.epochs, sweep.defaults(1))
         summary["stage1"] = fit_stage(run, resources, f"{name}/train/stage1", args.storage, sweep.search.max_failures)
         stage1_ckpt = best(run.run_uri, sweep.search.objective, mode)
@@ -101,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(summary, indent=2, default=str))
             return 1
     if args.stage in ("2", "both"):
-        run = stage_run(sweep, 2, storage.join(root, "stage2"), dataset_uri,
+        run = StageRunConfig.from_sweep(sweep, 2, storage.join(root, "stage2"), dataset_uri,
                         args.epochs_stage2 or sweep.stage2.epochs, sweep.defaults(2), stage1_ckpt)
         summary["stage2"] = fit_stage(run, resources, f"{name}/train/stage2", args.storage, sweep.search.max_failures)
     summary["stage1_checkpoint"] = stage1_ckpt

@@ -15,9 +15,8 @@ from ray import tune
 
 from harness import storage
 from harness.checkpoint import best
-from harness.config import STAGE_PARAMS, SweepConfig, check_param_value
+from harness.config import STAGE_PARAMS, StageRunConfig, SweepConfig, check_param_value
 from harness.fit import fit_stage
-from harness.train import stage_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +45,7 @@ def stage_trial(config: dict, ctx: PhaseContext) -> None:
                         json.dumps({"trial_id": trial_id, "phase": ctx.phase, "params": config}, default=str).encode())
 
     def fit(stage: int, params: dict, epochs: int, parent: str | None) -> None:
-        run = stage_run(sweep, stage, storage.join(trial_uri, f"stage{stage}"), ctx.dataset_uri, epochs, params, parent)
+        run = StageRunConfig.from_sweep(sweep, stage, storage.join(trial_uri, f"stage{stage}"), ctx.dataset_uri, epochs, params, parent)
         fit_stage(run, sweep.resources, f"{trial_rel}/stage{stage}", ctx.storage_root,
                   sweep.search.max_failures, in_tune=True)
 

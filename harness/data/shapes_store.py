@@ -50,6 +50,10 @@ class BuildSpec:
             raise DataError("second_object_prob must be in [0, 1]")
 
 
+def _split_of(scene_id: int) -> str:
+    return "test" if scene_id % TEST_EVERY == TEST_EVERY - 1 else "train"
+
+
 def _mention_mask(mentions: tuple[str, ...]) -> int:
     return sum(1 << shapes.ATTRIBUTES.index(a) for a in mentions)
 
@@ -100,7 +104,7 @@ def build(spec: BuildSpec, out_uri: str, workers: int = 2, log=print) -> dict:
     shard_files: dict[str, list[str]] = {}
     shard_rows: dict[str, list[int]] = {}
     for split in ("train", "test"):
-        split_rows = [r for r in rows if (r["scene_id"] % TEST_EVERY == TEST_EVERY - 1) == (split == "test")]
+        split_rows = [r for r in rows if _split_of(r["scene_id"]) == split]
         shard_files[split], shard_rows[split] = [], []
         for k in range(spec.shards):
             part = split_rows[k :: spec.shards]
@@ -115,7 +119,7 @@ def build(spec: BuildSpec, out_uri: str, workers: int = 2, log=print) -> dict:
         "kind": "shapes",
         "version": shapes.DATASET_VERSION,
         **dataclasses.asdict(spec),
-        "splits": {s: sum(1 for r in rows if (r["scene_id"] % TEST_EVERY == TEST_EVERY - 1) == (s == "test")) for s in ("train", "test")},
+        "splits": {s: sum(1 for r in rows if _split_of(r["scene_id"]) == s) for s in ("train", "test")},
         "encoders": encoder_dims,
         "max_words": MAX_WORDS,
         "captions_per_image": shapes.CAPTIONS_PER_SCENE,
