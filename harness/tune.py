@@ -106,6 +106,19 @@ def cluster_capacity() -> dict:
     return total
 
 
+CREDENTIAL_ENV_VARS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"}
+
+
+def keep_credentials_out_of_runtime_env() -> None:
+    """Ray Tune copies the driver's AWS key variables into every trial actor's runtime_env
+    (ray/tune/execution/class_cache.py), and Ray's runtime-env agent writes runtime_envs to its log.
+    Credentials must appear in neither: trials take them from their node (environment or instance
+    role), as Ray Train workers already do. Found by the secret scan in tests/test_sweep.py."""
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE = frozenset(class_cache.ENV_VARS_TO_PROPAGATE) - CREDENTIAL_ENV_VARS
+
+
 def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfig, seed: int, max_epochs: int,
               resume: bool, budget_s: float | None):
     from ray import tune
@@ -167,6 +180,7 @@ def main(argv=None) -> int:
     from harness.trial import PhaseContext
 
     t0 = time.perf_counter()
+    keep_credentials_out_of_runtime_env()
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
             ray.init()  # under `ray job submit`: the entrypoint is told the cluster's address

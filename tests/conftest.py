@@ -113,5 +113,5 @@ def ray_local(tmp_path_factory, s3):
         runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
         log_to_driver=False,
     )
-    yield ray
+    yield temp  # Ray's session files and logs live here (tests scan them)
     ray.shutdown()

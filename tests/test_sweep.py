@@ -44,12 +44,33 @@ def _sweep_file(tmp_path: pathlib.Path, file_name: str = "sweep.yaml", **overrid
 _DELETE = object()
 
 
+def _assert_secret_appears_nowhere(secret: str, s3, ray_temp: pathlib.Path, console: str) -> None:
+    """The sweep ran with this secret key in its environment: no object, log or output may hold it."""
+    import boto3
+
+    assert len(secret) >= 16 and secret not in console
+    client = boto3.client("s3", endpoint_url=s3.endpoint)
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket)
+            for o in page.get("Contents", [])]
+    assert any(k.endswith("results.parquet") for k in keys)
+    for key in keys:
+        assert secret.encode() not in client.get_object(Bucket=s3.bucket, Key=key)["Body"].read(), key
+    scanned = 0
+    for path in pathlib.Path(ray_temp).rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_size < 50_000_000:
+            scanned += 1
+            assert secret.encode() not in path.read_bytes(), path
+    assert scanned > 0, "no Ray log files were scanned"
+
+
 @pytest.mark.slow
 def test_smoke_sweep_on_s3_ends_in_a_ranked_report(ray_local, s3, capsys):
     root = f"s3://{s3.bucket}/sweeps"
     assert tune_cmd.main(["--smoke-test", "--storage", root]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "=== Leaderboard: smoke" in out and "report: s3://" in out
+    _assert_secret_appears_nowhere(os.environ["AWS_SECRET_ACCESS_KEY"], s3, ray_local, captured.out + captured.err)
 
     rows = read_parquet(f"{root}/smoke/results.parquet")
     phases = {r["phase"] for r in rows}
