@@ -26,6 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from harness import REPO_ROOT  # noqa: E402
+
 from harness.config import StageRunConfig, sweep_from_dict  # noqa: E402
 from harness.data.dataset import Batch  # noqa: E402
 from harness.loop import StageLoop  # noqa: E402
@@ -135,7 +137,7 @@ def main() -> int:
         import ray
 
         ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}})
+                 runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}})
     for stage in map(int, args.stages.split(",")):
         res = {}
         for mode in modes:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from harness import storage
 from harness.config import ResourcesConfig, StageRunConfig
 from harness.worker import read_latest_metrics, train_fn_per_worker
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def scaling_config(resources: ResourcesConfig) -> ScalingConfig:
@@ -55,7 +51,7 @@ def fit_stage(
         scaling_config=scaling_config(resources),
         run_config=RunConfig(
             name=name,
-            storage_path=storage_root if storage.is_s3(storage_root) else os.path.abspath(storage_root),
+            storage_path=storage.normalize(storage_root),
             # controller_failure_limit: the default (-1) retries forever when workers cannot be placed.
             failure_config=FailureConfig(max_failures=max_failures, controller_failure_limit=3),
             callbacks=callbacks,

@@ -50,8 +50,7 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         return pafs.S3FileSystem(**kwargs), f"{parsed.netloc}{parsed.path}".rstrip("/")
     if "://" in uri and not uri.startswith("file://"):
         raise StorageError(f"{uri}: unsupported storage URI (use a local path or s3://bucket/prefix)")
-    path = os.path.abspath(uri.removeprefix("file://"))
-    return pafs.LocalFileSystem(), path
+    return pafs.LocalFileSystem(), normalize(uri)
 
 
 def exists(uri: str) -> bool:

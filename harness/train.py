@@ -19,11 +19,11 @@ import time
 if __package__ in (None, ""):  # `python harness/train.py` without installing: put the repo on the path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness import storage  # noqa: E402
+from harness import REPO_ROOT, storage  # noqa: E402
 from harness.config import StageRunConfig, load_sweep  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 
-DEFAULT_SWEEP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "search_spaces", "shapes.yaml")
+DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from harness.checkpoint import best
     from harness.data.ensure import ensure_dataset
-    from harness.fit import REPO_ROOT, fit_stage
+    from harness.fit import fit_stage
 
     name = args.name or sweep.name
     root = storage.join(args.storage, name, "train")
-    mode = "min" if sweep.search.objective == "fid" else "max"
+    mode = sweep.search.mode
     try:
         dataset_uri = ensure_dataset(args.storage, sweep.data, sweep.model.profile)
     except HarnessError as exc:

@@ -23,11 +23,10 @@ import time
 if __package__ in (None, ""):  # `python harness/tune.py` without installing: put the repo on the path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness import storage  # noqa: E402
+from harness import REPO_ROOT, storage  # noqa: E402
 from harness.config import ConfigError, SweepConfig, load_sweep  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
 SMOKE_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "smoke.yaml")
 
@@ -128,13 +127,11 @@ def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfi
     from harness.trial import stage_trial
 
     tune_root = storage.join(ctx.sweep_root, "tune")
-    tune_path = storage.join(tune_root, phase)
-    storage_path = tune_root if storage.is_s3(tune_root) else os.path.abspath(tune_root)
+    tune_path = storage.join(tune_root, phase)  # the storage root is already absolute (main normalises it)
     trainable = tune.with_parameters(tune.with_resources(stage_trial, trial_resources(sweep.resources)), ctx=ctx)
-    tune_path_abs = tune_path if storage.is_s3(tune_path) else os.path.abspath(tune_path)
-    if resume and tune.Tuner.can_restore(tune_path_abs):
+    if resume and tune.Tuner.can_restore(tune_path):
         print(f"resuming {phase} from {tune_path}", flush=True)
-        tuner = tune.Tuner.restore(tune_path_abs, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         metric, mode = sweep.search.objective, sweep.search.mode
         concurrent = sweep.search.max_concurrent or max_concurrent_trials(
@@ -148,7 +145,7 @@ def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfi
                 metric=metric, mode=mode, num_samples=sweep.search.num_samples,
                 max_concurrent_trials=concurrent, time_budget_s=budget_s,
             ),
-            run_config=tune.RunConfig(name=phase, storage_path=storage_path,
+            run_config=tune.RunConfig(name=phase, storage_path=tune_root,
                                       failure_config=tune.FailureConfig(max_failures=sweep.search.max_failures)),
         )
     return tuner.fit()
@@ -175,7 +172,6 @@ def main(argv=None) -> int:
 
     from harness.data.ensure import ensure_dataset
     from harness.report import build_report
-    from harness.results import collect_rows
     from harness.searcher import derive_seed, optuna_space
     from harness.trial import PhaseContext
 
@@ -205,7 +201,6 @@ def main(argv=None) -> int:
         return None if sweep.search.time_budget_s is None else max(1.0, sweep.search.time_budget_s - (time.perf_counter() - t0))
 
     base = dict(sweep=sweep, sweep_root=sweep_root, storage_root=args.storage, dataset_uri=dataset_uri)
-    metric, mode = sweep.search.objective, sweep.search.mode
     if sweep.search.strategy == "staged":
         run_phase("stage1", PhaseContext(phase="stage1", **base), optuna_space(sweep.stage1.search),
                   sweep.first_point("stage1"), sweep, seed, sweep.stage1.epochs, args.resume, budget_left())
@@ -226,10 +221,11 @@ def main(argv=None) -> int:
                   sweep.stage1.epochs + sweep.stage2.epochs, args.resume, budget_left())
     record["wall_seconds"] = round(time.perf_counter() - t0, 1)
     storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
-    if not collect_rows(args.storage, sweep):
-        print("error: no trial reported an evaluation", file=sys.stderr)
+    try:
+        out = build_report(args.storage, sweep, record)
+    except ValueError as exc:  # no trial reported an evaluation
+        print(f"error: {exc}", file=sys.stderr)
         return 1
-    out = build_report(args.storage, sweep, record)
     print_leaderboard(out, sweep, record)
     return 0
 

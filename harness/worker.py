@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from harness import checkpoint, storage
-from harness.config import StageRunConfig
+from harness.config import OBJECTIVES, StageRunConfig
 from harness.data.dataset import open_train_data
 from harness.evaluate import chance_fidelity, inception_metrics, load_inception, sample_grid, shapes_metrics
 from harness.loop import Diverged, StageLoop
@@ -109,7 +109,6 @@ def train_fn_per_worker(config: dict) -> None:
     if steps == 0:
         raise ValueError(f"batch_size {batch_size} x {world} workers exceeds the training split of {run.dataset_uri}")
     t_start, cpu_start = time.perf_counter(), time.process_time()
-    images_seen = 0
     for epoch in range(start_epoch, run.epochs):
         t_epoch = time.perf_counter()
         losses: dict[str, float] = {}
@@ -124,7 +123,6 @@ def train_fn_per_worker(config: dict) -> None:
                 break
             for k, v in step_metrics.items():
                 losses[k] = losses.get(k, 0.0) + v / steps
-            images_seen += batch_size * world
         if reason is not None:
             diverged = {"status": "diverged", "reason": reason, "epoch": epoch + 1, "stage": run.stage,
                         run.metric: WORST[run.metric]}
@@ -191,8 +189,7 @@ class _Evaluator:
                              "stage2": dataclasses.asdict(self.loop.profile.stage2)},
         }
         ckpt = checkpoint.save(run.run_uri, epoch, self.loop.state_dict(), meta)
-        mode = "min" if run.metric == "fid" else "max"
-        checkpoint.prune(run.run_uri, run.train.keep_checkpoints, run.metric, mode)
+        checkpoint.prune(run.run_uri, run.train.keep_checkpoints, run.metric, OBJECTIVES[run.metric])
         write_metrics(run.run_uri, epoch, {**all_metrics, "checkpoint_path": ckpt})
         return {**metrics, "sample_grid": grid_uri, "checkpoint_path": ckpt}
 

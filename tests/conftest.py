@@ -51,6 +51,21 @@ class S3Server:
             self.proc = None
 
 
+def write_sweep(base: pathlib.Path, path: pathlib.Path, **overrides) -> str:
+    """Writes ``base`` (a sweep YAML) to ``path`` with dotted-key overrides, e.g. ``**{"train.batch_size": 8}``."""
+    import yaml
+
+    data = yaml.safe_load(base.read_text())
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):
     """Starts moto on a free port, creates a bucket, and points the standard AWS variables at it."""

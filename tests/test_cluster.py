@@ -4,7 +4,6 @@ the v1.7.0 CRD schemas in ../shared/kuberay-crds (read from there, never copied)
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
 

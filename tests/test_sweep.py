@@ -15,33 +15,17 @@ import time
 
 import psutil
 import pytest
-import yaml
 
 from harness import storage
 from harness import tune as tune_cmd
 from harness.results import read_parquet
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_sweep
 
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"
 
 
-def _sweep_file(tmp_path: pathlib.Path, file_name: str = "sweep.yaml", **overrides) -> str:
-    data = yaml.safe_load(SMOKE.read_text())
-    for dotted, value in overrides.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        if value is _DELETE:
-            node.pop(leaf)
-        else:
-            node[leaf] = value
-    path = tmp_path / file_name
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
-
-
-_DELETE = object()
+def _sweep_file(tmp_path: pathlib.Path, **overrides) -> str:
+    return write_sweep(SMOKE, tmp_path / "sweep.yaml", **overrides)
 
 
 def _assert_secret_appears_nowhere(secret: str, s3, ray_temp: pathlib.Path, console: str) -> None:

@@ -9,26 +9,16 @@ import sys
 
 import pytest
 import torch
-import yaml
 
 from harness import checkpoint, storage
 from harness import train as train_cmd
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_sweep
 
 TINY = ROOT / "search_spaces" / "tiny.yaml"
 
 
 def _sweep(tmp_path: pathlib.Path, **overrides) -> str:
-    data = yaml.safe_load(TINY.read_text())
-    for dotted, value in overrides.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
+    return write_sweep(TINY, tmp_path / "sweep.yaml", **overrides)
 
 
 def _run(capsys, *args) -> dict:

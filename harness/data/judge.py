@@ -141,7 +141,8 @@ def load_shipped_judge(resolution: int = SHIPPED_RESOLUTION) -> JudgeNet:
 def load_or_train_judge(dataset_uri: str, log=print) -> tuple[JudgeNet, dict]:
     """The dataset's cached judge, else the shipped one (same dataset version), else one trained now
     at the dataset's largest resolution (and cached beside the dataset)."""
-    for weights_uri, report_uri in (_paths(dataset_uri, r) for r in sorted(read_meta(dataset_uri)["resolutions"])):
+    resolutions = sorted(read_meta(dataset_uri)["resolutions"])
+    for weights_uri, report_uri in (_paths(dataset_uri, r) for r in resolutions):
         if storage.exists(weights_uri) and storage.exists(report_uri):
             return _load(weights_uri, report_uri, int(json.loads(storage.read_bytes(report_uri))["resolution"]))
     shipped_weights, shipped_report = _paths(str(SHIPPED_DIR), SHIPPED_RESOLUTION)
@@ -149,7 +150,7 @@ def load_or_train_judge(dataset_uri: str, log=print) -> tuple[JudgeNet, dict]:
         judge, report = _load(shipped_weights, shipped_report, SHIPPED_RESOLUTION)
         if report["dataset_version"] == shapes.DATASET_VERSION:
             return judge, report
-    resolution = max(read_meta(dataset_uri)["resolutions"])
+    resolution = resolutions[-1]
     log(f"training the shapes judge at {resolution} px (once per dataset) ...")
     judge, report = train_judge(dataset_uri, resolution, log=log)
     save_judge(judge, report, dataset_uri)
