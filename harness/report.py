@@ -162,8 +162,8 @@ def build_report(storage_root: str, sweep: SweepConfig, summary: dict | None = N
     paper = paper_default_trial(ranked, sweep.first_point(final_phase))
     md = _markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, best_grids, summary or {})
     storage.write_bytes(storage.join(report_uri, "leaderboard.md"), md.encode())
-    storage.write_bytes(storage.join(report_uri, "leaderboard.html"), _html(md, images).encode())
-    return {"report": storage.join(report_uri, "leaderboard.html"), "rows": len(rows), "ranked": ranked,
+    storage.write_bytes(storage.join(report_uri, "leaderboard.html"), html_page(md, images).encode())
+    return {"report": storage.join(report_uri, "leaderboard.html"), "rows": len(rows), "results": rows, "ranked": ranked,
             "stage1_ranked": stage1_ranked, "importances": imp, "cost": cost}
 
 
@@ -225,7 +225,7 @@ def _markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, best_grids
     return "\n".join(lines) + "\n"
 
 
-def _html(md: str, images: dict[str, bytes]) -> str:
+def html_page(md: str, images: dict[str, bytes], title: str = "Leaderboard") -> str:
     """A self-contained page: the Markdown's tables and text, images inlined as data URIs."""
     out, in_table = [], False
     for line in md.splitlines():
@@ -257,7 +257,7 @@ def _html(md: str, images: dict[str, bytes]) -> str:
         out.append("</table>")
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px}"
              "td,th{border:1px solid #ccc;padding:3px 6px}th{background:#eee}img{max-width:100%}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>Leaderboard</title><style>{style}</style></head><body>{''.join(out)}</body></html>"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(out)}</body></html>"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,15 +35,44 @@ def derive_seed(seed: int | None, day: datetime.date | None = None) -> int:
     return int(hashlib.sha256(day.isoformat().encode()).hexdigest()[:8], 16)
 
 
-def make_searcher(space: dict, first_point: dict, metric: str, mode: str, seed: int,
+class BudgetAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna the truth about trials that did not run their whole budget.
+
+    Ray's OptunaSearch reports a trial stopped early by ASHA (or by the time budget) as COMPLETE
+    with its low-budget value, which biases TPE, most of all in a study reused across nights. Here
+    such a trial is PRUNED: Optuna keeps its per-evaluation values (reported by on_trial_result)
+    and TPE ranks it by them, below trials that finished. A diverged trial did run to its end: it
+    is COMPLETE with the worst-case value it reported.
+    """
+
+    def __init__(self, *args, final_stage: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._final_stage = final_stage
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        ran_to_end = result is not None and (
+            result.get("status") == "diverged"
+            or (result.get("status") == "finished" and result.get("stage") == self._final_stage))
+        if error or not result or ran_to_end or trial_id in self._completed_trials:
+            super().on_trial_complete(trial_id, result, error)
+            return
+        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+
+def make_searcher(space: dict, first_point: dict, metric: str, mode: str, seed: int, final_stage: int = 2,
                   study_name: str | None = None, storage=None) -> OptunaSearch:
-    """Multivariate TPE, seeded; the paper's defaults are the first point evaluated."""
+    """Multivariate TPE, seeded; the paper's defaults are the first point evaluated (when given).
+
+    With ``study_name`` and ``storage`` the study persists and a new sweep continues it.
+    """
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
     kwargs = {}
     if study_name is not None:
         kwargs.update(study_name=study_name, storage=storage)
-    return OptunaSearch(space=space, metric=metric, mode=mode, points_to_evaluate=[first_point] if first_point else None,
-                        sampler=sampler, **kwargs)
+    return BudgetAwareOptunaSearch(space=space, metric=metric, mode=mode,
+                                   points_to_evaluate=[first_point] if first_point else None,
+                                   sampler=sampler, final_stage=final_stage, **kwargs)
 
 
 def trial_resources(resources: ResourcesConfig) -> dict:

@@ -52,7 +52,8 @@ def stage_trial(config: dict, ctx: PhaseContext) -> None:
     if ctx.phase == "stage1":
         fit(1, _params(config, 1), sweep.stage1.epochs, None)
     elif ctx.phase == "stage2":
-        parent = ctx.stage1_parents[int(config["stage1_parent"])]
+        rank = min(int(config["stage1_parent"]), len(ctx.stage1_parents) - 1)  # fewer survivors than top_k
+        parent = ctx.stage1_parents[rank]
         fit(2, _params(config, 2), sweep.stage2.epochs, parent)
     else:
         fit(1, _params(config, 1, "s1."), sweep.stage1.epochs, None)

@@ -118,8 +118,15 @@ def keep_credentials_out_of_runtime_env() -> None:
     class_cache.ENV_VARS_TO_PROPAGATE = frozenset(class_cache.ENV_VARS_TO_PROPAGATE) - CREDENTIAL_ENV_VARS
 
 
+class SweepFailed(RuntimeError):
+    """The sweep ran but produced nothing to rank (every trial diverged or none reported)."""
+
+
 def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfig, seed: int, max_epochs: int,
-              resume: bool, budget_s: float | None):
+              resume: bool, budget_s: float | None, study=None):
+    """One Tune run of one phase. ``study`` (a harness.study.StudyStore) makes the Optuna study
+    persistent: it continues the phase's study from earlier runs and evaluates the paper defaults
+    only when that study is still empty."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -136,10 +143,17 @@ def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfi
         metric, mode = sweep.search.objective, sweep.search.mode
         concurrent = sweep.search.max_concurrent or max_concurrent_trials(
             sweep.resources, cluster_capacity(), sweep.search.num_samples)
+        persistent = {}
+        if study is not None:
+            name = study.study_name(sweep.name, phase)
+            persistent = {"study_name": name, "storage": study.storage()}
+            if study.count_trials(name) > 0:
+                first_point = {}  # evaluated on an earlier night already
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=make_searcher(space, first_point, metric, mode, seed),
+                search_alg=make_searcher(space, first_point, metric, mode, seed, final_stage=2 if phase != "stage1" else 1,
+                                         **persistent),
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
                                         grace_period=min(sweep.search.grace_period, max_epochs)),
                 metric=metric, mode=mode, num_samples=sweep.search.num_samples,
@@ -148,7 +162,82 @@ def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfi
             run_config=tune.RunConfig(name=phase, storage_path=tune_root,
                                       failure_config=tune.FailureConfig(max_failures=sweep.search.max_failures)),
         )
-    return tuner.fit()
+    results = tuner.fit()
+    if study is not None:
+        study.sync()  # the night's trials reach the study's home even if a later phase fails
+    return results
+
+
+def start_ray() -> None:
+    import ray
+
+    keep_credentials_out_of_runtime_env()
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()  # under `ray job submit`: the entrypoint is told the cluster's address
+        else:
+            ray.init(runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}})
+
+
+def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, dataset_root: str | None = None,
+              study=None) -> tuple[dict, dict]:
+    """Runs every phase of ``sweep`` under <storage_root>/<sweep.name>/ and writes its report.
+
+    Returns (record, report). Ray must be started. Raises HarnessError for unusable input and
+    SweepFailed when no trial produced anything to rank. ``dataset_root`` (default: storage_root)
+    is where the dataset is built and reused; ``study`` makes the Optuna studies persistent.
+    """
+    from harness.data.ensure import ensure_dataset
+    from harness.report import build_report
+    from harness.searcher import derive_seed, optuna_space
+    from harness.trial import PhaseContext
+
+    t0 = time.perf_counter()
+    check_cluster_fits(sweep, _node_types())
+    sweep_root = storage.join(storage_root, sweep.name)
+    record_uri = storage.join(sweep_root, "sweep.json")
+    if resume and storage.exists(record_uri):
+        record = json.loads(storage.read_bytes(record_uri))
+    else:
+        record = {"sweep": dataclasses.asdict(sweep), "seed": derive_seed(sweep.search.seed), "started": time.time()}
+    seed = record["seed"]
+    dataset_uri = ensure_dataset(dataset_root or storage_root, sweep.data, sweep.model.profile)
+    storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
+
+    budget = sweep.search.time_budget_s
+
+    def budget_left(share: float = 1.0):
+        """Seconds for the next phase: ``share`` of what is left of the sweep's time budget."""
+        return None if budget is None else max(1.0, share * (budget - (time.perf_counter() - t0)))
+
+    base = dict(sweep=sweep, sweep_root=sweep_root, storage_root=storage_root, dataset_uri=dataset_uri)
+    if sweep.search.strategy == "staged":
+        # Half of a time budget for Stage-I, so Stage-II always gets its turn.
+        run_phase("stage1", PhaseContext(phase="stage1", **base), optuna_space(sweep.stage1.search),
+                  sweep.first_point("stage1"), sweep, seed, sweep.stage1.epochs, resume, budget_left(0.5), study)
+        parents = top_stage1_checkpoints(storage_root, sweep)
+        if not parents:
+            raise SweepFailed("no Stage-I trial produced a checkpoint (all diverged?)")
+        import optuna
+
+        # Always top_k choices, even when fewer Stage-I trials survived: a persistent study refuses a
+        # parameter whose distribution changes between sweeps. trial.py maps a missing rank to the last.
+        space2 = {**optuna_space(sweep.stage2.search),
+                  "stage1_parent": optuna.distributions.CategoricalDistribution(list(range(sweep.search.top_k)))}
+        run_phase("stage2", PhaseContext(phase="stage2", stage1_parents=tuple(parents), **base), space2,
+                  sweep.first_point("stage2"), sweep, seed + 1, sweep.stage2.epochs, resume, budget_left(), study)
+        record["stage1_parents"] = parents
+    else:
+        space = {**optuna_space(sweep.stage1.search, "s1."), **optuna_space(sweep.stage2.search, "s2.")}
+        run_phase("joint", PhaseContext(phase="joint", **base), space, sweep.first_point("joint"), sweep, seed,
+                  sweep.stage1.epochs + sweep.stage2.epochs, resume, budget_left(), study)
+    record["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
+    try:
+        report = build_report(storage_root, sweep, record)
+    except ValueError as exc:  # no trial reported an evaluation
+        raise SweepFailed(str(exc)) from exc
+    return record, report
 
 
 def main(argv=None) -> int:
@@ -156,74 +245,19 @@ def main(argv=None) -> int:
     args.storage = storage.normalize(args.storage)  # trial processes run in other directories
     try:
         sweep = resolve_sweep(args)  # validated before Ray starts
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        from harness.preflight import preflight
 
-    from harness.preflight import preflight
-
-    try:
         preflight(args.storage)  # before Ray and before any trial: fail fast on unusable storage
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-    import ray
-
-    from harness.data.ensure import ensure_dataset
-    from harness.report import build_report
-    from harness.searcher import derive_seed, optuna_space
-    from harness.trial import PhaseContext
-
-    t0 = time.perf_counter()
-    keep_credentials_out_of_runtime_env()
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init()  # under `ray job submit`: the entrypoint is told the cluster's address
-        else:
-            ray.init(runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}})
+    start_ray()
     try:
-        check_cluster_fits(sweep, _node_types())
-        sweep_root = storage.join(args.storage, sweep.name)
-        record_uri = storage.join(sweep_root, "sweep.json")
-        if args.resume and storage.exists(record_uri):
-            record = json.loads(storage.read_bytes(record_uri))
-        else:
-            record = {"sweep": dataclasses.asdict(sweep), "seed": derive_seed(sweep.search.seed), "started": time.time()}
-        seed = record["seed"]
-        dataset_uri = ensure_dataset(args.storage, sweep.data, sweep.model.profile)
-        storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
+        record, out = run_sweep(sweep, args.storage, resume=args.resume)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-    def budget_left():
-        return None if sweep.search.time_budget_s is None else max(1.0, sweep.search.time_budget_s - (time.perf_counter() - t0))
-
-    base = dict(sweep=sweep, sweep_root=sweep_root, storage_root=args.storage, dataset_uri=dataset_uri)
-    if sweep.search.strategy == "staged":
-        run_phase("stage1", PhaseContext(phase="stage1", **base), optuna_space(sweep.stage1.search),
-                  sweep.first_point("stage1"), sweep, seed, sweep.stage1.epochs, args.resume, budget_left())
-        parents = top_stage1_checkpoints(args.storage, sweep)
-        if not parents:
-            print("error: no Stage-I trial produced a checkpoint (all diverged?)", file=sys.stderr)
-            return 1
-        import optuna
-
-        space2 = {**optuna_space(sweep.stage2.search),
-                  "stage1_parent": optuna.distributions.CategoricalDistribution(list(range(len(parents))))}
-        run_phase("stage2", PhaseContext(phase="stage2", stage1_parents=tuple(parents), **base), space2,
-                  sweep.first_point("stage2"), sweep, seed + 1, sweep.stage2.epochs, args.resume, budget_left())
-        record["stage1_parents"] = parents
-    else:
-        space = {**optuna_space(sweep.stage1.search, "s1."), **optuna_space(sweep.stage2.search, "s2.")}
-        run_phase("joint", PhaseContext(phase="joint", **base), space, sweep.first_point("joint"), sweep, seed,
-                  sweep.stage1.epochs + sweep.stage2.epochs, args.resume, budget_left())
-    record["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
-    try:
-        out = build_report(args.storage, sweep, record)
-    except ValueError as exc:  # no trial reported an evaluation
+    except SweepFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print_leaderboard(out, sweep, record)

@@ -31,12 +31,20 @@ def _crd_schema(kind: str) -> dict:
 
 
 def _strip_k8s_extensions(schema):
-    """OpenAPI v3 extensions (x-kubernetes-*) are not JSON Schema; int-or-string needs both types."""
+    """OpenAPI v3 extensions (x-kubernetes-*) are not JSON Schema; int-or-string needs both types.
+
+    The API server prunes (kubectl --validate=strict: rejects) fields a structural schema does not
+    declare, so objects with declared properties get ``additionalProperties: false`` here: a field
+    in the wrong place fails the test instead of vanishing silently on the cluster.
+    """
     if isinstance(schema, dict):
         out = {k: _strip_k8s_extensions(v) for k, v in schema.items() if not k.startswith("x-kubernetes")}
         if schema.get("x-kubernetes-int-or-string"):
             out.pop("type", None)
             out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        if "properties" in schema and "additionalProperties" not in schema \
+                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
         return out
     if isinstance(schema, list):
         return [_strip_k8s_extensions(v) for v in schema]
@@ -60,7 +68,8 @@ def test_launcher_config_matches_the_autoscaler_schema():
     assert "AWS_SECRET_ACCESS_KEY" not in text and "--dashboard-host=127.0.0.1" in text
 
 
-@pytest.mark.parametrize("path,kind", [("kuberay/raycluster.yaml", "RayCluster"), ("kuberay/rayjob-sweep.yaml", "RayJob")])
+@pytest.mark.parametrize("path,kind", [("kuberay/raycluster.yaml", "RayCluster"), ("kuberay/rayjob-sweep.yaml", "RayJob"),
+                                       ("kuberay/raycronjob-nightly.yaml", "RayCronJob")])
 def test_kuberay_manifests_match_the_crds(path, kind):
     manifest = yaml.safe_load((CLUSTER / path).read_text())
     assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == kind
@@ -99,3 +108,55 @@ def test_no_credentials_in_cluster_files():
         if path.is_file():
             text = path.read_text()
             assert not re.search(r"AKIA[0-9A-Z]{16}", text) and "aws_secret_access_key" not in text.lower(), path
+
+
+def _daily_interval_seconds(schedule: str) -> int:
+    minute, hour, *rest = schedule.split()
+    assert minute.isdigit() and hour.isdigit() and rest == ["*", "*", "*"], f"expected a daily schedule: {schedule}"
+    return 24 * 3600
+
+
+def _budget_seconds(entrypoint: list[str]) -> float:
+    return float(entrypoint[entrypoint.index("--budget-hours") + 1]) * 3600
+
+
+def test_plain_cronjob_is_a_valid_kubernetes_cronjob():
+    import kubernetes_validate
+
+    manifest = yaml.safe_load((CLUSTER / "kuberay" / "cronjob-nightly.yaml").read_text())
+    kubernetes_validate.validate(manifest, "1.31.0", strict=True)  # strict: unknown fields are errors
+
+
+def test_nightly_schedules_run_the_readme_command_and_never_overlap():
+    cron = yaml.safe_load((CLUSTER / "kuberay" / "raycronjob-nightly.yaml").read_text())["spec"]
+    plain = yaml.safe_load((CLUSTER / "kuberay" / "cronjob-nightly.yaml").read_text())["spec"]
+    job = cron["jobTemplate"]
+    command = _containers(plain["jobTemplate"]["spec"]["template"])[0]["command"]
+    assert command[:3] == ["ray", "job", "submit"]
+    submitted = command[command.index("--") + 1:]
+    assert job["entrypoint"].split() == submitted, "both schedules run the same nightly command"
+    assert submitted[:2] == ["python", "harness/nightly.py"] and (ROOT / submitted[submitted.index("--sweep") + 1]).exists()
+    docs = (CLUSTER / "README.md").read_text() + (ROOT / "README.md").read_text()
+    assert "-- " + job["entrypoint"] in docs, "the README shows the scheduled command"
+    # RayCronJob has no concurrency policy: the RayJob's deadline must end a night before the next starts,
+    # and must leave the sweep its budget.
+    interval = _daily_interval_seconds(cron["schedule"])
+    assert _budget_seconds(submitted) < job["activeDeadlineSeconds"] < interval
+    assert _daily_interval_seconds(plain["schedule"]) == interval and plain["concurrencyPolicy"] == "Forbid"
+    assert _budget_seconds(submitted) < plain["jobTemplate"]["spec"]["activeDeadlineSeconds"] < interval
+    assert job["clusterSelector"]["ray.io/cluster"] == yaml.safe_load(
+        (CLUSTER / "kuberay" / "raycluster.yaml").read_text())["metadata"]["name"]
+    assert "stackgan-sweeps-head-svc:8265" in " ".join(command)
+    for template in (job["submitterPodTemplate"], plain["jobTemplate"]["spec"]["template"]):
+        for c in _containers(template):
+            assert IMAGE_TAG.match(c["image"]) and not c["image"].endswith(":latest"), c["image"]
+            env = {e["name"]: e for e in c.get("env", [])}
+            assert env["RAY_AUTH_MODE"]["value"] == "token" and "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
+
+
+def test_dockerfile_pins_the_ray_image_and_installs_with_the_constraints():
+    text = (CLUSTER / "Dockerfile").read_text()
+    assert f"FROM rayproject/ray:{ray.__version__}-py311-gpu" in text
+    assert "pip install --no-cache-dir -q -c constraints.txt -e ." in text
+    manifests = "".join(p.read_text() for p in (CLUSTER / "kuberay").glob("*.yaml"))
+    assert "working_dir: /home/ray/stackgan" in manifests and "WORKDIR /home/ray/stackgan" in text

@@ -1,0 +1,248 @@
+"""The cross-night leaderboard of a nightly sweep, under <root>/leaderboard/.
+
+    nights.parquet   one row per night: its best trial and value, the all-time best after it,
+                     cost (CPU-/GPU-hours), quality per hour, the regression flag, its report
+    trials.parquet   one row per trial per night, with its own cost and quality per hour
+    leaderboard.md / leaderboard.html   both tables, the trend plot, a regression banner
+    trend.png        best value per night and the all-time best
+    best/            the all-time best checkpoint (stage2/ and the stage1/ it refines), best.json
+
+Quality is the objective for objectives to maximise (caption fidelity, Inception Score) and
+1 / objective for FID, so "quality per GPU-hour" is larger when better for every objective.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import posixpath
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.fs as pafs  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from harness import checkpoint, storage  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
+from harness.report import html_page  # noqa: E402
+
+
+def quality(value: float | None, mode: str) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    if mode == "max":
+        return value
+    return 1.0 / value if value > 0 else None
+
+
+def per_hour(q: float | None, hours: float) -> float | None:
+    return None if q is None or hours <= 0 else q / hours
+
+
+def is_regression(tonight: float, all_time_before: float | None, mode: str, margin: float) -> bool:
+    """Tonight's best is worse than the best of all earlier nights by more than ``margin`` (relative)."""
+    if all_time_before is None:
+        return False
+    if mode == "min":
+        return tonight > all_time_before * (1 + margin)
+    return tonight < all_time_before * (1 - margin)
+
+
+def trial_costs(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """CPU/GPU hours per trial: the last evaluation of each of its stages carries that stage's total."""
+    last: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["trial_id"], r["stage"])
+        if key not in last or r["epoch"] >= last[key]["epoch"]:
+            last[key] = r
+    out: dict[str, dict[str, float]] = {}
+    for (tid, _), r in last.items():
+        c = out.setdefault(tid, {"cpu_hours": 0.0, "gpu_hours": 0.0, "phase": r["phase"]})
+        c["cpu_hours"] += float(r.get("cpu_seconds") or 0.0) / 3600
+        c["gpu_hours"] += float(r.get("gpu_seconds") or 0.0) / 3600
+    return out
+
+
+@dataclasses.dataclass
+class NightOutcome:
+    date: str
+    regression: bool
+    all_time_best: float
+    best_value: float
+    leaderboard_uri: str
+    promoted: bool
+
+
+class Leaderboard:
+    def __init__(self, root: str, sweep_name: str, metric: str, mode: str) -> None:
+        self.uri = storage.join(root, "leaderboard")
+        self.sweep_name, self.metric, self.mode = sweep_name, metric, mode
+
+    def _read(self, name: str) -> list[dict]:
+        uri = storage.join(self.uri, name)
+        if not storage.exists(uri):
+            return []
+        return pq.read_table(io.BytesIO(storage.read_bytes(uri))).to_pylist()
+
+    def _write(self, name: str, rows: list[dict]) -> None:
+        columns = sorted({k for r in rows for k in r})
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows]), buf)
+        storage.write_bytes(storage.join(self.uri, name), buf.getvalue())
+
+    def nights(self) -> list[dict]:
+        rows = self._read("nights.parquet")
+        others = sorted({r["sweep"] for r in rows} - {self.sweep_name})
+        if others:
+            raise HarnessError(f"{self.uri}: holds the nightly sweep {others[0]!r}, not {self.sweep_name!r}; "
+                               "use one storage root per nightly sweep")
+        return sorted(rows, key=lambda r: r["date"])
+
+    def record_night(self, date: str, report: dict, sweep_root: str, wall_seconds: float, seed: int,
+                     margin: float) -> NightOutcome:
+        """Adds (or replaces) tonight's rows, judges regression, promotes a new all-time best, renders."""
+        ranked = [e for e in report["ranked"] if e["final_status"] != "diverged"] or report["ranked"]
+        if not ranked:
+            raise HarnessError(f"{sweep_root}: the night has no ranked trial")
+        best = ranked[0]
+        costs = trial_costs(report["results"])
+        final_stage = best["stage"]
+        trial_rows = []
+        stage1 = report["stage1_ranked"] if best["phase"] == "stage2" else []  # a staged night's Stage-I trials cost too
+        for e in report["ranked"] + stage1:
+            c = costs.get(e["trial_id"], {"cpu_hours": 0.0, "gpu_hours": 0.0})
+            q = quality(e.get(self.metric), self.mode)
+            trial_rows.append({"date": date, "sweep": self.sweep_name, "trial_id": e["trial_id"], "phase": e["phase"],
+                               "status": e["final_status"], "epoch": e["epoch"], self.metric: e.get(self.metric),
+                               "fidelity": e.get("fidelity"), "cpu_hours": c["cpu_hours"], "gpu_hours": c["gpu_hours"],
+                               "quality": q, "quality_per_gpu_hour": per_hour(q, c["gpu_hours"]),
+                               "quality_per_cpu_hour": per_hour(q, c["cpu_hours"])})
+        cpu_h = sum(c["cpu_hours"] for c in costs.values())
+        gpu_h = sum(c["gpu_hours"] for c in costs.values())
+
+        earlier = [n for n in self.nights() if n["date"] != date]
+        before = [n for n in earlier if n["date"] < date]
+        all_time_before = self._best_value([n["best_value"] for n in before])
+        value = float(best[self.metric])
+        regression = is_regression(value, all_time_before, self.mode, margin)
+        all_time = self._best_value([value] + ([all_time_before] if all_time_before is not None else []))
+        ckpt = checkpoint.best(storage.join(sweep_root, "trials", best["trial_id"], f"stage{final_stage}"),
+                               self.metric, self.mode)
+        q = quality(value, self.mode)
+        night = {"date": date, "sweep": self.sweep_name, "objective": self.metric, "mode": self.mode,
+                 "best_trial": best["trial_id"], "best_value": value, "best_fidelity": best.get("fidelity"),
+                 "all_time_best": all_time, "regression": regression, "margin": margin,
+                 "trials": len(costs), "cpu_hours": cpu_h, "gpu_hours": gpu_h, "wall_hours": wall_seconds / 3600,
+                 "quality": q, "quality_per_gpu_hour": per_hour(q, gpu_h), "quality_per_cpu_hour": per_hour(q, cpu_h),
+                 "seed": seed, "report": report["report"], "checkpoint": ckpt}
+        nights = sorted(earlier + [night], key=lambda n: n["date"])
+        promoted = False
+        if ckpt is not None and value == self._best_value([n["best_value"] for n in nights]):
+            self.promote(ckpt, {"date": date, "trial_id": best["trial_id"], self.metric: value})
+            promoted = True
+        self._write("nights.parquet", nights)
+        self._write("trials.parquet", [r for r in self._read("trials.parquet") if r["date"] != date] + trial_rows)
+        self.render(nights, trial_rows, night)
+        return NightOutcome(date, regression, all_time, value, storage.join(self.uri, "leaderboard.html"), promoted)
+
+    def _best_value(self, values: list[float]) -> float | None:
+        values = [v for v in values if v is not None and math.isfinite(v)]
+        if not values:
+            return None
+        return min(values) if self.mode == "min" else max(values)
+
+    def promote(self, ckpt_uri: str, info: dict) -> None:
+        """Copies the checkpoint (and the Stage-I checkpoint a Stage-II one refines) to best/.
+
+        The old best's marker goes first and the new marker last, so best/ is never a loadable mix.
+        """
+        best_uri = storage.join(self.uri, "best")
+        meta = checkpoint.read_meta(ckpt_uri)
+        sources = {f"stage{meta['stage']}": ckpt_uri}
+        parent = meta["config"].get("stage1_checkpoint")
+        if meta["stage"] == 2 and parent:
+            sources["stage1"] = parent
+        for name, src in sources.items():
+            _copy_checkpoint(src, storage.join(best_uri, name))
+        storage.write_bytes(storage.join(best_uri, "best.json"),
+                            json.dumps({**info, "sources": sources}, indent=2).encode())
+
+    def render(self, nights: list[dict], trial_rows: list[dict], tonight: dict) -> None:
+        trend = self._trend_png(nights)
+        storage.write_bytes(storage.join(self.uri, "trend.png"), trend)
+        md = self._markdown(nights, trial_rows, tonight)
+        storage.write_bytes(storage.join(self.uri, "leaderboard.md"), md.encode())
+        page = html_page(md, {"trend.png": trend}, title=f"Nightly leaderboard: {self.sweep_name}")
+        storage.write_bytes(storage.join(self.uri, "leaderboard.html"), page.encode())
+
+    def _trend_png(self, nights: list[dict]) -> bytes:
+        fig, (ax, ax_cost) = plt.subplots(1, 2, figsize=(11, 3.6))
+        dates = [n["date"] for n in nights]
+        x = range(len(nights))
+        ax.plot(x, [n["best_value"] for n in nights], marker="o", label="best of the night")
+        ax.step(x, [n["all_time_best"] for n in nights], where="post", linestyle="--", label="all-time best")
+        bad = [i for i, n in enumerate(nights) if n["regression"]]
+        ax.scatter(bad, [nights[i]["best_value"] for i in bad], color="red", zorder=3, s=60, label="regression")
+        ax.set_title(f"{self.metric} per night ({'lower' if self.mode == 'min' else 'higher'} is better)")
+        ax_cost.bar([i - 0.2 for i in x], [n["gpu_hours"] for n in nights], width=0.4, label="GPU-hours")
+        ax_cost.bar([i + 0.2 for i in x], [n["cpu_hours"] for n in nights], width=0.4, label="CPU-hours")
+        ax_cost.set_title("cost per night")
+        for a in (ax, ax_cost):
+            a.set_xticks(list(x), dates, rotation=30, fontsize=7)
+            a.legend(fontsize=7)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        return buf.getvalue()
+
+    def _markdown(self, nights: list[dict], trial_rows: list[dict], tonight: dict) -> str:
+        m = self.metric
+        lines = [f"# Nightly leaderboard: {self.sweep_name}", "",
+                 f"Objective `{m}` ({self.mode}); quality = {m if self.mode == 'max' else '1/' + m}; "
+                 f"regression margin {tonight['margin']:.0%}.", ""]
+        if tonight["regression"]:
+            lines += [f"**REGRESSION on {tonight['date']}**: best {m} {_fmt(tonight['best_value'])} is worse than "
+                      f"the all-time best {_fmt(tonight['all_time_best'])} by more than {tonight['margin']:.0%}.", ""]
+        top = next(n for n in nights if n["best_value"] == tonight["all_time_best"]) if nights else tonight
+        lines += [f"**All-time best**: {m} = {_fmt(top['best_value'])}, trial `{top['best_trial']}` on {top['date']}; "
+                  f"its checkpoint is promoted to leaderboard/best/.", "", "## Nights", ""]
+        head = ["date", "best trial", m, "fidelity", "all-time best", "regression", "trials", "CPU-h", "GPU-h",
+                "quality/GPU-h", "quality/CPU-h", "report"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for n in reversed(nights):
+            cells = [n["date"], n["best_trial"], _fmt(n["best_value"]), _fmt(n.get("best_fidelity")),
+                     _fmt(n["all_time_best"]), "yes" if n["regression"] else "", str(n["trials"]),
+                     _fmt(n["cpu_hours"]), _fmt(n["gpu_hours"]), _fmt(n["quality_per_gpu_hour"]),
+                     _fmt(n["quality_per_cpu_hour"]), n["report"]]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "## Trend", "", "![trend](trend.png)", "", f"## Trials of {tonight['date']}", ""]
+        head = ["trial", "phase", "status", "epoch", m, "fidelity", "CPU-h", "GPU-h", "quality/GPU-h", "quality/CPU-h"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for t in trial_rows:
+            cells = [t["trial_id"], t["phase"], t["status"], str(t["epoch"]), _fmt(t[m]), _fmt(t["fidelity"]),
+                     _fmt(t["cpu_hours"]), _fmt(t["gpu_hours"]), _fmt(t["quality_per_gpu_hour"]),
+                     _fmt(t["quality_per_cpu_hour"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _copy_checkpoint(src: str, dst: str) -> None:
+    fs, dst_path = storage.filesystem(dst)
+    if storage.exists(storage.join(dst, checkpoint.MARKER)):
+        fs.delete_file(posixpath.join(dst_path, checkpoint.MARKER))
+    src_fs, src_path = storage.filesystem(src)
+    infos = src_fs.get_file_info(pafs.FileSelector(src_path))
+    names = sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.File)
+    for name in [n for n in names if n != checkpoint.MARKER] + [checkpoint.MARKER]:
+        storage.write_bytes(storage.join(dst, name), storage.read_bytes(storage.join(src, name)))

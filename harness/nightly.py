@@ -1,0 +1,137 @@
+"""Tonight's sweep, continuing one Optuna study across nights, then the cross-night leaderboard.
+
+    python harness/nightly.py --sweep search_spaces/shapes.yaml --storage s3://bucket/stackgan [--budget-hours 6]
+
+- The sweep runs under <storage>/nightly/<date>/<sweep name>/ (its own trials, results and report).
+  Running the same date again resumes that night instead of starting over.
+- Each phase's Optuna study persists in <storage>/nightly/optuna/<sweep name>.journal (or the
+  database given by --study), so tonight's TPE starts from every trial of earlier nights; the
+  paper-default point is evaluated only on the first night. The searcher seed is derived from the
+  date, so nights do not replay the same start-up points.
+- --budget-hours caps the night's wall clock (Tune stops trials at the budget; Stage-I gets half).
+- The leaderboard under <storage>/leaderboard/ gains tonight's row (best trial, cost in CPU- and
+  GPU-hours, quality per hour); a new all-time best checkpoint is promoted to leaderboard/best/.
+
+Exit codes: 0 done; 1 the sweep produced nothing to rank; 2 bad input or unusable storage;
+3 tonight's best is worse than the all-time best by more than --regression-margin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import sys
+import time
+
+if __package__ in (None, ""):  # `python harness/nightly.py` without installing: put the repo on the path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from harness import REPO_ROOT, storage  # noqa: E402
+from harness.config import SweepConfig, load_sweep, sweep_from_dict  # noqa: E402
+from harness.errors import ConfigError, HarnessError  # noqa: E402
+
+EXIT_REGRESSION = 3
+DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sweep", default=DEFAULT_SWEEP, help="sweep YAML (default: search_spaces/shapes.yaml)")
+    p.add_argument("--storage", required=True, help="storage root: local path or s3://bucket/prefix")
+    p.add_argument("--budget-hours", type=float, help="wall-clock budget for tonight's sweep")
+    p.add_argument("--date", help="the night's date, YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--regression-margin", type=float, default=0.10,
+                   help="flag a regression when tonight's best is worse than the all-time best by more "
+                        "than this fraction (default 0.10)")
+    p.add_argument("--study", help="Optuna study home: a journal file URI or a database URL "
+                                   "(default <storage>/nightly/optuna/<sweep>.journal)")
+    p.add_argument("--report-only", action="store_true",
+                   help="skip the sweep: rebuild the night's report and leaderboard row from storage")
+    return p.parse_args(argv)
+
+
+def night_date(text: str | None) -> str:
+    if text is None:
+        return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    try:
+        return datetime.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise ConfigError(f"--date: {text!r} is not a YYYY-MM-DD date") from None
+
+
+def night_sweep(args, date: str) -> SweepConfig:
+    """The sweep file with tonight's budget and a date-derived searcher seed."""
+    from harness.searcher import derive_seed
+
+    if args.regression_margin < 0:
+        raise ConfigError(f"--regression-margin: must be >= 0, got {args.regression_margin}")
+    if args.budget_hours is not None and args.budget_hours <= 0:
+        raise ConfigError(f"--budget-hours: must be > 0, got {args.budget_hours}")
+    sweep = load_sweep(args.sweep)
+    # A fixed seed would make the continued study replay the same start-up points every night.
+    seed = derive_seed(None, datetime.date.fromisoformat(date)) + (sweep.search.seed or 0)
+    budget = args.budget_hours * 3600 if args.budget_hours is not None else sweep.search.time_budget_s
+    return dataclasses.replace(sweep, search=dataclasses.replace(sweep.search, seed=seed, time_budget_s=budget))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.storage = storage.normalize(args.storage)
+    t0 = time.perf_counter()
+    try:
+        date = night_date(args.date)
+        sweep = night_sweep(args, date)
+        from harness.preflight import preflight
+
+        preflight(args.storage)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from harness.leaderboard import Leaderboard
+    from harness.report import build_report
+    from harness.study import StudyStore
+    from harness.tune import SweepFailed, run_sweep, start_ray
+
+    night_root = storage.join(args.storage, "nightly", date)
+    sweep_root = storage.join(night_root, sweep.name)
+    board = Leaderboard(args.storage, sweep.name, sweep.search.objective, sweep.search.mode)
+    try:
+        board.nights()  # refuses a root that holds another nightly sweep before any trial runs
+        if args.report_only:
+            record_uri = storage.join(sweep_root, "sweep.json")
+            if not storage.exists(record_uri):
+                raise HarnessError(f"{record_uri}: not found (no night {date} to report)")
+            record = json.loads(storage.read_bytes(record_uri))
+            sweep = sweep_from_dict(record["sweep"])
+            report = build_report(night_root, sweep, record)
+        else:
+            study = StudyStore(args.study or storage.join(args.storage, "nightly", "optuna", f"{sweep.name}.journal"))
+            start_ray()
+            print(f"night {date}: {sweep.name} under {night_root}, study {study.location}", flush=True)
+            record, report = run_sweep(sweep, night_root, resume=True, dataset_root=args.storage, study=study)
+        outcome = board.record_night(date, report, sweep_root, record.get("wall_seconds", time.perf_counter() - t0),
+                                     record["seed"], args.regression_margin)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (SweepFailed, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    metric = sweep.search.objective
+    print(f"night {date}: best {metric} {outcome.best_value:.4g}, all-time best {outcome.all_time_best:.4g}"
+          f"{' (new, promoted to leaderboard/best/)' if outcome.promoted else ''}")
+    print(f"night report: {report['report']}")
+    print(f"leaderboard: {outcome.leaderboard_uri}")
+    if outcome.regression:
+        print(f"REGRESSION: tonight's best {metric} {outcome.best_value:.4g} is worse than the all-time best "
+              f"{outcome.all_time_best:.4g} by more than {args.regression_margin:.0%}", file=sys.stderr)
+        return EXIT_REGRESSION
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
