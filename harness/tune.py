@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # `python harness/tune.py` without installing: pu
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from harness import REPO_ROOT, storage  # noqa: E402
-from harness.config import ConfigError, SweepConfig, load_sweep  # noqa: E402
+from harness.config import SweepConfig, load_sweep  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 
 DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
@@ -58,53 +58,6 @@ def resolve_sweep(args) -> SweepConfig:
     return sweep
 
 
-def check_cluster_fits(sweep: SweepConfig, nodes: list[dict]) -> None:
-    """Rejects per-worker resources no node offers (the trial would wait forever)."""
-    res = sweep.resources
-    need = {"CPU": res.cpus_per_worker, **res.custom_resources_per_worker}
-    if res.gpus_per_worker:
-        need["GPU"] = res.gpus_per_worker
-    for name, amount in need.items():
-        best = max((n.get(name, 0) for n in nodes), default=0)
-        if best < amount:
-            field = {"CPU": "cpus_per_worker", "GPU": "gpus_per_worker"}.get(name, f"custom_resources_per_worker.{name}")
-            raise ConfigError(f"resources.{field}: {amount} {name} per worker, but no node offers more than {best}")
-
-
-def _node_types() -> list[dict]:
-    """Resources of every node (and of every autoscaler node type, when there is an autoscaler)."""
-    import ray
-
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    nodes += [t["resources"] for t in _autoscaler_node_types().values()]
-    return nodes
-
-
-def _autoscaler_node_types() -> dict:
-    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
-
-    if not _internal_kv_initialized():
-        return {}
-    raw = _internal_kv_get("autoscaler_config", namespace="autoscaler") or _internal_kv_get("autoscaler_config")
-    if not raw:
-        return {}
-    try:
-        return json.loads(raw).get("available_node_types", {})
-    except (ValueError, AttributeError):
-        return {}
-
-
-def cluster_capacity() -> dict:
-    """Total resources now, or the autoscaler's maximum when it can grow further."""
-    import ray
-
-    total = dict(ray.cluster_resources())
-    for t in _autoscaler_node_types().values():
-        for name, amount in t.get("resources", {}).items():
-            total[name] = max(total.get(name, 0), amount * t.get("max_workers", 0))
-    return total
-
-
 CREDENTIAL_ENV_VARS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"}
 
 
@@ -130,6 +83,7 @@ def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfi
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from harness.capacity import cluster_capacity
     from harness.searcher import make_searcher, max_concurrent_trials, trial_resources
     from harness.trial import stage_trial
 
@@ -187,13 +141,14 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     SweepFailed when no trial produced anything to rank. ``dataset_root`` (default: storage_root)
     is where the dataset is built and reused; ``study`` makes the Optuna studies persistent.
     """
+    from harness.capacity import check_cluster_fits
     from harness.data.ensure import ensure_dataset
     from harness.report import build_report
     from harness.searcher import derive_seed, optuna_space
     from harness.trial import PhaseContext
 
     t0 = time.perf_counter()
-    check_cluster_fits(sweep, _node_types())
+    check_cluster_fits(sweep.resources)
     sweep_root = storage.join(storage_root, sweep.name)
     record_uri = storage.join(sweep_root, "sweep.json")
     if resume and storage.exists(record_uri):

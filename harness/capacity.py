@@ -1,0 +1,73 @@
+"""What the Ray cluster can hold, now and once its autoscaler has grown it: sizes a sweep before it starts.
+
+Node types come from the cluster config the autoscaler reports to the GCS (autoscaler v2, which
+KubeRay runs). The v1 autoscaler of `ray up` / `ray start --autoscaling-config` reports no node
+types; when one runs, a resource no node offers yet may still arrive, so it is not refused, and
+concurrency follows what the nodes hold now unless the sweep says (search.max_concurrent).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import ray
+
+from harness.config import ResourcesConfig
+from harness.errors import ConfigError
+
+
+def _per_worker(resources: ResourcesConfig) -> dict[str, float]:
+    need = {"CPU": resources.cpus_per_worker, **resources.custom_resources_per_worker}
+    if resources.gpus_per_worker:
+        need["GPU"] = resources.gpus_per_worker
+    return need
+
+
+def _node_groups() -> list[dict]:
+    """[{"resources": {...}, "max_count": n}] from the reported cluster config ([] when none is)."""
+    config = ray._private.state.state.get_cluster_config()
+    if config is None:
+        return []
+    return [{"resources": dict(g.resources), "max_count": g.max_count} for g in config.node_group_configs]
+
+
+def autoscaler_running() -> bool:
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
+
+    if not _internal_kv_initialized():
+        return False
+    status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    try:
+        return bool(status) and "autoscaler_report" in json.loads(status)
+    except ValueError:
+        return False
+
+
+def check_cluster_fits(resources: ResourcesConfig) -> None:
+    """Rejects per-worker resources that no node has and no known node type can bring (the trial
+    would wait forever)."""
+    offered = [n["Resources"] for n in ray.nodes() if n.get("Alive")] + [g["resources"] for g in _node_groups()]
+    for name, amount in _per_worker(resources).items():
+        best = max((n.get(name, 0) for n in offered), default=0)
+        if best >= amount:
+            continue
+        if not _node_groups() and autoscaler_running():
+            print(f"note: no node offers {amount} {name} yet; the autoscaler is trusted to add one", flush=True)
+            continue
+        field = {"CPU": "cpus_per_worker", "GPU": "gpus_per_worker"}.get(name, f"custom_resources_per_worker.{name}")
+        raise ConfigError(f"resources.{field}: {amount} {name} per worker, but no node offers more than {best}")
+
+
+def cluster_capacity() -> dict[str, float]:
+    """Total resources now, or the most the autoscaler's node types can reach when they are known."""
+    total = dict(ray.cluster_resources())
+    grown: dict[str, float] = {}
+    for group in _node_groups():
+        count = group["max_count"] if group["max_count"] >= 0 else sys.maxsize
+        for name, amount in group["resources"].items():
+            grown[name] = grown.get(name, 0) + amount * count
+    for name, amount in grown.items():
+        total[name] = max(total.get(name, 0), amount)
+    return total
