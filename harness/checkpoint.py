@@ -9,12 +9,12 @@ Retention keeps the last ``keep`` checkpoints plus the best by the stage metric.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import hashlib
 import io
 import json
 import pathlib
-import posixpath
 import time
 
 import pyarrow.fs as pafs
@@ -42,30 +42,74 @@ def _dir(run_uri: str, epoch: int) -> str:
     return storage.join(run_uri, "checkpoints", f"epoch-{epoch:04d}")
 
 
-def _retry(fn, what: str, attempts: int = 6, first_delay: float = 0.5):
-    """Retries transient storage failures with exponential backoff (about 15 s in all)."""
-    delay = first_delay
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except (OSError, StorageError) as exc:
-            if attempt == attempts - 1:
-                raise StorageError(f"{what}: failed after {attempts} attempts ({exc})") from exc
-            time.sleep(delay)
-            delay *= 2
+def serialize(state: dict) -> bytes:
+    """The checkpoint's bytes: a snapshot, so training may go on changing the tensors afterwards."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def write(run_uri: str, epoch: int, payload: bytes, meta: dict) -> str:
+    """Uploads serialized state and meta, then the marker; returns the checkpoint URI.
+
+    storage retries transient failures; a write that still fails leaves no marker, so the
+    checkpoint is never loaded."""
+    ckpt = _dir(run_uri, epoch)
+    meta = {**meta, "epoch": epoch, "code_version": code_version(), "saved_at": time.time()}
+    storage.write_bytes(storage.join(ckpt, "state.pt"), payload)
+    storage.write_bytes(storage.join(ckpt, "meta.json"), json.dumps(meta, indent=2).encode())
+    storage.write_bytes(storage.join(ckpt, MARKER), b"ok\n")
+    return ckpt
 
 
 def save(run_uri: str, epoch: int, state: dict, meta: dict) -> str:
-    """Writes state and meta, then the marker; returns the checkpoint URI."""
-    ckpt = _dir(run_uri, epoch)
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    payload = buf.getvalue()
-    meta = {**meta, "epoch": epoch, "code_version": code_version(), "saved_at": time.time()}
-    _retry(lambda: storage.write_bytes(storage.join(ckpt, "state.pt"), payload), f"{ckpt}/state.pt")
-    _retry(lambda: storage.write_bytes(storage.join(ckpt, "meta.json"), json.dumps(meta, indent=2).encode()), ckpt)
-    _retry(lambda: storage.write_bytes(storage.join(ckpt, MARKER), b"ok\n"), f"{ckpt}/{MARKER}")
-    return ckpt
+    """Serializes and writes a checkpoint, blocking until it is complete; returns its URI."""
+    return write(run_uri, epoch, serialize(state), meta)
+
+
+class AsyncCheckpointWriter:
+    """Uploads checkpoints on a background thread so the training loop waits only for serialization.
+
+    ``submit`` snapshots the state (torch.save to memory) and returns the URI the checkpoint will
+    have; the upload, then retention, run in the background, one checkpoint at a time. ``wait``
+    blocks until everything submitted is complete and re-raises an upload's failure. Call it
+    before reporting a run finished and before the process exits.
+    """
+
+    def __init__(self) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckpt-upload")
+        self._pending: list[concurrent.futures.Future] = []
+        self.blocked_seconds = 0.0  # time submit() held the caller, summed
+
+    def submit(self, run_uri: str, epoch: int, state: dict, meta: dict, after=None) -> str:
+        t0 = time.perf_counter()
+        self._raise_failures()
+        payload = serialize(state)
+        self.blocked_seconds += time.perf_counter() - t0
+
+        def upload():
+            ckpt = write(run_uri, epoch, payload, meta)
+            if after is not None:
+                after()
+            return ckpt
+
+        self._pending.append(self._pool.submit(upload))
+        return _dir(run_uri, epoch)
+
+    def _raise_failures(self) -> None:
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        for f in done:
+            f.result()
+
+    def wait(self) -> None:
+        t0 = time.perf_counter()
+        concurrent.futures.wait(self._pending)
+        self.blocked_seconds += time.perf_counter() - t0
+        self._raise_failures()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def is_complete(ckpt_uri: str) -> bool:
@@ -75,9 +119,7 @@ def is_complete(ckpt_uri: str) -> bool:
 def list_complete(run_uri: str) -> list[str]:
     """Complete checkpoints of a run, oldest first."""
     root = storage.join(run_uri, "checkpoints")
-    fs, path = storage.filesystem(root)
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    names = sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory)
+    names = storage.list_names(root, pafs.FileType.Directory)
     return [storage.join(root, n) for n in names if n.startswith("epoch-") and is_complete(storage.join(root, n))]
 
 
@@ -89,13 +131,13 @@ def latest(run_uri: str) -> str | None:
 def read_meta(ckpt_uri: str) -> dict:
     if not is_complete(ckpt_uri):
         raise StorageError(f"{ckpt_uri}: not a complete checkpoint (no {MARKER} marker)")
-    return json.loads(_retry(lambda: storage.read_bytes(storage.join(ckpt_uri, "meta.json")), ckpt_uri))
+    return json.loads(storage.read_bytes(storage.join(ckpt_uri, "meta.json")))
 
 
 def load(ckpt_uri: str, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
     """(state, meta) of a complete checkpoint; refuses a partial one."""
     meta = read_meta(ckpt_uri)
-    data = _retry(lambda: storage.read_bytes(storage.join(ckpt_uri, "state.pt")), ckpt_uri)
+    data = storage.read_bytes(storage.join(ckpt_uri, "state.pt"))
     state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     return state, meta
 
@@ -117,9 +159,8 @@ def prune(run_uri: str, keep: int, metric: str, mode: str) -> None:
     keep_set = set(done[-keep:]) | {_best_of(done, metric, mode)}
     for ckpt in done:
         if ckpt not in keep_set:
-            fs, path = storage.filesystem(ckpt)
-            fs.delete_file(posixpath.join(path, MARKER))  # first the marker: a half-deleted one is invalid
-            fs.delete_dir(path)
+            storage.delete(storage.join(ckpt, MARKER))  # first the marker: a half-deleted one is invalid
+            storage.delete(ckpt)
 
 
 def best(run_uri: str, metric: str, mode: str) -> str | None:

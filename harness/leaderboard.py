@@ -17,7 +17,6 @@ import dataclasses
 import io
 import json
 import math
-import posixpath
 
 import matplotlib
 
@@ -238,11 +237,7 @@ def _fmt(v) -> str:
 
 
 def _copy_checkpoint(src: str, dst: str) -> None:
-    fs, dst_path = storage.filesystem(dst)
-    if storage.exists(storage.join(dst, checkpoint.MARKER)):
-        fs.delete_file(posixpath.join(dst_path, checkpoint.MARKER))
-    src_fs, src_path = storage.filesystem(src)
-    infos = src_fs.get_file_info(pafs.FileSelector(src_path))
-    names = sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.File)
+    storage.delete(storage.join(dst, checkpoint.MARKER))
+    names = storage.list_names(src, pafs.FileType.File)
     for name in [n for n in names if n != checkpoint.MARKER] + [checkpoint.MARKER]:
         storage.write_bytes(storage.join(dst, name), storage.read_bytes(storage.join(src, name)))

@@ -41,6 +41,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sweep", default=DEFAULT_SWEEP, help="sweep YAML (default: search_spaces/shapes.yaml)")
     p.add_argument("--storage", required=True, help="storage root: local path or s3://bucket/prefix")
+    storage.add_endpoint_argument(p)
     p.add_argument("--budget-hours", type=float, help="wall-clock budget for tonight's sweep")
     p.add_argument("--date", help="the night's date, YYYY-MM-DD (default: today, UTC)")
     p.add_argument("--regression-margin", type=float, default=0.10,
@@ -79,6 +80,7 @@ def night_sweep(args, date: str) -> SweepConfig:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    storage.use_endpoint(args.s3_endpoint)
     args.storage = storage.normalize(args.storage)
     t0 = time.perf_counter()
     try:

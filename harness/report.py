@@ -264,8 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--storage", required=True, help="the sweep's storage root (local path or s3://...)")
+    storage.add_endpoint_argument(parser)
     parser.add_argument("--sweep", required=True, help="the sweep's name")
     args = parser.parse_args(argv)
+    storage.use_endpoint(args.s3_endpoint)
     args.storage = storage.normalize(args.storage)
     try:
         sweep_uri = storage.join(args.storage, args.sweep, "sweep.json")

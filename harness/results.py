@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import posixpath
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -30,9 +29,7 @@ def _flatten(prefix: str, obj, out: dict) -> None:
 
 
 def _subdirs(uri: str) -> list[str]:
-    fs, path = storage.filesystem(uri)
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    return sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory)
+    return storage.list_names(uri, pafs.FileType.Directory)
 
 
 def collect_rows(storage_root: str, sweep: SweepConfig) -> list[dict]:

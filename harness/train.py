@@ -30,6 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sweep", default=DEFAULT_SWEEP, help="sweep YAML whose default values are trained")
     parser.add_argument("--storage", default="./runs", help="local path or s3://bucket/prefix")
+    storage.add_endpoint_argument(parser)
     parser.add_argument("--stage", choices=["1", "2", "both"], default="both")
     parser.add_argument("--workers", type=int, help="Ray Train workers (0: in-process local mode)")
     parser.add_argument("--gpus-per-worker", type=float)
@@ -43,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    storage.use_endpoint(args.s3_endpoint)
     args.storage = storage.normalize(args.storage)  # trial processes run in other directories
     try:
         sweep = load_sweep(args.sweep)  # validated before Ray starts
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not ray.is_initialized():
-        ray.init(runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}}, log_to_driver=True)
+        ray.init(runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT, **storage.endpoint_env()}}, log_to_driver=True)
     summary: dict = {"name": name, "dataset": dataset_uri}
     t0 = time.perf_counter()
     stage1_ckpt = args.stage1_checkpoint

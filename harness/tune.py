@@ -35,6 +35,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sweep", help="sweep YAML (default: search_spaces/shapes.yaml)")
     p.add_argument("--storage", default="./runs", help="local path or s3://bucket/prefix (default ./runs)")
+    storage.add_endpoint_argument(p)
     p.add_argument("--name", help="sweep name under the storage root (default: the sweep file's name)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     p.add_argument("--smoke-test", action="store_true", help="run search_spaces/smoke.yaml (tiny, minutes)")
@@ -68,7 +69,8 @@ def keep_credentials_out_of_runtime_env() -> None:
     role), as Ray Train workers already do. Found by the secret scan in tests/test_sweep.py."""
     from ray.tune.execution import class_cache
 
-    class_cache.ENV_VARS_TO_PROPAGATE = frozenset(class_cache.ENV_VARS_TO_PROPAGATE) - CREDENTIAL_ENV_VARS
+    class_cache.ENV_VARS_TO_PROPAGATE = (frozenset(class_cache.ENV_VARS_TO_PROPAGATE) - CREDENTIAL_ENV_VARS) \
+        | set(storage.ENDPOINT_ENV_VARS)  # the endpoint is no secret, and remote trials need it
 
 
 class SweepFailed(RuntimeError):
@@ -130,7 +132,7 @@ def start_ray() -> None:
         if os.environ.get("RAY_ADDRESS"):
             ray.init()  # under `ray job submit`: the entrypoint is told the cluster's address
         else:
-            ray.init(runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}})
+            ray.init(runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT, **storage.endpoint_env()}})
 
 
 def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, dataset_root: str | None = None,
@@ -197,6 +199,7 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    storage.use_endpoint(args.s3_endpoint)
     args.storage = storage.normalize(args.storage)  # trial processes run in other directories
     try:
         sweep = resolve_sweep(args)  # validated before Ray starts

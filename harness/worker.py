@@ -126,7 +126,8 @@ def train_fn_per_worker(config: dict) -> None:
         if reason is not None:
             diverged = {"status": "diverged", "reason": reason, "epoch": epoch + 1, "stage": run.stage,
                         run.metric: WORST[run.metric]}
-            if rank == 0:
+            if evaluator is not None:
+                evaluator.close()  # earlier checkpoints finish uploading: the best of them stays usable
                 write_metrics(run.run_uri, epoch + 1, diverged)
             _report(diverged, report_to)
             return
@@ -145,6 +146,8 @@ def train_fn_per_worker(config: dict) -> None:
         if evaluator is not None:
             metrics.update(evaluator.evaluate(epoch + 1, metrics))
         _report(metrics, report_to)
+    if evaluator is not None:
+        evaluator.close()
 
 
 def stage_resolution(run: StageRunConfig) -> int:
@@ -158,6 +161,7 @@ class _Evaluator:
 
     def __init__(self, run: StageRunConfig, data, loop: StageLoop) -> None:
         self.run, self.loop = run, loop
+        self.writer = checkpoint.AsyncCheckpointWriter()
         self.eval_set = data.eval_set(run.data.eval_samples, loop.image_size)
         self.judge = self.inception = None
         if run.data.kind == "shapes":
@@ -166,6 +170,11 @@ class _Evaluator:
             self.judge, _ = load_or_train_judge(run.dataset_uri)
         elif run.data.inception_weights:
             self.inception = load_inception(run.data.inception_weights)
+
+    def close(self) -> None:
+        """Waits for the checkpoint uploads still running (re-raising a failed one)."""
+        self.writer.wait()
+        self.writer.close()
 
     def evaluate(self, epoch: int, train_metrics: dict) -> dict:
         ev, run = self.eval_set, self.run
@@ -188,8 +197,11 @@ class _Evaluator:
             "architecture": {"stage1": dataclasses.asdict(self.loop.profile.stage1),
                              "stage2": dataclasses.asdict(self.loop.profile.stage2)},
         }
-        ckpt = checkpoint.save(run.run_uri, epoch, self.loop.state_dict(), meta)
-        checkpoint.prune(run.run_uri, run.train.keep_checkpoints, run.metric, OBJECTIVES[run.metric])
+        # Uploaded in the background (the loop waits only for serialization); retention runs after it.
+        ckpt = self.writer.submit(run.run_uri, epoch, self.loop.state_dict(), meta, after=lambda: checkpoint.prune(
+            run.run_uri, run.train.keep_checkpoints, run.metric, OBJECTIVES[run.metric]))
+        if train_metrics["status"] == "finished":
+            self.writer.wait()  # "finished" promises a complete checkpoint: Stage-II or a resume may read it now
         write_metrics(run.run_uri, epoch, {**all_metrics, "checkpoint_path": ckpt})
         return {**metrics, "sample_grid": grid_uri, "checkpoint_path": ckpt}
 

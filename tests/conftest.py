@@ -23,17 +23,18 @@ def _free_port() -> int:
 
 
 class S3Server:
-    """A moto S3 server subprocess; ``stop()``/``start()`` simulate an outage on the same port."""
+    """A moto S3 server subprocess (in memory: outage tests cut the network with tests.tcp_proxy instead)."""
 
-    def __init__(self, port: int, log_path: pathlib.Path) -> None:
+    def __init__(self, port: int, log_path: pathlib.Path, env: dict | None = None) -> None:
         self.port, self.log_path, self.proc = port, log_path, None
         self.endpoint = f"http://127.0.0.1:{port}"
+        self.env = env or {}
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
         )
         deadline = time.time() + 30
         while time.time() < deadline:

@@ -1,17 +1,24 @@
-"""Storage preflight: each failure cause named in one line, quickly, with no secret in it."""
+"""Storage: preflight causes named in one line, partial checkpoints never loaded, outages retried."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 import pytest
+import torch
 
+from harness import checkpoint, storage
 from harness.errors import StorageError
 from harness.preflight import preflight
-from tests.conftest import ROOT, _free_port
+from tests.conftest import ROOT, S3Server, _free_port, write_sweep
+from tests.tcp_proxy import TcpProxy
 
 
 def test_preflight_passes_on_local_and_s3(s3, tmp_path):
@@ -53,3 +60,138 @@ def test_tune_exits_non_zero_with_one_line_on_unusable_storage(s3):
     assert out.returncode == 2 and time.perf_counter() - t0 < 30
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "endpoint unreachable" in lines[0], out.stderr
+
+
+@pytest.fixture()
+def s3_with_auth(tmp_path, monkeypatch):
+    """A second endpoint that checks credentials: an IAM user with no S3 permission, a bucket."""
+    import boto3
+
+    server = S3Server(_free_port(), tmp_path / "moto-auth.log", env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"})
+    server.start()
+    try:
+        kw = dict(endpoint_url=server.endpoint, region_name="us-east-1",
+                  aws_access_key_id="setup", aws_secret_access_key="setup")
+        boto3.client("s3", **kw).create_bucket(Bucket="locked")  # the 3 actions before auth is enforced
+        iam = boto3.client("iam", **kw)
+        iam.create_user(UserName="no-s3-rights")
+        key = iam.create_access_key(UserName="no-s3-rights")["AccessKey"]
+        monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        yield key["AccessKeyId"]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("case,expected", [("no_permission", "access denied"),
+                                           ("unknown_key", "credentials rejected (InvalidAccessKeyId)")])
+def test_preflight_names_rejected_credentials(s3_with_auth, monkeypatch, case, expected):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_with_auth if case == "no_permission" else "AKIAIOSFODNN7EXAMPLE")
+    t0 = time.perf_counter()
+    with pytest.raises(StorageError) as err:
+        preflight("s3://locked/sweeps")
+    assert time.perf_counter() - t0 < 30
+    message = str(err.value)
+    assert message == f"s3://locked/sweeps: storage preflight failed: {expected}"
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in message
+
+
+def _objects(s3, prefix: str) -> list[str]:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3.endpoint)
+    return [o["Key"] for o in client.list_objects_v2(Bucket=s3.bucket, Prefix=prefix).get("Contents", [])]
+
+
+def test_a_checkpoint_without_its_marker_is_never_loaded(s3):
+    run = f"s3://{s3.bucket}/partial/run"
+    ckpt = checkpoint.save(run, 1, {"w": torch.ones(3)}, {"stage": 1, "metrics": {}})
+    storage.delete(f"{ckpt}/{checkpoint.MARKER}")  # state.pt and meta.json uploaded, the marker not
+    assert checkpoint.latest(run) is None
+    with pytest.raises(StorageError, match="not a complete checkpoint"):
+        checkpoint.load(ckpt)
+
+
+@pytest.mark.slow
+def test_a_killed_upload_leaves_no_loadable_checkpoint(s3):
+    import boto3
+
+    run = f"s3://{s3.bucket}/killed-upload/run"
+    code = ("import torch; from harness import checkpoint; "
+            f"checkpoint.save({run!r}, 1, {{'w': torch.randn(100_000_000)}}, {{'stage': 1, 'metrics': {{}}}})")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    client = boto3.client("s3", endpoint_url=s3.endpoint)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # kill it in the middle of the 400 MB multipart upload
+            if client.list_multipart_uploads(Bucket=s3.bucket, Prefix="killed-upload/").get("Uploads"):
+                break
+            assert proc.poll() is None, "the upload finished before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no multipart upload started")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not any(k.endswith(checkpoint.MARKER) for k in _objects(s3, "killed-upload/"))
+    assert checkpoint.latest(run) is None and checkpoint.list_complete(run) == []
+    with pytest.raises(StorageError):
+        checkpoint.load(f"{run}/checkpoints/epoch-0001")
+
+
+@pytest.mark.slow
+def test_a_ten_second_outage_mid_run_is_retried_and_the_run_goes_on(s3, tmp_path):
+    import boto3
+
+    proxy = TcpProxy(s3.port)
+    client = boto3.client("s3", endpoint_url=s3.endpoint)  # straight to the endpoint, past the outage
+    sweep = write_sweep(ROOT / "search_spaces" / "tiny.yaml", tmp_path / "sweep.yaml")
+    env = {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-", dir="/tmp")}
+    outage: dict = {}
+
+    def cut_the_network_after_the_first_checkpoint():
+        deadline = time.time() + 300
+        prefix = "outage/tiny/train/stage1/checkpoints/epoch-0001/"
+        while time.time() < deadline and not outage:
+            keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3.bucket, Prefix=prefix).get("Contents", [])]
+            if any(k.endswith(checkpoint.MARKER) for k in keys):
+                outage["start"] = time.time()
+                proxy.down()
+                time.sleep(10)
+                proxy.up()
+                outage["end"] = time.time()
+            time.sleep(0.1)
+
+    cutter = threading.Thread(target=cut_the_network_after_the_first_checkpoint, daemon=True)
+    cutter.start()
+    try:
+        out = subprocess.run(
+            [sys.executable, "harness/train.py", "--sweep", sweep, "--storage", f"s3://{s3.bucket}/outage",
+             "--stage", "1", "--epochs-stage1", "30"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        )
+    finally:
+        cutter.join(timeout=30)
+        proxy.close()
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "end" in outage, "the run ended before the outage"
+    assert proxy.refused > 0, "nothing touched storage during the outage"
+    assert "retrying in" in out.stdout + out.stderr
+    summary = json.loads(out.stdout[out.stdout.index("{\n"):])
+    assert summary["stage1"]["status"] == "finished" and summary["stage1"]["epoch"] == 30
+    metrics = [k for k in _objects(s3, "outage/tiny/train/stage1/metrics/")]
+    assert len(metrics) == 30, "every epoch's evaluation reached storage"
+    assert checkpoint.is_complete(summary["stage1"]["checkpoint_path"])
+
+
+def test_s3_endpoint_flag_takes_the_place_of_the_environment(s3):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    bad = f"http://127.0.0.1:{_free_port()}"
+    out = subprocess.run([sys.executable, "harness/tune.py", "--smoke-test", "--storage", "s3://harness-test/x",
+                          "--s3-endpoint", bad], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and f"endpoint unreachable ({bad})" in out.stderr, out.stderr
+    out = subprocess.run([sys.executable, "-m", "harness.report", "--storage", f"s3://{s3.bucket}/empty",
+                          "--sweep", "nothing", "--s3-endpoint", s3.endpoint], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "no sweep named 'nothing'" in out.stderr, out.stderr

@@ -140,24 +140,33 @@ def test_more_gpus_than_any_node_offers_is_rejected(ray_local, tmp_path, capsys)
     assert "resources.gpus_per_worker: 4.0 GPU per worker, but no node offers more than 0" in err
 
 
-def _trial_files(root: pathlib.Path) -> dict[str, float]:
-    return {str(p): p.stat().st_mtime for p in root.glob("*/trials/*/stage1/metrics/*.json")}
+def _stage1_metric_files(s3, prefix: str) -> dict[str, object]:
+    """Key -> LastModified of every Stage-I metrics file under ``prefix`` on the S3 endpoint."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3.endpoint)
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=prefix):
+        for o in page.get("Contents", []):
+            if "/stage1/metrics/epoch-" in o["Key"]:
+                out[o["Key"]] = o["LastModified"]
+    return out
 
 
 @pytest.mark.slow
-def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(tmp_path):
+def test_resume_of_an_s3_experiment_after_the_driver_is_killed_does_not_rerun_finished_trials(s3, tmp_path):
     sweep = _sweep_file(tmp_path, **{"search.num_samples": 3, "search.max_concurrent": 1, "stage1.epochs": 3,
                                      "search.grace_period": 3, "name": "resume"})
-    runs = tmp_path / "runs"
+    root = f"s3://{s3.bucket}/resume-test"
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "harness/tune.py", "--sweep", sweep, "--storage", str(runs)]
+    cmd = [sys.executable, "harness/tune.py", "--sweep", sweep, "--storage", root]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline:  # wait until one Stage-I trial has finished all 3 epochs
-            done = [p for p in runs.glob("resume/trials/*/stage1/metrics/epoch-0003.json")]
+            done = [k for k in _stage1_metric_files(s3, "resume-test/resume/trials/") if k.endswith("epoch-0003.json")]
             if done:
                 break
             time.sleep(0.5)
@@ -165,20 +174,20 @@ def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(tmp_pa
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started die together
         proc.wait()
-    before = _trial_files(runs)
-    finished = {p.split("/trials/")[1].split("/")[0] for p in before if p.endswith("epoch-0003.json")}
+    before = _stage1_metric_files(s3, "resume-test/resume/trials/")
+    finished = {k.split("/trials/")[1].split("/")[0] for k in before if k.endswith("epoch-0003.json")}
     try:
         out = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    after = _trial_files(runs)
-    for path, mtime in before.items():
-        if path.split("/trials/")[1].split("/")[0] in finished:
-            assert after[path] == mtime, f"finished trial rerun: {path}"
-    rows = read_parquet(str(runs / "resume" / "results.parquet"))
+    assert f"resuming stage1 from {root}/resume/tune/stage1" in out.stdout
+    after = _stage1_metric_files(s3, "resume-test/resume/trials/")
+    for key, modified in before.items():
+        if key.split("/trials/")[1].split("/")[0] in finished:
+            assert after[key] == modified, f"finished trial rerun: {key}"
+    rows = read_parquet(f"{root}/resume/results.parquet")
     assert len({r["trial_id"] for r in rows if r["phase"] == "stage1"}) == 3
-    assert "resuming stage1" in out.stdout
 
 
 def _kill_first_train_worker_after_checkpoint(runs: pathlib.Path, killed: list, stop: threading.Event) -> None:
