@@ -136,6 +136,9 @@ class DataConfig:
     encoder: str = field("hash", str)  # hash | minilm | precomputed
     eval_samples: int = field(256, int)  # fixed held-out captions scored at each evaluation
     inception_weights: str | None = field(None, str, optional=True)  # real datasets: local path or URI
+    # none (the paper) | standardize: sentence embeddings to zero mean, unit variance per dimension,
+    # with the training split's statistics (harness/data/dataset.py TextNorm says why)
+    text_norm: str = field("none", str)
 
     def validate(self, path: str) -> None:
         if self.kind not in ("shapes", "cub", "flowers"):
@@ -146,6 +149,8 @@ class DataConfig:
             raise ConfigError(f"{path}.encoder: {self.kind} uses the 'precomputed' char-CNN-RNN embeddings")
         if self.kind == "shapes" and self.encoder not in ("hash", "minilm"):
             raise ConfigError(f"{path}.encoder: shapes supports hash or minilm, got {self.encoder!r}")
+        if self.text_norm not in ("none", "standardize"):
+            raise ConfigError(f"{path}.text_norm: {self.text_norm!r} is not one of none, standardize")
         if self.n < 20 or self.eval_samples < 2:
             raise ConfigError(f"{path}.n: needs at least 20 scenes and eval_samples >= 2")
 
@@ -196,6 +201,10 @@ class TrainSettings:
     lr_decay_factor: float = field(0.5, float)
     deterministic: bool = field(False, bool)  # bitwise-reproducible CPU runs (slower)
     precision: str = field("auto", str)  # auto: bf16 autocast on GPU, fp32 on CPU
+    # Share of mismatched captions taken from the most similar-looking other-key image in the batch
+    # instead of a random one (0: the paper). Random mismatches on shapes differ in the background 3
+    # times in 4, and D learns to check only that (models/losses.py mismatched_indices).
+    hard_negatives: float = field(0.0, float)
     divergence: DivergenceConfig = field(None, DivergenceConfig)
 
     def validate(self, path: str) -> None:
@@ -203,6 +212,8 @@ class TrainSettings:
             raise ConfigError(f"{path}.batch_size: must be >= 2 (mismatched pairs need two captions)")
         if self.eval_every < 1 or self.keep_checkpoints < 1 or self.lr_decay_every < 1:
             raise ConfigError(f"{path}.eval_every: eval_every, keep_checkpoints, lr_decay_every must be >= 1")
+        if not 0.0 <= self.hard_negatives <= 1.0:
+            raise ConfigError(f"{path}.hard_negatives: must be in [0, 1], got {self.hard_negatives}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"{path}.precision: {self.precision!r} is not one of auto, fp32, bf16")
 

@@ -18,7 +18,9 @@ from harness.config import StageRunConfig
 from harness.data.dataset import Batch
 from models import FrozenStage1, Stage1Discriminator, Stage1Generator, Stage2Discriminator, Stage2Generator
 from models.config import ModelProfile, get_profile
-from models.losses import DiscriminatorLogits, discriminator_loss, generator_loss, get_adversarial_loss, mismatched_indices
+from models.losses import (
+    DiscriminatorLogits, discriminator_loss, generator_loss, get_adversarial_loss, image_similarity, mismatched_indices,
+)
 
 
 class Diverged(RuntimeError):
@@ -130,7 +132,10 @@ class StageLoop:
     def train_step(self, batch: Batch) -> dict[str, float]:
         batch = batch.to(self.device)
         real, text = batch.images_B3HW.contiguous(memory_format=torch.channels_last), batch.text_BD
-        wrong_text = text[mismatched_indices(batch.keys_B.cpu(), self.rng).to(self.device)]
+        hard = self.run.train.hard_negatives
+        similar = image_similarity(batch.images_B3HW).cpu() if hard > 0 else None
+        wrong = mismatched_indices(batch.keys_B.cpu(), self.rng, similar, hard)
+        wrong_text = text[wrong.to(self.device)]
         self.g_train.train(), self.d_train.train()
         with self._autocast():
             fake, mu, logvar, _ = self.generate(text, batch.words_BTD, batch.mask_BT)

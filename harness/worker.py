@@ -81,7 +81,7 @@ def train_fn_per_worker(config: dict) -> None:
     stage1_g = load_stage1_generator(run.stage1_checkpoint) if run.stage == 2 else None
     data = open_train_data(
         run.data.kind, run.dataset_uri, run.data.encoder, stage_resolution(run), rank, world,
-        with_words=run.stage == 2 and run.value("attention"), seed=run.train.seed,
+        with_words=run.stage == 2 and run.value("attention"), seed=run.train.seed, text_norm=run.data.text_norm,
     )
     loop = StageLoop(run, data.text_dim, data.word_dim, device, stage1_g)
     if world > 1:

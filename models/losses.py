@@ -89,15 +89,41 @@ def generator_loss(
     return adv + kl_weight * kl, parts
 
 
-def mismatched_indices(keys_B: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """For each sample i, a random j whose key (class or scene) differs: captions[j] mismatches image i.
+def mismatched_indices(
+    keys_B: torch.Tensor,
+    generator: torch.Generator | None = None,
+    similarity_BB: torch.Tensor | None = None,
+    hard_fraction: float = 0.0,
+) -> torch.Tensor:
+    """For each sample i, a j whose key (class or scene) differs: captions[j] mismatches image i.
 
     The PyTorch port shifts the batch by one, which can pair an image with a caption of the same
-    class; here the pair is drawn only among samples with another key.
+    class; here the pair is drawn only among samples with another key. By default j is uniform
+    among them (the paper). With ``hard_fraction`` > 0, that share of the samples instead draw j
+    uniformly among the quarter of other-key samples most similar to i (``similarity_BB``, e.g. of
+    the images): a mismatch that shares the most visible traits (on shapes, the background), so the
+    discriminator must check the rest of what the caption names. (The single nearest sample was
+    tried and taught less: its caption differs too little for an untrained discriminator.)
     """
     if keys_B.ndim != 1 or keys_B.numel() < 2:
         raise ValueError("mismatched_indices needs a 1-D batch of at least two keys")
-    allowed_BB = (keys_B[None, :] != keys_B[:, None]).float()
+    allowed_BB = keys_B[None, :] != keys_B[:, None]
     if bool((allowed_BB.sum(dim=1) == 0).any()):
         raise ValueError("every key in the batch is the same: no mismatched caption can be drawn")
-    return torch.multinomial(allowed_BB, 1, generator=generator).squeeze(1)
+    uniform_B = torch.multinomial(allowed_BB.float(), 1, generator=generator).squeeze(1)
+    if hard_fraction <= 0.0:
+        return uniform_B
+    if similarity_BB is None:
+        raise ValueError("hard mismatches need the batch's similarity matrix")
+    k = max(1, int(allowed_BB.sum(dim=1).min()) // 4)
+    similar_BK = similarity_BB.float().masked_fill(~allowed_BB, float("-inf")).topk(k, dim=1).indices
+    pick_B = torch.randint(k, (keys_B.shape[0],), generator=generator)
+    near_B = similar_BK.gather(1, pick_B[:, None]).squeeze(1)
+    hard_B = torch.rand(keys_B.shape[0], generator=generator) < hard_fraction
+    return torch.where(hard_B, near_B, uniform_B)
+
+
+def image_similarity(images_B3HW: torch.Tensor, side: int = 8) -> torch.Tensor:
+    """B x B: minus the squared distance between 8 x 8 thumbnails (layout and colours, no detail)."""
+    thumbs = torch.nn.functional.adaptive_avg_pool2d(images_B3HW.float(), side).flatten(1)
+    return -torch.cdist(thumbs, thumbs).square()

@@ -28,6 +28,7 @@ from models.losses import (
     generator_loss,
     hinge_loss,
     kl_loss,
+    image_similarity,
     mismatched_indices,
 )
 
@@ -188,6 +189,34 @@ def test_mismatched_pairs_never_share_a_key():
         assert (idx != torch.arange(16)).all()
     with pytest.raises(ValueError, match="same"):
         mismatched_indices(torch.tensor([4, 4, 4]))
+
+
+def test_hard_mismatches_take_the_most_similar_image_of_another_key():
+    keys = torch.tensor([0, 0, 1, 2, 3])
+    images = torch.zeros(5, 3, 16, 16)
+    images[0] += 1.0  # 0 and 1 share a key; 2 looks like 0, 3 like 1, 4 like nothing
+    images[1] -= 1.0
+    images[2] += 0.9
+    images[3] -= 0.8
+    images[4, 0] += 3.0
+    similar = image_similarity(images)
+    hard = mismatched_indices(keys, torch.Generator().manual_seed(1), similar, hard_fraction=1.0)
+    assert hard.tolist()[:4] == [2, 3, 0, 1] and (keys[hard] != keys).all()
+    # hard_fraction 0 draws exactly what the paper's uniform rule draws, from the same generator.
+    a = mismatched_indices(keys, torch.Generator().manual_seed(5))
+    b = mismatched_indices(keys, torch.Generator().manual_seed(5), similar, hard_fraction=0.0)
+    assert torch.equal(a, b)
+    share = torch.stack([mismatched_indices(keys, torch.Generator().manual_seed(i), similar, 0.5)[0] == 2
+                         for i in range(400)]).float().mean()
+    assert 0.55 < share < 0.75  # half nearest (always 2), half uniform over 2, 3, 4 (a third of them 2)
+    with pytest.raises(ValueError, match="similarity"):
+        mismatched_indices(keys, None, None, hard_fraction=0.5)
+    # In a larger batch the hard pick is uniform among the most similar quarter (here the 3 nearest).
+    keys16 = torch.arange(16)
+    sim = -(keys16[:, None] - keys16[None, :]).abs().float()
+    picks = torch.stack([mismatched_indices(keys16, torch.Generator().manual_seed(i), sim, 1.0) for i in range(200)])
+    distance = (picks - keys16).abs()
+    assert distance.min() >= 1 and set(distance[:, 8].tolist()) == {1, 2}  # 3 nearest of 8: 7, 9 and 6 or 10
 
 
 def test_stage2_step_leaves_frozen_stage1_untouched():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from harness.data import cub, shapes
-from harness.data.shapes_store import read_meta, read_split, read_word_table, rows_per_worker
+from harness.data.shapes_store import embedding_table, read_meta, read_split, read_word_table, rows_per_worker
 from harness.data.text import word_features
 from harness.errors import DataError
 
@@ -52,15 +52,41 @@ def _to_float(images_uint8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images_uint8).float().div_(127.5).sub_(1.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class TextNorm:
+    """Per-dimension standardization of sentence embeddings with the training split's statistics.
+
+    Why: a unit-norm embedding (the hash encoder's, MiniLM's) has entries of about 1/sqrt(D), so
+    conditioning augmentation's mean, initialised N(0, 0.02) like every layer, starts ~50x smaller
+    than its unit noise and the generator learns to ignore the caption (measured on shapes: only the
+    background was ever conditioned). Standardized inputs give mu the scale of the noise from step 0.
+    Every worker computes the same statistics (over the whole training split, not its shard).
+    """
+
+    mean_D: torch.Tensor | None = None
+    std_D: torch.Tensor | None = None
+
+    @classmethod
+    def over(cls, table_ND: np.ndarray | None) -> "TextNorm":
+        if table_ND is None:
+            return cls()
+        t = torch.from_numpy(np.asarray(table_ND, np.float32))
+        return cls(t.mean(0), t.std(0).clamp_min(1e-6))
+
+    def __call__(self, text: torch.Tensor) -> torch.Tensor:
+        return text if self.mean_D is None else (text - self.mean_D) / self.std_D
+
+
 class ShapesData:
     def __init__(
         self, uri: str, encoder: str, resolution: int, rank: int = 0, world: int = 1,
-        with_words: bool = False, seed: int = 0,
+        with_words: bool = False, seed: int = 0, text_norm: str = "none",
     ) -> None:
         self.meta = read_meta(uri)
         self.part = read_split(uri, "train", encoder, (resolution,), rank, world)
         self.images = self.part.images[resolution]  # uint8, converted per batch to save memory
-        self.embeddings = torch.from_numpy(self.part.embeddings)
+        self.norm = TextNorm.over(embedding_table(uri, "train", encoder) if text_norm == "standardize" else None)
+        self.embeddings = self.norm(torch.from_numpy(self.part.embeddings))
         self.keys = torch.from_numpy(self.part.keys)
         self.word_table = read_word_table(uri, encoder) if with_words else None
         self.max_words = self.meta["max_words"]
@@ -103,7 +129,7 @@ class ShapesData:
             words, mask = torch.from_numpy(w), torch.from_numpy(m)
         return EvalSet(
             captions=[test.captions[i][0] for i in range(n)],
-            text_BD=torch.from_numpy(test.embeddings[:n, 0]),
+            text_BD=self.norm(torch.from_numpy(test.embeddings[:n, 0])),
             words_BTD=words,
             mask_BT=mask,
             real_images_B3HW=_to_float(test.images[resolution][:n]),
@@ -145,7 +171,7 @@ class ReleaseData:
     """CUB / Oxford-102 from the release layout; the precomputed embeddings are the text."""
 
     def __init__(self, root: str, kind: str, resolution: int, rank: int = 0, world: int = 1,
-                 with_words: bool = False, seed: int = 0, loader_workers: int = 2) -> None:
+                 with_words: bool = False, seed: int = 0, loader_workers: int = 2, text_norm: str = "none") -> None:
         if with_words:
             raise DataError(f"{root}: the precomputed {kind} embeddings have no word features; turn attention off")
         self.root, self.kind, self.resolution = root, kind, resolution
@@ -156,6 +182,8 @@ class ReleaseData:
         self.rank, self.seed, self.loader_workers = rank, seed, loader_workers
         self.text_dim = self.train_split.embeddings.shape[2]
         self.word_dim = 0
+        emb = self.train_split.embeddings
+        self.norm = TextNorm.over(emb.reshape(-1, emb.shape[-1]) if text_norm == "standardize" else None)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.samples // batch_size
@@ -168,7 +196,7 @@ class ReleaseData:
             num_workers=self.loader_workers,
         )
         for images, text, classes in loader:
-            yield Batch(images, text, classes)
+            yield Batch(images, self.norm(text), classes)
 
     def eval_set(self, n: int, resolution: int) -> EvalSet:
         test = cub.load_split(self.root, self.kind, "test")
@@ -176,15 +204,15 @@ class ReleaseData:
         n = min(n, len(items))
         imgs, text, _ = zip(*(items[i] for i in range(n)))
         captions = [cub.read_captions(self.root, self.kind, k)[0] for k in test.keys[:n]]
-        return EvalSet(captions, torch.stack(text), None, None, torch.stack(imgs), None, None)
+        return EvalSet(captions, self.norm(torch.stack(text)), None, None, torch.stack(imgs), None, None)
 
 
 def open_train_data(kind: str, uri: str, encoder: str, resolution: int, rank: int, world: int,
-                    with_words: bool, seed: int):
+                    with_words: bool, seed: int, text_norm: str = "none"):
     if kind == "shapes":
-        return ShapesData(uri, encoder, resolution, rank, world, with_words, seed)
+        return ShapesData(uri, encoder, resolution, rank, world, with_words, seed, text_norm)
     if kind in cub.KINDS:
         if encoder != "precomputed":
             raise DataError(f"{kind} uses the precomputed char-CNN-RNN embeddings: set encoder to 'precomputed'")
-        return ReleaseData(uri, kind, resolution, rank, world, with_words, seed)
+        return ReleaseData(uri, kind, resolution, rank, world, with_words, seed, text_norm=text_norm)
     raise DataError(f"unknown dataset kind {kind!r}; choose from shapes, cub, flowers")

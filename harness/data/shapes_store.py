@@ -210,6 +210,17 @@ def read_split(
     )
 
 
+def embedding_table(uri: str, split: str, encoder: str) -> np.ndarray:
+    """(N * 10) x D: every caption embedding of a split (only that column is read from the shards)."""
+    meta = read_meta(uri)
+    column = f"emb_{encoder}"
+    rows = []
+    for f in meta["shards"][split]:
+        t = pq.read_table(io.BytesIO(storage.read_bytes(storage.join(uri, f))), columns=[column])
+        rows += [np.asarray(v, np.float32).reshape(-1, meta["encoders"][encoder]) for v in t[column].to_pylist()]
+    return np.concatenate(rows)
+
+
 def read_word_table(uri: str, encoder: str) -> np.ndarray:
     """V x D word vectors of the dataset's vocabulary for ``encoder``."""
     t = pq.read_table(io.BytesIO(storage.read_bytes(storage.join(uri, "vocab.parquet"))), columns=[f"emb_{encoder}"])
