@@ -32,17 +32,21 @@ def _node_groups() -> list[dict]:
     return [{"resources": dict(g.resources), "max_count": g.max_count} for g in config.node_group_configs]
 
 
-def autoscaler_running() -> bool:
+def autoscaler_can_add_nodes() -> bool:
+    """True when an autoscaler with node types of its own runs (not the read-only one of a plain
+    ``ray.init()`` / ``ray start`` cluster, whose node types are the nodes themselves)."""
     from ray._private import ray_constants
+    from ray.autoscaler._private.util import format_readonly_node_type
     from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
 
     if not _internal_kv_initialized():
         return False
     status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
     try:
-        return bool(status) and "autoscaler_report" in json.loads(status)
-    except ValueError:
+        mapping = json.loads(status)["autoscaler_report"]["node_type_mapping"] if status else {}
+    except (ValueError, KeyError, TypeError):
         return False
+    return any(node_type != format_readonly_node_type(node_id) for node_id, node_type in mapping.items())
 
 
 def check_cluster_fits(resources: ResourcesConfig) -> None:
@@ -53,7 +57,7 @@ def check_cluster_fits(resources: ResourcesConfig) -> None:
         best = max((n.get(name, 0) for n in offered), default=0)
         if best >= amount:
             continue
-        if not _node_groups() and autoscaler_running():
+        if not _node_groups() and autoscaler_can_add_nodes():
             print(f"note: no node offers {amount} {name} yet; the autoscaler is trusted to add one", flush=True)
             continue
         field = {"CPU": "cpus_per_worker", "GPU": "gpus_per_worker"}.get(name, f"custom_resources_per_worker.{name}")
