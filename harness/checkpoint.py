@@ -67,11 +67,22 @@ def save(run_uri: str, epoch: int, state: dict, meta: dict) -> str:
     return write(run_uri, epoch, serialize(state), meta)
 
 
-class AsyncCheckpointWriter:
-    """Uploads checkpoints on a background thread so the training loop waits only for serialization.
+def _copy_tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _copy_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_copy_tensors(v) for v in obj)
+    return obj  # numbers, strings, None: immutable
 
-    ``submit`` snapshots the state (torch.save to memory) and returns the URI the checkpoint will
-    have; the upload, then retention, run in the background, one checkpoint at a time. ``wait``
+
+class AsyncCheckpointWriter:
+    """Serializes and uploads checkpoints on a background thread; the training loop waits only for a copy.
+
+    ``submit`` snapshots the state (a copy of every tensor: a memcpy, cheaper than torch.save) and
+    returns the URI the checkpoint will have; serialization, upload, then retention run in the
+    background, one checkpoint at a time. ``wait``
     blocks until everything submitted is complete and re-raises an upload's failure. Call it
     before reporting a run finished and before the process exits.
     """
@@ -84,11 +95,11 @@ class AsyncCheckpointWriter:
     def submit(self, run_uri: str, epoch: int, state: dict, meta: dict, after=None) -> str:
         t0 = time.perf_counter()
         self._raise_failures()
-        payload = serialize(state)
+        snapshot = _copy_tensors(state)  # training goes on changing the originals in place
         self.blocked_seconds += time.perf_counter() - t0
 
         def upload():
-            ckpt = write(run_uri, epoch, payload, meta)
+            ckpt = write(run_uri, epoch, serialize(snapshot), meta)
             if after is not None:
                 after()
             return ckpt

@@ -1,7 +1,8 @@
 """Trains the default values of a sweep file, Stage-I then Stage-II, with Ray Train. No Tune.
 
     python harness/train.py --sweep search_spaces/shapes.yaml [--storage ./runs] [--stage 1|2|both]
-                            [--workers N] [--gpus-per-worker G] [--stage1-checkpoint URI] [--name NAME]
+                            [--workers N] [--cpus-per-worker C] [--gpus-per-worker G]
+                            [--stage1-checkpoint URI] [--name NAME]
 
 Runs land under <storage>/<name>/train/stage{1,2}/ (checkpoints, sample grids, metrics); running
 the same command again resumes from the latest complete checkpoint.
@@ -33,6 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     storage.add_endpoint_argument(parser)
     parser.add_argument("--stage", choices=["1", "2", "both"], default="both")
     parser.add_argument("--workers", type=int, help="Ray Train workers (0: in-process local mode)")
+    parser.add_argument("--cpus-per-worker", type=int, help="CPUs (and torch threads) per worker")
     parser.add_argument("--gpus-per-worker", type=float)
     parser.add_argument("--stage1-checkpoint", help="Stage-I checkpoint URI (required for --stage 2)")
     parser.add_argument("--name", help="run name (default: the sweep's name); reusing it resumes")
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             resources = dataclasses.replace(resources, workers=args.workers)
         if args.gpus_per_worker is not None:
             resources = dataclasses.replace(resources, gpus_per_worker=args.gpus_per_worker)
+        if args.cpus_per_worker is not None:
+            resources = dataclasses.replace(resources, cpus_per_worker=args.cpus_per_worker)
         resources.validate("resources")
         if args.stage == "2" and not args.stage1_checkpoint:
             raise HarnessError("--stage1-checkpoint: required with --stage 2")

@@ -52,3 +52,17 @@ def test_round_trip_on_the_s3_endpoint(s3):
     assert torch.equal(loaded["generator"]["w"], torch.full((3,), 7.0)) and meta["stage"] == 2
     assert checkpoint.latest(run) == ckpt
     assert json.loads(storage.read_bytes(f"{ckpt}/meta.json"))["epoch"] == 3
+
+
+def test_async_writer_saves_the_state_as_it_was_at_submit(tmp_path):
+    run = str(tmp_path / "run")
+    weights = torch.zeros(1000)
+    writer = checkpoint.AsyncCheckpointWriter()
+    ckpt = writer.submit(run, 1, {"w": weights, "opt": {"state": {0: {"m": weights * 2}}, "lr": [0.1]}},
+                         {"stage": 1, "metrics": {"fid": 3.0}})
+    weights += 5.0  # training moves on while the upload runs
+    writer.wait()
+    writer.close()
+    state, meta = checkpoint.load(ckpt)
+    assert torch.equal(state["w"], torch.zeros(1000)) and state["opt"]["lr"] == [0.1]
+    assert meta["epoch"] == 1 and checkpoint.latest(run) == ckpt
