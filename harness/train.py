@@ -70,10 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import ray
+    import ray.train
 
-    from harness.checkpoint import best
     from harness.data.ensure import ensure_dataset
-    from harness.fit import fit_stage
 
     name = args.name or sweep.name
     root = storage.join(args.storage, name, "train")
@@ -85,6 +84,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not ray.is_initialized():
         ray.init(runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT, **storage.endpoint_env()}}, log_to_driver=True)
+    try:
+        return _train(args, sweep, resources, name, root, mode, dataset_uri)
+    except (ray.train.TrainingFailedError, HarnessError) as exc:
+        # A long storage outage ends here after the retries (and Ray Train's restarts) are spent.
+        cause = str(exc).strip().splitlines()[-1][:400]
+        print(f"error: training failed: {cause}\nrun the same command again to resume from the latest "
+              "complete checkpoint", file=sys.stderr)
+        return 1
+
+
+def _train(args, sweep, resources, name: str, root: str, mode: str, dataset_uri: str) -> int:
+    from harness.checkpoint import best
+    from harness.fit import fit_stage
+
     summary: dict = {"name": name, "dataset": dataset_uri}
     t0 = time.perf_counter()
     stage1_ckpt = args.stage1_checkpoint

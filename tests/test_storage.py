@@ -195,3 +195,47 @@ def test_s3_endpoint_flag_takes_the_place_of_the_environment(s3):
                           "--sweep", "nothing", "--s3-endpoint", s3.endpoint], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "no sweep named 'nothing'" in out.stderr, out.stderr
+
+
+@pytest.mark.slow
+def test_a_long_outage_fails_the_run_cleanly_and_the_same_command_resumes_it(s3, tmp_path):
+    import boto3
+
+    proxy = TcpProxy(s3.port)
+    client = boto3.client("s3", endpoint_url=s3.endpoint)
+    sweep = write_sweep(ROOT / "search_spaces" / "tiny.yaml", tmp_path / "sweep.yaml", **{"search.max_failures": 0})
+    env = {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-", dir="/tmp")}
+    cmd = [sys.executable, "harness/train.py", "--sweep", sweep, "--storage", f"s3://{s3.bucket}/long-outage",
+           "--stage", "1", "--epochs-stage1", "30"]
+    prefix = "long-outage/tiny/train/stage1/"
+    cut: dict = {}
+
+    def cut_the_network_after_the_second_checkpoint():
+        deadline = time.time() + 300
+        while time.time() < deadline and not cut:
+            keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3.bucket, Prefix=prefix).get("Contents", [])]
+            if any(k.endswith(f"epoch-0002/{checkpoint.MARKER}") for k in keys):
+                cut["at"] = time.time()
+                proxy.down()  # and it stays down: longer than the ~25 s of retries
+            time.sleep(0.1)
+
+    cutter = threading.Thread(target=cut_the_network_after_the_second_checkpoint, daemon=True)
+    cutter.start()
+    try:
+        failed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        cutter.join(timeout=30)
+        assert "at" in cut, "the run ended before the outage"
+        assert failed.returncode == 1, failed.stdout[-2000:] + failed.stderr[-3000:]
+        assert "error: training failed:" in failed.stderr and "run the same command again" in failed.stderr
+        assert time.time() - cut["at"] < 300
+        proxy.up()
+        resumed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        proxy.close()
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout[resumed.stdout.index("{\n"):])
+    assert summary["stage1"]["epoch"] == 30 and checkpoint.is_complete(summary["stage1"]["checkpoint_path"])
+    first = client.head_object(Bucket=s3.bucket, Key=f"{prefix}metrics/epoch-0001.json")["LastModified"]
+    assert first.timestamp() < cut["at"], "the resumed run started over instead of resuming"
+    assert len(_objects(s3, f"{prefix}metrics/")) == 30
