@@ -17,13 +17,6 @@ from harness.config import ResourcesConfig
 from harness.errors import ConfigError
 
 
-def _per_worker(resources: ResourcesConfig) -> dict[str, float]:
-    need = {"CPU": resources.cpus_per_worker, **resources.custom_resources_per_worker}
-    if resources.gpus_per_worker:
-        need["GPU"] = resources.gpus_per_worker
-    return need
-
-
 def _node_groups() -> list[dict]:
     """[{"resources": {...}, "max_count": n}] from the reported cluster config ([] when none is)."""
     config = ray._private.state.state.get_cluster_config()
@@ -52,12 +45,13 @@ def autoscaler_can_add_nodes() -> bool:
 def check_cluster_fits(resources: ResourcesConfig) -> None:
     """Rejects per-worker resources that no node has and no known node type can bring (the trial
     would wait forever)."""
-    offered = [n["Resources"] for n in ray.nodes() if n.get("Alive")] + [g["resources"] for g in _node_groups()]
-    for name, amount in _per_worker(resources).items():
+    groups = _node_groups()
+    offered = [n["Resources"] for n in ray.nodes() if n.get("Alive")] + [g["resources"] for g in groups]
+    for name, amount in resources.per_worker().items():
         best = max((n.get(name, 0) for n in offered), default=0)
         if best >= amount:
             continue
-        if not _node_groups() and autoscaler_can_add_nodes():
+        if not groups and autoscaler_can_add_nodes():
             print(f"note: no node offers {amount} {name} yet; the autoscaler is trusted to add one", flush=True)
             continue
         field = {"CPU": "cpus_per_worker", "GPU": "gpus_per_worker"}.get(name, f"custom_resources_per_worker.{name}")

@@ -68,8 +68,9 @@ def save(run_uri: str, epoch: int, state: dict, meta: dict) -> str:
 
 
 def _copy_tensors(obj):
+    """A copy of ``obj`` whose tensors are new CPU tensors (GPU state leaves the card: torch.save needs it on the host)."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
+        return obj.detach().to("cpu", copy=True)
     if isinstance(obj, dict):
         return {k: _copy_tensors(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -82,9 +83,8 @@ class AsyncCheckpointWriter:
 
     ``submit`` snapshots the state (a copy of every tensor: a memcpy, cheaper than torch.save) and
     returns the URI the checkpoint will have; serialization, upload, then retention run in the
-    background, one checkpoint at a time. ``wait``
-    blocks until everything submitted is complete and re-raises an upload's failure. Call it
-    before reporting a run finished and before the process exits.
+    background, one checkpoint at a time. ``wait`` blocks until everything submitted is complete and
+    re-raises an upload's failure: call it before reporting a run finished and before the process exits.
     """
 
     def __init__(self) -> None:

@@ -174,6 +174,13 @@ class ResourcesConfig:
     gpus_per_worker: float = field(0.0, float)
     custom_resources_per_worker: dict = field(dataclasses.MISSING, dict, default_factory=dict)
 
+    def per_worker(self) -> dict[str, float]:
+        """Ray resources one training worker needs (GPU only when it asks for some)."""
+        need = {"CPU": self.cpus_per_worker, **self.custom_resources_per_worker}
+        if self.gpus_per_worker:
+            need["GPU"] = self.gpus_per_worker
+        return need
+
     def validate(self, path: str) -> None:
         if self.workers < 0 or self.cpus_per_worker < 1 or self.gpus_per_worker < 0:
             raise ConfigError(f"{path}.workers: workers >= 0, cpus_per_worker >= 1, gpus_per_worker >= 0")

@@ -80,20 +80,13 @@ def trial_resources(resources: ResourcesConfig) -> dict:
     the worker's CPUs/GPUs; with Ray Train workers the trial is a driver that holds nothing, because
     Train workers start all-or-nothing and a driver holding a CPU can starve them on a small machine."""
     if resources.workers == 0:
-        res = {"CPU": resources.cpus_per_worker, **resources.custom_resources_per_worker}
-        if resources.gpus_per_worker:
-            res["GPU"] = resources.gpus_per_worker
-        return res
+        return resources.per_worker()
     return {"CPU": 0.01}  # Tune refuses an empty request; a token fraction never starves the workers
 
 
 def max_concurrent_trials(resources: ResourcesConfig, cluster: dict, num_samples: int) -> int:
     """How many trials fit at once in ``cluster`` (totals, e.g. the autoscaler's maximum)."""
     n_workers = max(1, resources.workers)
-    need = {"CPU": n_workers * resources.cpus_per_worker}
-    if resources.gpus_per_worker:
-        need["GPU"] = n_workers * resources.gpus_per_worker
-    for name, amount in resources.custom_resources_per_worker.items():
-        need[name] = n_workers * amount
+    need = {name: n_workers * amount for name, amount in resources.per_worker().items()}
     fits = [math.floor(cluster.get(name, 0) / amount + 1e-9) for name, amount in need.items() if amount > 0]
     return max(1, min([num_samples, *fits]))
