@@ -1,7 +1,7 @@
 """Training-step throughput of the paper profile: plain loop vs inside Ray Train (1 and 2 workers).
 
     python benchmarks/step_throughput.py [--stages 1,2] [--modes plain,ray1,ray2] [--steps 4] [--warmup 1]
-                                         [--precision fp32|bf16] [--profile paper]
+                                         [--precision fp32|bf16] [--profile paper] [--compile]
 
 Prints one JSON object: per stage and mode, img/s and ms/step (median over the measured steps),
 peak RSS per process, and the Ray Train overhead against the plain loop with the same threads.
@@ -49,9 +49,12 @@ def _loop(stage: int, profile: str, precision: str, device: torch.device) -> Sta
     return StageLoop(run, TEXT_DIM, 0, device, stage1)
 
 
-def measure(stage: int, profile: str, precision: str, steps: int, warmup: int, batch: int, device=None) -> dict:
+def measure(stage: int, profile: str, precision: str, steps: int, warmup: int, batch: int, device=None,
+            compile: bool = False) -> dict:
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loop = _loop(stage, profile, precision, device)
+    if compile:  # torch.compile (inductor) of G and D; the first warm-up step pays the compilation
+        loop.wrap(torch.compile)
     size = loop.image_size
     b = Batch(torch.rand(batch, 3, size, size) * 2 - 1, torch.randn(batch, TEXT_DIM), torch.arange(batch))
     times, finite = [], True
@@ -126,12 +129,13 @@ def main() -> int:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
     p.add_argument("--profile", default="paper")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--compile", action="store_true", help="plain mode only: torch.compile G and D (use --warmup >= 2)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     report = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "threads": args.threads, "torch": torch.__version__,
                           "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-              "profile": args.profile, "precision": args.precision, "results": {}}
+              "profile": args.profile, "precision": args.precision, "compile": args.compile, "results": {}}
     modes = args.modes.split(",")
     if any(m.startswith("ray") for m in modes):
         import ray
@@ -142,7 +146,8 @@ def main() -> int:
         res = {}
         for mode in modes:
             if mode == "plain":
-                res[mode] = measure(stage, args.profile, args.precision, args.steps, args.warmup, BATCH[stage])
+                res[mode] = measure(stage, args.profile, args.precision, args.steps, args.warmup, BATCH[stage],
+                                    compile=args.compile)
             elif mode == "ray1":
                 res[mode] = measure_ray(stage, args.profile, args.precision, args.steps, args.warmup, BATCH[stage], 1, args.threads)
             elif mode == "ray2":
