@@ -22,13 +22,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pyarrow as pa  # noqa: E402
 import pyarrow.fs as pafs  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
 from harness import checkpoint, storage  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.report import html_page  # noqa: E402
+from harness.results import last_evaluations, read_parquet, write_parquet  # noqa: E402
 
 
 def quality(value: float | None, mode: str) -> float | None:
@@ -53,15 +52,10 @@ def is_regression(tonight: float, all_time_before: float | None, mode: str, marg
 
 
 def trial_costs(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """CPU/GPU hours per trial: the last evaluation of each of its stages carries that stage's total."""
-    last: dict[tuple, dict] = {}
-    for r in rows:
-        key = (r["trial_id"], r["stage"])
-        if key not in last or r["epoch"] >= last[key]["epoch"]:
-            last[key] = r
+    """CPU/GPU hours per trial: the sum over its stages' last evaluations."""
     out: dict[str, dict[str, float]] = {}
-    for (tid, _), r in last.items():
-        c = out.setdefault(tid, {"cpu_hours": 0.0, "gpu_hours": 0.0, "phase": r["phase"]})
+    for r in last_evaluations(rows):
+        c = out.setdefault(r["trial_id"], {"cpu_hours": 0.0, "gpu_hours": 0.0})
         c["cpu_hours"] += float(r.get("cpu_seconds") or 0.0) / 3600
         c["gpu_hours"] += float(r.get("gpu_seconds") or 0.0) / 3600
     return out
@@ -84,15 +78,10 @@ class Leaderboard:
 
     def _read(self, name: str) -> list[dict]:
         uri = storage.join(self.uri, name)
-        if not storage.exists(uri):
-            return []
-        return pq.read_table(io.BytesIO(storage.read_bytes(uri))).to_pylist()
+        return read_parquet(uri) if storage.exists(uri) else []
 
     def _write(self, name: str, rows: list[dict]) -> None:
-        columns = sorted({k for r in rows for k in r})
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows]), buf)
-        storage.write_bytes(storage.join(self.uri, name), buf.getvalue())
+        write_parquet(rows, storage.join(self.uri, name))
 
     def nights(self) -> list[dict]:
         rows = self._read("nights.parquet")
@@ -105,10 +94,9 @@ class Leaderboard:
     def record_night(self, date: str, report: dict, sweep_root: str, wall_seconds: float, seed: int,
                      margin: float) -> NightOutcome:
         """Adds (or replaces) tonight's rows, judges regression, promotes a new all-time best, renders."""
-        ranked = [e for e in report["ranked"] if e["final_status"] != "diverged"] or report["ranked"]
-        if not ranked:
+        if not report["ranked"]:
             raise HarnessError(f"{sweep_root}: the night has no ranked trial")
-        best = ranked[0]
+        best = report["ranked"][0]  # rank_trials puts diverged trials last
         costs = trial_costs(report["results"])
         final_stage = best["stage"]
         trial_rows = []
@@ -161,15 +149,17 @@ class Leaderboard:
         The old best's marker goes first and the new marker last, so best/ is never a loadable mix.
         """
         best_uri = storage.join(self.uri, "best")
+        info_uri = storage.join(best_uri, "best.json")
         meta = checkpoint.read_meta(ckpt_uri)
         sources = {f"stage{meta['stage']}": ckpt_uri}
         parent = meta["config"].get("stage1_checkpoint")
         if meta["stage"] == 2 and parent:
             sources["stage1"] = parent
+        if storage.exists(info_uri) and json.loads(storage.read_bytes(info_uri))["sources"] == sources:
+            return  # already promoted (a night reported again): no need to copy gigabytes once more
         for name, src in sources.items():
             _copy_checkpoint(src, storage.join(best_uri, name))
-        storage.write_bytes(storage.join(best_uri, "best.json"),
-                            json.dumps({**info, "sources": sources}, indent=2).encode())
+        storage.write_bytes(info_uri, json.dumps({**info, "sources": sources}, indent=2).encode())
 
     def render(self, nights: list[dict], trial_rows: list[dict], tonight: dict) -> None:
         trend = self._trend_png(nights)

@@ -26,7 +26,7 @@ import optuna  # noqa: E402
 from harness import storage  # noqa: E402
 from harness.config import SweepConfig, sweep_from_dict  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.results import collect_rows, write_parquet  # noqa: E402
+from harness.results import collect_rows, last_evaluations, write_parquet  # noqa: E402
 from harness.searcher import optuna_space  # noqa: E402
 
 SHOWN_PARAMS = ("kl_weight", "lr_g", "lr_d", "z_dim", "c_dim", "z_dim_stage2", "attention", "stage1_parent")
@@ -169,13 +169,8 @@ def build_report(storage_root: str, sweep: SweepConfig, summary: dict | None = N
 
 def _cost(rows: list[dict]) -> dict:
     """CPU and GPU seconds per phase: the last evaluation of each run holds its cumulative cost."""
-    last: dict[tuple, dict] = {}
-    for r in rows:
-        k = (r["trial_id"], r["stage"])
-        if k not in last or r["epoch"] >= last[k]["epoch"]:
-            last[k] = r
     out: dict[str, dict] = {}
-    for r in last.values():
+    for r in last_evaluations(rows):
         c = out.setdefault(r["phase"], {"cpu_seconds": 0.0, "gpu_seconds": 0.0, "wall_seconds": 0.0, "runs": 0})
         for key in ("cpu_seconds", "gpu_seconds", "wall_seconds"):
             c[key] = round(c[key] + float(r.get(key) or 0.0), 2)

@@ -65,6 +65,16 @@ def collect_rows(storage_root: str, sweep: SweepConfig) -> list[dict]:
     return rows
 
 
+def last_evaluations(rows: list[dict]) -> list[dict]:
+    """Each run's (trial and stage) last evaluation: it carries the run's cumulative cost."""
+    last: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["trial_id"], r["stage"])
+        if key not in last or r["epoch"] >= last[key]["epoch"]:
+            last[key] = r
+    return list(last.values())
+
+
 def write_parquet(rows: list[dict], uri: str) -> None:
     if not rows:
         raise ValueError("no trial has reported an evaluation yet")

@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    import ray
     import ray.train
 
     from harness.data.ensure import ensure_dataset
+    from harness.tune import start_ray
 
     name = args.name or sweep.name
     root = storage.join(args.storage, name, "train")
@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not ray.is_initialized():
-        ray.init(runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT, **storage.endpoint_env()}}, log_to_driver=True)
+    start_ray()
     try:
         return _train(args, sweep, resources, name, root, mode, dataset_uri)
     except (ray.train.TrainingFailedError, HarnessError) as exc:

@@ -125,6 +125,7 @@ def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfi
 
 
 def start_ray() -> None:
+    """Joins the cluster (RAY_ADDRESS, as under `ray job submit`) or starts a local one; used by every command."""
     import ray
 
     keep_credentials_out_of_runtime_env()
