@@ -1,12 +1,14 @@
 """Training-step throughput of the paper profile: plain loop vs inside Ray Train (1 and 2 workers).
 
     python benchmarks/step_throughput.py [--stages 1,2] [--modes plain,ray1,ray2] [--steps 4] [--warmup 1]
-                                         [--precision fp32|bf16] [--profile paper] [--compile]
+                                         [--precision fp32|bf16|auto] [--profile paper] [--compile]
+                                         [--device auto|cpu|cuda] [--batch-stage1 64] [--batch-stage2 16]
 
 Prints one JSON object: per stage and mode, img/s and ms/step (median over the measured steps),
 peak RSS per process, and the Ray Train overhead against the plain loop with the same threads.
 Batches are synthetic (random images and embeddings): this measures the model step, not data loading.
-Defaults follow REFERENCE.md: Stage-I at batch 64, Stage-II at batch 16.
+Defaults follow REFERENCE.md: Stage-I at batch 64, Stage-II at batch 16. On a GPU the report adds the
+card's measured bf16 matrix-product rate and the fraction of it a training step achieves; ray2 needs 2 GPUs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import resource
@@ -49,57 +52,54 @@ def _loop(stage: int, profile: str, precision: str, device: torch.device) -> Sta
     return StageLoop(run, TEXT_DIM, 0, device, stage1)
 
 
-def measure(stage: int, profile: str, precision: str, steps: int, warmup: int, batch: int, device=None,
+def _time_steps(loop: StageLoop, batch: int, warmup: int, steps: int) -> tuple[float, bool]:
+    """Median seconds per train_step on one synthetic batch, and whether every loss stayed finite."""
+    size, device = loop.image_size, loop.device
+    b = Batch(torch.rand(batch, 3, size, size) * 2 - 1, torch.randn(batch, TEXT_DIM), torch.arange(batch))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times, finite = [], True
+    for i in range(warmup + steps):
+        sync()
+        t = time.perf_counter()
+        m = loop.train_step(b)
+        sync()  # CUDA work is asynchronous: the step ends when the device is done
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+        finite &= all(math.isfinite(m[k]) for k in ("d_loss", "g_loss"))
+    return statistics.median(times), finite
+
+
+def measure(stage: int, profile: str, precision: str, steps: int, warmup: int, batch: int, device: torch.device,
             compile: bool = False) -> dict:
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loop = _loop(stage, profile, precision, device)
     if compile:  # torch.compile (inductor) of G and D; the first warm-up step pays the compilation
         loop.wrap(torch.compile)
-    size = loop.image_size
-    b = Batch(torch.rand(batch, 3, size, size) * 2 - 1, torch.randn(batch, TEXT_DIM), torch.arange(batch))
-    times, finite = [], True
-    for i in range(warmup + steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        m = loop.train_step(b)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-        finite &= all(map(lambda v: v == v and abs(v) != float("inf"), (m["d_loss"], m["g_loss"])))
-    ms = statistics.median(times) * 1000
-    return {"ms_per_step": round(ms, 1), "img_per_s": round(batch / ms * 1000, 2), "steps": steps,
+    seconds, finite = _time_steps(loop, batch, warmup, steps)
+    ms = seconds * 1000
+    return {"ms_per_step": round(ms, 2), "img_per_s": round(batch / ms * 1000, 2), "batch": batch, "steps": steps,
             "finite_losses": finite, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def _ray_fn(config: dict) -> None:
     import ray.train
+    import ray.train.torch
 
     torch.set_num_threads(config["threads"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = torch.device("cpu")
+    device = ray.train.torch.get_device() if config["use_gpu"] else torch.device("cpu")
     loop = _loop(config["stage"], config["profile"], config["precision"], device)
     if world > 1:
-        loop.wrap(lambda m: torch.nn.parallel.DistributedDataParallel(m))
-    size = loop.image_size
-    bs = config["batch"]
-    b = Batch(torch.rand(bs, 3, size, size) * 2 - 1, torch.randn(bs, TEXT_DIM), torch.arange(bs))
-    times = []
-    for i in range(config["warmup"] + config["steps"]):
-        t = time.perf_counter()
-        loop.train_step(b)
-        if i >= config["warmup"]:
-            times.append(time.perf_counter() - t)
-    ms = statistics.median(times) * 1000
+        ids = [device.index] if device.type == "cuda" else None
+        loop.wrap(lambda m: torch.nn.parallel.DistributedDataParallel(m, device_ids=ids))
+    seconds, _ = _time_steps(loop, config["batch"], config["warmup"], config["steps"])
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with open(os.path.join(config["out"], f"rank{rank}.json"), "w") as f:
-        json.dump({"ms_per_step": ms, "peak_rss_mb": rss}, f)
-    ray.train.report({"ms_per_step": ms})
+        json.dump({"ms_per_step": seconds * 1000, "peak_rss_mb": rss, "device": str(device)}, f)
+    ray.train.report({"ms_per_step": seconds * 1000})
 
 
-def measure_ray(stage, profile, precision, steps, warmup, batch, workers, threads) -> dict:
+def measure_ray(stage, profile, precision, steps, warmup, batch, workers, threads, use_gpu) -> dict:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -108,16 +108,32 @@ def measure_ray(stage, profile, precision, steps, warmup, batch, workers, thread
         TorchTrainer(
             _ray_fn,
             train_loop_config=dict(stage=stage, profile=profile, precision=precision, steps=steps, warmup=warmup,
-                                   batch=batch, threads=threads, out=out),
-            scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": threads}),
+                                   batch=batch, threads=threads, out=out, use_gpu=use_gpu),
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                         resources_per_worker={"CPU": threads, **({"GPU": 1} if use_gpu else {})}),
             run_config=RunConfig(name=f"bench-s{stage}-w{workers}-{int(time.time())}", storage_path=out),
         ).fit()
         wall = time.perf_counter() - t0
         ranks = [json.load(open(os.path.join(out, f"rank{r}.json"))) for r in range(workers)]
     ms = max(r["ms_per_step"] for r in ranks)  # the step ends when the slowest rank's all-reduce does
-    return {"ms_per_step": round(ms, 1), "img_per_s": round(batch * workers / ms * 1000, 2),
+    return {"ms_per_step": round(ms, 2), "img_per_s": round(batch * workers / ms * 1000, 2),
             "global_batch": batch * workers, "steps": steps, "fit_wall_s": round(wall, 1),
+            "devices": [r["device"] for r in ranks],
             "peak_rss_mb_per_worker": [round(r["peak_rss_mb"], 1) for r in ranks]}
+
+
+def matmul_peak_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> float:
+    """Measured bf16 matrix-product rate of the card (random data), the ceiling the model step is held against."""
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        a @ b
+    end.record()
+    torch.cuda.synchronize()
+    return 2 * n**3 * repeats / (start.elapsed_time(end) / 1000) / 1e12
 
 
 def main() -> int:
@@ -129,36 +145,56 @@ def main() -> int:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
     p.add_argument("--profile", default="paper")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when available")
+    p.add_argument("--batch-stage1", type=int, default=BATCH[1])
+    p.add_argument("--batch-stage2", type=int, default=BATCH[2])
     p.add_argument("--compile", action="store_true", help="plain mode only: torch.compile G and D (use --warmup >= 2)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    use_gpu = device.type == "cuda"
+    batches = {1: args.batch_stage1, 2: args.batch_stage2}
     report = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "threads": args.threads, "torch": torch.__version__,
-                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+                          "cuda": torch.cuda.get_device_name(0) if use_gpu else None},
               "profile": args.profile, "precision": args.precision, "compile": args.compile, "results": {}}
+    if use_gpu:
+        report["machine"]["bf16_matmul_tflops"] = round(matmul_peak_tflops(device), 1)
     modes = args.modes.split(",")
+    if use_gpu and "ray2" in modes and torch.cuda.device_count() < 2:
+        modes.remove("ray2")  # two NCCL ranks cannot share one GPU
+        report["skipped"] = "ray2: needs 2 GPUs"
     if any(m.startswith("ray") for m in modes):
         import ray
 
-        ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}})
+        from harness.tune import worker_pythonpath
+
+        ray.init(num_cpus=args.threads, num_gpus=torch.cuda.device_count() if use_gpu else 0,
+                 include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": worker_pythonpath()}})
     for stage in map(int, args.stages.split(",")):
-        res = {}
+        res, batch = {}, batches[stage]
         for mode in modes:
             if mode == "plain":
-                res[mode] = measure(stage, args.profile, args.precision, args.steps, args.warmup, BATCH[stage],
+                res[mode] = measure(stage, args.profile, args.precision, args.steps, args.warmup, batch, device,
                                     compile=args.compile)
             elif mode == "ray1":
-                res[mode] = measure_ray(stage, args.profile, args.precision, args.steps, args.warmup, BATCH[stage], 1, args.threads)
+                res[mode] = measure_ray(stage, args.profile, args.precision, args.steps, args.warmup, batch, 1,
+                                        args.threads, use_gpu)
             elif mode == "ray2":
                 per = max(1, args.threads // 2)
-                res[mode] = measure_ray(stage, args.profile, args.precision, args.steps, args.warmup, BATCH[stage], 2, per)
+                res[mode] = measure_ray(stage, args.profile, args.precision, args.steps, args.warmup, batch, 2, per,
+                                        use_gpu)
             print(f"stage {stage} {mode}: {res[mode]}", file=sys.stderr, flush=True)
         if "plain" in res and "ray1" in res:
             res["ray1_overhead_pct"] = round((res["ray1"]["ms_per_step"] / res["plain"]["ms_per_step"] - 1) * 100, 1)
-        res["gflop_per_image_step"] = GFLOP_PER_IMAGE_STEP[stage]
-        if "plain" in res:
-            res["plain"]["achieved_gflop_per_s"] = round(res["plain"]["img_per_s"] * GFLOP_PER_IMAGE_STEP[stage], 1)
+        if args.profile == "paper" and "plain" in res:  # REFERENCE.md's FLOP counts are the paper networks'
+            res["gflop_per_image_step"] = GFLOP_PER_IMAGE_STEP[stage]
+            achieved = res["plain"]["img_per_s"] * GFLOP_PER_IMAGE_STEP[stage]
+            res["plain"]["achieved_gflop_per_s"] = round(achieved, 1)
+            if use_gpu:
+                res["plain"]["fraction_of_matmul_peak"] = round(achieved / 1000 / report["machine"]["bf16_matmul_tflops"], 4)
         report["results"][f"stage{stage}"] = res
     print(json.dumps(report, indent=2))
     return 0

@@ -133,7 +133,12 @@ def start_ray() -> None:
         if os.environ.get("RAY_ADDRESS"):
             ray.init()  # under `ray job submit`: the entrypoint is told the cluster's address
         else:
-            ray.init(runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT, **storage.endpoint_env()}})
+            ray.init(runtime_env={"env_vars": {"PYTHONPATH": worker_pythonpath(), **storage.endpoint_env()}})
+
+
+def worker_pythonpath() -> str:
+    """The repo first, then whatever PYTHONPATH the driver has (a user's site dir must reach workers too)."""
+    return os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
 
 
 def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, dataset_root: str | None = None,
