@@ -21,3 +21,24 @@ def test_step_throughput_plain_reports_both_stages():
         assert plain["batch"] == batch and plain["finite_losses"] is True
         assert plain["ms_per_step"] > 0 and math.isclose(plain["img_per_s"], batch / plain["ms_per_step"] * 1000, rel_tol=0.02)
         assert "achieved_gflop_per_s" not in plain  # FLOP counts exist for the paper profile only
+
+
+def test_fidelity_curve_reports_each_evaluation(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "benchmarks/fidelity_curve.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path),
+         "--steps", "4", "--every", "2", "--threads", "1", "--device", "cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+    )
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [line["step"] for line in lines[:-1]] == [2, 4]
+    for line in lines[:-1]:
+        assert 0.0 <= line["fidelity_shape"] <= 1.0 and line["fid"] > 0
+    assert lines[-1]["chance"]["fidelity_shape"] == round(1 / 6, 4)
+
+
+def test_fidelity_curve_refuses_a_sweep_without_shapes(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "benchmarks/fidelity_curve.py", "--sweep", "search_spaces/cub_paper.yaml", "--storage", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2 and "data.kind" in out.stderr
