@@ -42,3 +42,14 @@ def test_fidelity_curve_refuses_a_sweep_without_shapes(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 2 and "data.kind" in out.stderr
+
+
+def test_generator_capacity_probe_reports_fidelity(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "benchmarks/generator_capacity.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path),
+         "--steps", "4", "--every", "2", "--batch", "8", "--threads", "1", "--device", "cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+    )
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [line["step"] for line in lines] == [2, 4]
+    assert all(0.0 <= line["fidelity_position"] <= 1.0 and line["loss"] > 0 for line in lines)
