@@ -21,13 +21,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from harness.config import load_sweep  # noqa: E402
-from harness.data.dataset import ShapesData  # noqa: E402
-from harness.data.ensure import ensure_dataset  # noqa: E402
-from harness.data.judge import load_or_train_judge  # noqa: E402
+import shapes_setup  # noqa: E402
 from harness.evaluate import shapes_metrics  # noqa: E402
 from models import Stage1Generator  # noqa: E402
 from models.config import get_profile  # noqa: E402
@@ -38,31 +36,20 @@ FULL_CAPTION = 0  # caption 0 of every scene names all five attributes (harness/
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sweep", default="search_spaces/shapes.yaml")
-    p.add_argument("--storage", default="runs", help="where the dataset lives or is built")
+    shapes_setup.add_arguments(p)
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--every", type=int, default=500)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--ngf", type=int, help="generator width (default: the profile's)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=os.cpu_count())
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
-    sweep = load_sweep(args.sweep)
-    if sweep.data.kind != "shapes":
-        p.error(f"--sweep: data.kind is {sweep.data.kind!r}; the probe needs the shapes dataset")
-    uri = ensure_dataset(args.storage, sweep.data, sweep.model.profile, log=lambda m: print(m, file=sys.stderr))
+    s = shapes_setup.load(p, args)
+    sweep, device, data, evals, judge = s.sweep, s.device, s.data, s.evals, s.judge
     base = get_profile(sweep.model.profile).stage1
-    data = ShapesData(uri, sweep.data.encoder, base.image_size, seed=sweep.train.seed, text_norm=sweep.data.text_norm)
     defaults = sweep.defaults(1)
     cfg = dataclasses.replace(base, text_dim=data.text_dim, z_dim=defaults.get("z_dim", base.z_dim),
                               c_dim=defaults.get("c_dim", base.c_dim), ngf=args.ngf or base.ngf)
     g = Stage1Generator(cfg).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(g.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    evals = data.eval_set(sweep.data.eval_samples, cfg.image_size)
-    judge, _ = load_or_train_judge(uri, log=lambda m: print(m, file=sys.stderr))
     gen = torch.Generator().manual_seed(sweep.train.seed)
 
     def draw(text: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,51 @@
+"""Setup shared by the benchmarks that train on the shapes dataset outside Ray."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+import torch
+
+from harness.config import SweepConfig, load_sweep
+from harness.data.dataset import EvalSet, ShapesData
+from harness.data.ensure import ensure_dataset
+from harness.data.judge import JudgeNet, load_or_train_judge
+from models.config import get_profile
+
+
+def pick_device(choice: str) -> torch.device:
+    """auto: the GPU when there is one."""
+    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sweep", default="search_spaces/shapes.yaml", help="a shapes sweep file; its Stage-I defaults train")
+    p.add_argument("--storage", default="runs", help="where the dataset lives or is built")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+
+
+@dataclasses.dataclass
+class ShapesStage1:
+    sweep: SweepConfig
+    device: torch.device
+    data: ShapesData
+    evals: EvalSet
+    judge: JudgeNet
+
+
+def load(p: argparse.ArgumentParser, args: argparse.Namespace) -> ShapesStage1:
+    """The sweep's Stage-I data, held-out captions and judge; a non-shapes sweep is a usage error."""
+    torch.set_num_threads(args.threads)
+    sweep = load_sweep(args.sweep)
+    if sweep.data.kind != "shapes":
+        p.error(f"--sweep: data.kind is {sweep.data.kind!r}; this needs the shapes dataset")
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731  (stdout is the JSON)
+    uri = ensure_dataset(args.storage, sweep.data, sweep.model.profile, log=log)
+    resolution = get_profile(sweep.model.profile).stage1.image_size
+    data = ShapesData(uri, sweep.data.encoder, resolution, seed=sweep.train.seed, text_norm=sweep.data.text_norm)
+    judge, _ = load_or_train_judge(uri, log=log)
+    return ShapesStage1(sweep, pick_device(args.device), data, data.eval_set(sweep.data.eval_samples, resolution), judge)
