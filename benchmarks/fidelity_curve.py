@@ -1,7 +1,8 @@
 """Caption fidelity against training steps for Stage-I of a shapes sweep file, without Ray.
 
     python benchmarks/fidelity_curve.py [--sweep search_spaces/shapes.yaml] [--storage runs]
-                                        [--steps 6000] [--every 1000] [--seconds S] [--device auto|cpu|cuda]
+                                        [--steps 6000] [--every 1000] [--seconds S] [--batch-size B]
+                                        [--device auto|cpu|cuda]
 
 The same StageLoop, data and judge as harness/train.py, in one process, so a long curve is cheap on
 a GPU. Prints one JSON line per evaluation (step, seconds, per-attribute fidelity, FID in the judge's
@@ -11,6 +12,7 @@ space), then the chance levels. The dataset is built under <storage>/datasets/ i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -31,11 +33,14 @@ def main() -> int:
     shapes_setup.add_arguments(p)
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--every", type=int, default=1000, help="evaluate every N steps")
+    p.add_argument("--batch-size", type=int, help="override the sweep's train.batch_size")
     p.add_argument("--seconds", type=float, default=float("inf"), help="stop after this wall time")
     args = p.parse_args()
     s = shapes_setup.load(p, args)
     data, evals, judge = s.data, s.evals, s.judge
     run = StageRunConfig.from_sweep(s.sweep, 1, "-", data.uri, epochs=0, params=s.sweep.defaults(1))
+    if args.batch_size:
+        run = dataclasses.replace(run, train=dataclasses.replace(run.train, batch_size=args.batch_size))
     loop = StageLoop(run, data.text_dim, 0, s.device)
     t0, step, epoch = time.perf_counter(), 0, 0
     while step < args.steps and time.perf_counter() - t0 < args.seconds:

@@ -26,7 +26,7 @@ def test_step_throughput_plain_reports_both_stages():
 def test_fidelity_curve_reports_each_evaluation(tmp_path):
     out = subprocess.run(
         [sys.executable, "benchmarks/fidelity_curve.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path),
-         "--steps", "4", "--every", "2", "--threads", "1", "--device", "cpu"],
+         "--steps", "4", "--every", "2", "--batch-size", "8", "--threads", "1", "--device", "cpu"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
     )
     lines = [json.loads(line) for line in out.stdout.splitlines()]
