@@ -1,7 +1,8 @@
 """Can a profile's Stage-I generator draw every shapes attribute at all? A supervised probe, no GAN.
 
     python benchmarks/generator_capacity.py [--sweep search_spaces/shapes.yaml] [--storage runs]
-                                            [--steps 4000] [--every 500] [--ngf N] [--device auto|cpu|cuda]
+                                            [--steps 4000] [--every 500] [--ngf N] [--image-size PX]
+                                            [--device auto|cpu|cuda]
 
 The generator of the sweep's profile (its Stage-I defaults for z_dim and c_dim, ``--ngf`` to try
 another width) is trained by regression: the caption that names every attribute, zero noise and the
@@ -41,13 +42,15 @@ def main() -> int:
     p.add_argument("--every", type=int, default=500)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--ngf", type=int, help="generator width (default: the profile's)")
+    p.add_argument("--image-size", type=int, help="output side (default: the profile's; the dataset must hold it)")
     args = p.parse_args()
-    s = shapes_setup.load(p, args)
+    s = shapes_setup.load(p, args, args.image_size)
     sweep, device, data, evals, judge = s.sweep, s.device, s.data, s.evals, s.judge
     base = get_profile(sweep.model.profile).stage1
     defaults = sweep.defaults(1)
     cfg = dataclasses.replace(base, text_dim=data.text_dim, z_dim=defaults.get("z_dim", base.z_dim),
-                              c_dim=defaults.get("c_dim", base.c_dim), ngf=args.ngf or base.ngf)
+                              c_dim=defaults.get("c_dim", base.c_dim), ngf=args.ngf or base.ngf,
+                              image_size=args.image_size or base.image_size)
     g = Stage1Generator(cfg).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(g.parameters(), lr=1e-3, betas=(0.5, 0.999))
     gen = torch.Generator().manual_seed(sweep.train.seed)
@@ -72,9 +75,9 @@ def main() -> int:
             with torch.no_grad():
                 fake = draw(evals.text_BD).float().cpu()
             m = shapes_metrics(judge, fake, evals)
+            fidelity = {k: round(v, 3) for k, v in m.items() if k.startswith("fidelity")}
             print(json.dumps({"step": step, "seconds": round(time.perf_counter() - t0, 1), "loss": round(loss.item(), 4),
-                              "ngf": cfg.ngf, **{k: round(v, 3) for k, v in m.items() if k.startswith("fidelity")}}),
-                  flush=True)
+                              "ngf": cfg.ngf, "image_size": cfg.image_size, **fidelity}), flush=True)
     return 0
 
 

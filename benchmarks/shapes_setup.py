@@ -13,6 +13,7 @@ from harness.config import SweepConfig, load_sweep
 from harness.data.dataset import EvalSet, ShapesData
 from harness.data.ensure import ensure_dataset
 from harness.data.judge import JudgeNet, load_or_train_judge
+from harness.data.shapes_store import read_meta
 from models.config import get_profile
 
 
@@ -37,15 +38,19 @@ class ShapesStage1:
     judge: JudgeNet
 
 
-def load(p: argparse.ArgumentParser, args: argparse.Namespace) -> ShapesStage1:
-    """The sweep's Stage-I data, held-out captions and judge; a non-shapes sweep is a usage error."""
+def load(p: argparse.ArgumentParser, args: argparse.Namespace, resolution: int | None = None) -> ShapesStage1:
+    """The sweep's Stage-I data (at ``resolution``, default the profile's), held-out captions and judge.
+
+    A non-shapes sweep is a usage error."""
     torch.set_num_threads(args.threads)
     sweep = load_sweep(args.sweep)
     if sweep.data.kind != "shapes":
         p.error(f"--sweep: data.kind is {sweep.data.kind!r}; this needs the shapes dataset")
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731  (stdout is the JSON)
     uri = ensure_dataset(args.storage, sweep.data, sweep.model.profile, log=log)
-    resolution = get_profile(sweep.model.profile).stage1.image_size
+    resolution = resolution or get_profile(sweep.model.profile).stage1.image_size
+    if resolution not in read_meta(uri)["resolutions"]:
+        p.error(f"--image-size: {uri} holds {read_meta(uri)['resolutions']} px, not {resolution}")
     data = ShapesData(uri, sweep.data.encoder, resolution, seed=sweep.train.seed, text_norm=sweep.data.text_norm)
     judge, _ = load_or_train_judge(uri, log=log)
     return ShapesStage1(sweep, pick_device(args.device), data, data.eval_set(sweep.data.eval_samples, resolution), judge)

@@ -53,3 +53,12 @@ def test_generator_capacity_probe_reports_fidelity(tmp_path):
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [line["step"] for line in lines] == [2, 4]
     assert all(0.0 <= line["fidelity_position"] <= 1.0 and line["loss"] > 0 for line in lines)
+
+
+def test_generator_capacity_refuses_a_size_the_dataset_lacks(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "benchmarks/generator_capacity.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path),
+         "--image-size", "128", "--steps", "1", "--threads", "1", "--device", "cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 2 and "--image-size" in out.stderr and "128" in out.stderr
