@@ -2,6 +2,7 @@
 
     python benchmarks/fidelity_curve.py [--sweep search_spaces/shapes.yaml] [--storage runs]
                                         [--steps 6000] [--every 1000] [--seconds S] [--batch-size B]
+                                        [--param NAME=VALUE]
                                         [--device auto|cpu|cuda]
 
 The same StageLoop, data and judge as harness/train.py, in one process, so a long curve is cheap on
@@ -34,11 +35,19 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--every", type=int, default=1000, help="evaluate every N steps")
     p.add_argument("--batch-size", type=int, help="override the sweep's train.batch_size")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a Stage-I searched value's default, e.g. kl_weight=0.1 (repeatable)")
     p.add_argument("--seconds", type=float, default=float("inf"), help="stop after this wall time")
     args = p.parse_args()
     s = shapes_setup.load(p, args)
     data, evals, judge = s.data, s.evals, s.judge
-    run = StageRunConfig.from_sweep(s.sweep, 1, "-", data.uri, epochs=0, params=s.sweep.defaults(1))
+    params = s.sweep.defaults(1)
+    for item in args.param:
+        name, _, value = item.partition("=")
+        if name not in params or not value:
+            p.error(f"--param {item}: expected NAME=VALUE with NAME one of {sorted(params)}")
+        params[name] = type(params[name])(value)
+    run = StageRunConfig.from_sweep(s.sweep, 1, "-", data.uri, epochs=0, params=params)
     if args.batch_size:
         run = dataclasses.replace(run, train=dataclasses.replace(run.train, batch_size=args.batch_size))
     loop = StageLoop(run, data.text_dim, 0, s.device)

@@ -26,7 +26,8 @@ def test_step_throughput_plain_reports_both_stages():
 def test_fidelity_curve_reports_each_evaluation(tmp_path):
     out = subprocess.run(
         [sys.executable, "benchmarks/fidelity_curve.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path),
-         "--steps", "4", "--every", "2", "--batch-size", "8", "--threads", "1", "--device", "cpu"],
+         "--steps", "4", "--every", "2", "--batch-size", "8", "--param", "kl_weight=0.5", "--threads", "1",
+         "--device", "cpu"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
     )
     lines = [json.loads(line) for line in out.stdout.splitlines()]
@@ -62,3 +63,12 @@ def test_generator_capacity_refuses_a_size_the_dataset_lacks(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 2 and "--image-size" in out.stderr and "128" in out.stderr
+
+
+def test_fidelity_curve_refuses_an_unknown_param(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "benchmarks/fidelity_curve.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path),
+         "--param", "kl_wieght=0.1", "--threads", "1", "--device", "cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 2 and "kl_wieght" in out.stderr and "kl_weight" in out.stderr
