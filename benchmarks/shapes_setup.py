@@ -49,8 +49,9 @@ def load(p: argparse.ArgumentParser, args: argparse.Namespace, resolution: int |
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731  (stdout is the JSON)
     uri = ensure_dataset(args.storage, sweep.data, sweep.model.profile, log=log)
     resolution = resolution or get_profile(sweep.model.profile).stage1.image_size
-    if resolution not in read_meta(uri)["resolutions"]:
-        p.error(f"--image-size: {uri} holds {read_meta(uri)['resolutions']} px, not {resolution}")
+    held = read_meta(uri)["resolutions"]
+    if resolution not in held:
+        p.error(f"--image-size: {uri} holds {held} px, not {resolution}")
     data = ShapesData(uri, sweep.data.encoder, resolution, seed=sweep.train.seed, text_norm=sweep.data.text_norm)
     judge, _ = load_or_train_judge(uri, log=log)
     return ShapesStage1(sweep, pick_device(args.device), data, data.eval_set(sweep.data.eval_samples, resolution), judge)

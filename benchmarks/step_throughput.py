@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from harness.config import StageRunConfig, sweep_from_dict  # noqa: E402
+from harness.config import ResourcesConfig, StageRunConfig, sweep_from_dict  # noqa: E402
 from harness.data.dataset import Batch  # noqa: E402
 from harness.loop import StageLoop  # noqa: E402
 from models import Stage1Generator  # noqa: E402
@@ -100,8 +100,10 @@ def _ray_fn(config: dict) -> None:
 
 
 def measure_ray(stage, profile, precision, steps, warmup, batch, workers, threads, use_gpu) -> dict:
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import RunConfig
     from ray.train.torch import TorchTrainer
+
+    from harness.fit import scaling_config
 
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
@@ -109,8 +111,8 @@ def measure_ray(stage, profile, precision, steps, warmup, batch, workers, thread
             _ray_fn,
             train_loop_config=dict(stage=stage, profile=profile, precision=precision, steps=steps, warmup=warmup,
                                    batch=batch, threads=threads, out=out, use_gpu=use_gpu),
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                         resources_per_worker={"CPU": threads, **({"GPU": 1} if use_gpu else {})}),
+            scaling_config=scaling_config(ResourcesConfig(workers=workers, cpus_per_worker=threads,
+                                                          gpus_per_worker=1.0 if use_gpu else 0.0)),
             run_config=RunConfig(name=f"bench-s{stage}-w{workers}-{int(time.time())}", storage_path=out),
         ).fit()
         wall = time.perf_counter() - t0
