@@ -16,6 +16,7 @@ def test_step_throughput_plain_reports_both_stages():
     )
     report = json.loads(out.stdout)
     assert report["machine"]["cuda"] is None and report["profile"] == "tiny"
+    assert report["machine"]["matmul_peak"]["dtype"] == "float32" and report["machine"]["matmul_peak"]["gflop_per_s"] > 0
     for stage, batch in (("stage1", 8), ("stage2", 4)):
         plain = report["results"][stage]["plain"]
         assert plain["batch"] == batch and plain["finite_losses"] is True
