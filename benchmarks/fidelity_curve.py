@@ -41,12 +41,7 @@ def main() -> int:
     args = p.parse_args()
     s = shapes_setup.load(p, args)
     data, evals, judge = s.data, s.evals, s.judge
-    params = s.sweep.defaults(1)
-    for item in args.param:
-        name, _, value = item.partition("=")
-        if name not in params or not value:
-            p.error(f"--param {item}: expected NAME=VALUE with NAME one of {sorted(params)}")
-        params[name] = type(params[name])(value)
+    params = shapes_setup.parse_params(p, s.sweep, args.param)
     run = StageRunConfig.from_sweep(s.sweep, 1, "-", data.uri, epochs=0, params=params)
     if args.batch_size:
         run = dataclasses.replace(run, train=dataclasses.replace(run.train, batch_size=args.batch_size))

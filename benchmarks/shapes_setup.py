@@ -29,6 +29,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count())
 
 
+def parse_params(p: argparse.ArgumentParser, sweep: SweepConfig, items: list[str]) -> dict:
+    """The sweep's Stage-I defaults with ``NAME=VALUE`` overrides (a usage error names a bad one)."""
+    params = sweep.defaults(1)
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in params or not value:
+            p.error(f"--param {item}: expected NAME=VALUE with NAME one of {sorted(params)}")
+        params[name] = type(params[name])(value)
+    return params
+
+
 @dataclasses.dataclass
 class ShapesStage1:
     sweep: SweepConfig

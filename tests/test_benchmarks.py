@@ -73,3 +73,33 @@ def test_fidelity_curve_refuses_an_unknown_param(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 2 and "kl_wieght" in out.stderr and "kl_weight" in out.stderr
+
+
+def _attribute_probe(tmp_path, *args):
+    out = subprocess.run(
+        [sys.executable, "benchmarks/attribute_probe.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path),
+         "--threads", "1", "--device", "cpu", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+    )
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_attribute_probe_gan_reports_fidelity_and_what_d_checks(tmp_path):
+    lines = _attribute_probe(tmp_path, "--probe", "gan", "--steps", "4", "--every", "2")
+    assert [line["step"] for line in lines] == [2, 4]
+    for line in lines:
+        assert 0.0 <= line["fidelity_shape"] <= 1.0
+        assert set(line["d_checks"]) == {"shape", "colour", "size", "position", "background"}
+        assert all(0.0 <= c["prefers_true"] <= 1.0 for c in line["d_checks"].values())
+
+
+def test_attribute_probe_supervised_d_learns_an_easy_attribute(tmp_path):
+    # The background is a whole-image colour: D learns to check it in a couple of hundred steps.
+    first, last = _attribute_probe(tmp_path, "--probe", "d-supervised", "--attribute", "background", "--steps", "200", "--every", "100")
+    assert last["attribute"] == "background" and last["d_checks"]["prefers_true"] >= 0.9
+    assert last["d_checks"]["gap"] > first["d_checks"]["gap"] > 0
+
+
+def test_attribute_probe_g_judge_reports_fidelity(tmp_path):
+    lines = _attribute_probe(tmp_path, "--probe", "g-judge", "--steps", "4", "--every", "4")
+    assert len(lines) == 1 and lines[0]["step"] == 4 and 0.0 <= lines[0]["fidelity_colour"] <= 1.0

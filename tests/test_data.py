@@ -79,6 +79,21 @@ def test_captions_agree_with_attributes():
     assert len(seen_templates) >= 5, "captions must vary in what they leave out"
 
 
+def test_scene_key_inverts_and_canonical_captions_differ_in_one_value_only():
+    for scene_id in range(200):
+        attrs = shapes.sample_scene(0, scene_id).attributes
+        assert shapes.attributes_of_key(shapes.sample_scene(0, scene_id).key) == attrs
+        base = tokenize(shapes.canonical_caption(attrs))
+        assert base == tokenize(shapes.canonical_caption(attrs)), "canonical captions are deterministic"
+        for name in ("shape", "colour", "size", "background"):
+            other = next(v for v in shapes.ATTRIBUTE_VALUES[name] if v != attrs[name])
+            changed = tokenize(shapes.canonical_caption({**attrs, name: other}))
+            # Equal except the words of the changed value (one word here: every first synonym is one word).
+            assert len(changed) == len(base) and sum(a != b for a, b in zip(base, changed)) == 1, (base, changed)
+    with pytest.raises(ValueError):
+        shapes.attributes_of_key(6 * 8 * 3 * 9 * 4)
+
+
 def test_parquet_round_trip_and_sharding(shapes_uri):
     full = read_split(shapes_uri, "train", "hash", (16,))
     parts = [read_split(shapes_uri, "train", "hash", (16,), rank=r, world=2) for r in range(2)]

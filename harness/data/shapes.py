@@ -203,6 +203,34 @@ _TEMPLATES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
+def _fill(template: str, attributes: dict[str, str], pick) -> str:
+    return template.format(
+        size=pick(SIZES[attributes["size"]][1]),
+        colour=pick(COLOURS[attributes["colour"]][1]),
+        shape=pick(SHAPES[attributes["shape"]]),
+        where=_position_phrase(attributes["position"], pick),
+        bg=pick(BACKGROUNDS[attributes["background"]][1]),
+    )
+
+
+def canonical_caption(attributes: dict[str, str]) -> str:
+    """The first template, naming every attribute with its first word: two attribute sets that differ
+    in one value give captions that differ only in that value's words (for probes of a model)."""
+    return _fill(_TEMPLATES[0][0], attributes, lambda options: options[0])
+
+
+def attributes_of_key(key: int) -> dict[str, str]:
+    """The primary object's attributes from ``Scene.key`` (its inverse)."""
+    out = {}
+    for name in reversed(ATTRIBUTES):
+        values = ATTRIBUTE_VALUES[name]
+        key, index = divmod(key, len(values))
+        out[name] = values[index]
+    if key:
+        raise ValueError("key out of range")
+    return {name: out[name] for name in ATTRIBUTES}
+
+
 def captions(scene: Scene, seed: int) -> list[tuple[str, tuple[str, ...]]]:
     """Ten (caption, attributes it mentions) pairs; the first always mentions every attribute."""
     rng = np.random.default_rng([seed, scene.scene_id, 1])
@@ -210,18 +238,11 @@ def captions(scene: Scene, seed: int) -> list[tuple[str, tuple[str, ...]]]:
     def pick(options):
         return options[int(rng.integers(len(options)))]
 
-    first = scene.objects[0]
     order = [0] + list(rng.permutation(np.arange(1, len(_TEMPLATES))))
     out = []
     for i in range(CAPTIONS_PER_SCENE):
         template, mentions = _TEMPLATES[order[i % len(order)]]
-        text = template.format(
-            size=pick(SIZES[first.size][1]),
-            colour=pick(COLOURS[first.colour][1]),
-            shape=pick(SHAPES[first.shape]),
-            where=_position_phrase(first.position, pick),
-            bg=pick(BACKGROUNDS[scene.background][1]),
-        )
+        text = _fill(template, scene.attributes, pick)
         if len(scene.objects) > 1:
             o = scene.objects[1]
             text += f" and a {pick(SIZES[o.size][1])} {pick(COLOURS[o.colour][1])} {pick(SHAPES[o.shape])} {_position_phrase(o.position, pick)}"
