@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +36,6 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import shapes_setup  # noqa: E402
-from harness.config import StageRunConfig  # noqa: E402
 from harness.data import shapes  # noqa: E402
 from harness.data.text import get_encoder  # noqa: E402
 from harness.evaluate import shapes_metrics  # noqa: E402
@@ -101,15 +98,11 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--every", type=int, default=1000, help="evaluate every N steps")
     p.add_argument("--seconds", type=float, default=float("inf"), help="stop after this wall time")
-    p.add_argument("--batch-size", type=int, help="override the sweep's train.batch_size")
     p.add_argument("--attribute", default="shape", choices=shapes.ATTRIBUTES, help="d-supervised: the attribute to contrast")
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a Stage-I searched value's default, e.g. kl_weight=0.1 (repeatable)")
+    shapes_setup.add_stage1_arguments(p)
     args = p.parse_args()
     s = shapes_setup.load(p, args)
-    run = StageRunConfig.from_sweep(s.sweep, 1, "-", s.data.uri, epochs=0, params=shapes_setup.parse_params(p, s.sweep, args.param))
-    if args.batch_size:
-        run = dataclasses.replace(run, train=dataclasses.replace(run.train, batch_size=args.batch_size))
+    run = shapes_setup.stage1_run(p, s, args.param, args.batch_size)
     device, evals = s.device, s.evals
     contrast = ContrastCaptions(s.data, run.train.seed)
     heldout = heldout_attributes(evals)
@@ -117,8 +110,10 @@ def main() -> int:
     probe_pairs = {a: tuple(t.to(device) for t in contrast.pair(heldout, a)) for a in shapes.ATTRIBUTES}
     torch.manual_seed(run.train.seed)
 
+    end_epoch = lambda: None  # noqa: E731  (only the GAN's learning rates decay per epoch)
     if args.probe == "gan":
         loop = StageLoop(run, s.data.text_dim, 0, device)
+        end_epoch = loop.end_epoch
 
         def step(batch):
             loop.train_step(batch)
@@ -172,20 +167,10 @@ def main() -> int:
             g.train()
             return _fidelity(s.judge, fake, evals)
 
-    t0, n, epoch, done = time.perf_counter(), 0, 0, False
-    while not done:
-        for batch in s.data.batches(run.train.batch_size, epoch):
-            step(batch)
-            n += 1
-            done = n >= args.steps or time.perf_counter() - t0 >= args.seconds
-            if n % args.every == 0 or done:
-                line = {"probe": args.probe, "step": n, "seconds": round(time.perf_counter() - t0, 1), **report()}
-                print(json.dumps(line), flush=True)
-            if done:
-                break
-        epoch += 1
-        if args.probe == "gan":
-            loop.end_epoch()
+    def evaluate(step_n: int, epoch: int, seconds: float) -> None:
+        print(json.dumps({"probe": args.probe, "step": step_n, "seconds": round(seconds, 1), **report()}), flush=True)
+
+    shapes_setup.train_until(s.data, run.train.batch_size, args.steps, args.seconds, args.every, step, evaluate, end_epoch)
     return 0
 
 

@@ -28,8 +28,8 @@ import torch  # noqa: E402
 
 import shapes_setup  # noqa: E402
 from harness.evaluate import shapes_metrics  # noqa: E402
+from harness.loop import build_profile  # noqa: E402
 from models import Stage1Generator  # noqa: E402
-from models.config import get_profile  # noqa: E402
 
 OBJECT_WEIGHT = 20.0
 FULL_CAPTION = 0  # caption 0 of every scene names all five attributes (harness/data/shapes.py)
@@ -46,11 +46,8 @@ def main() -> int:
     args = p.parse_args()
     s = shapes_setup.load(p, args, args.image_size)
     sweep, device, data, evals, judge = s.sweep, s.device, s.data, s.evals, s.judge
-    base = get_profile(sweep.model.profile).stage1
-    defaults = sweep.defaults(1)
-    cfg = dataclasses.replace(base, text_dim=data.text_dim, z_dim=defaults.get("z_dim", base.z_dim),
-                              c_dim=defaults.get("c_dim", base.c_dim), ngf=args.ngf or base.ngf,
-                              image_size=args.image_size or base.image_size)
+    base = build_profile(shapes_setup.stage1_run(p, s), data.text_dim, 0).stage1  # the sweep's Stage-I defaults
+    cfg = dataclasses.replace(base, ngf=args.ngf or base.ngf, image_size=args.image_size or base.image_size)
     g = Stage1Generator(cfg).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(g.parameters(), lr=1e-3, betas=(0.5, 0.999))
     gen = torch.Generator().manual_seed(sweep.train.seed)

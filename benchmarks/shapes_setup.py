@@ -6,10 +6,12 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
+from collections.abc import Callable
 
 import torch
 
-from harness.config import SweepConfig, load_sweep
+from harness.config import StageRunConfig, SweepConfig, load_sweep
 from harness.data.dataset import EvalSet, ShapesData
 from harness.data.ensure import ensure_dataset
 from harness.data.judge import JudgeNet, load_or_train_judge
@@ -29,15 +31,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count())
 
 
-def parse_params(p: argparse.ArgumentParser, sweep: SweepConfig, items: list[str]) -> dict:
-    """The sweep's Stage-I defaults with ``NAME=VALUE`` overrides (a usage error names a bad one)."""
-    params = sweep.defaults(1)
-    for item in items:
+def add_stage1_arguments(p: argparse.ArgumentParser) -> None:
+    """The Stage-I run's overrides: ``--batch-size`` and repeatable ``--param NAME=VALUE``."""
+    p.add_argument("--batch-size", type=int, help="override the sweep's train.batch_size")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a Stage-I searched value's default, e.g. kl_weight=0.1 (repeatable)")
+
+
+def stage1_run(p: argparse.ArgumentParser, s: "ShapesStage1", param_items: list[str] = (),
+               batch_size: int | None = None) -> StageRunConfig:
+    """The sweep's Stage-I run: its defaults with ``--param NAME=VALUE`` items and a batch-size
+    override applied (a usage error names a bad item)."""
+    params = s.sweep.defaults(1)
+    for item in param_items:
         name, _, value = item.partition("=")
         if name not in params or not value:
             p.error(f"--param {item}: expected NAME=VALUE with NAME one of {sorted(params)}")
         params[name] = type(params[name])(value)
-    return params
+    run = StageRunConfig.from_sweep(s.sweep, 1, "-", s.data.uri, epochs=0, params=params)
+    if batch_size:
+        run = dataclasses.replace(run, train=dataclasses.replace(run.train, batch_size=batch_size))
+    return run
+
+
+def train_until(
+    data: ShapesData, batch_size: int, steps: int, seconds: float, every: int,
+    train_step: Callable, evaluate: Callable[[int, int, float], None], end_epoch: Callable[[], None] = lambda: None,
+) -> None:
+    """Runs ``train_step(batch)`` over the data's epochs until ``steps`` or ``seconds`` of wall time,
+    calling ``evaluate(step, epoch, elapsed_seconds)`` every ``every`` steps and after the last."""
+    t0, step, epoch = time.perf_counter(), 0, 0
+    while step < steps and time.perf_counter() - t0 < seconds:
+        for batch in data.batches(batch_size, epoch):
+            train_step(batch)
+            step += 1
+            last = step >= steps or time.perf_counter() - t0 >= seconds
+            if step % every == 0 or last:
+                evaluate(step, epoch, time.perf_counter() - t0)
+            if last:
+                return
+        epoch += 1
+        end_epoch()
 
 
 @dataclasses.dataclass

@@ -8,12 +8,14 @@ import sys
 from tests.conftest import ROOT
 
 
+def _bench(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=check)
+
+
 def test_step_throughput_plain_reports_both_stages():
-    out = subprocess.run(
-        [sys.executable, "benchmarks/step_throughput.py", "--profile", "tiny", "--modes", "plain", "--steps", "2",
-         "--warmup", "1", "--threads", "1", "--device", "cpu", "--batch-stage1", "8", "--batch-stage2", "4"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
-    )
+    out = _bench("step_throughput.py", "--profile", "tiny", "--modes", "plain", "--steps", "2", "--warmup", "1",
+                 "--threads", "1", "--device", "cpu", "--batch-stage1", "8", "--batch-stage2", "4")
     report = json.loads(out.stdout)
     assert report["machine"]["cuda"] is None and report["profile"] == "tiny"
     assert report["machine"]["matmul_peak"]["dtype"] == "float32" and report["machine"]["matmul_peak"]["gflop_per_s"] > 0
@@ -25,12 +27,8 @@ def test_step_throughput_plain_reports_both_stages():
 
 
 def test_fidelity_curve_reports_each_evaluation(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "benchmarks/fidelity_curve.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path),
-         "--steps", "4", "--every", "2", "--batch-size", "8", "--param", "kl_weight=0.5", "--threads", "1",
-         "--device", "cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
-    )
+    out = _bench("fidelity_curve.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path), "--steps", "4",
+                 "--every", "2", "--batch-size", "8", "--param", "kl_weight=0.5", "--threads", "1", "--device", "cpu")
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [line["step"] for line in lines[:-1]] == [2, 4]
     for line in lines[:-1]:
@@ -39,48 +37,34 @@ def test_fidelity_curve_reports_each_evaluation(tmp_path):
 
 
 def test_fidelity_curve_refuses_a_sweep_without_shapes(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "benchmarks/fidelity_curve.py", "--sweep", "search_spaces/cub_paper.yaml", "--storage", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
+    out = _bench("fidelity_curve.py", "--sweep", "search_spaces/cub_paper.yaml", "--storage", str(tmp_path),
+                 check=False)
     assert out.returncode == 2 and "data.kind" in out.stderr
 
 
 def test_generator_capacity_probe_reports_fidelity(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "benchmarks/generator_capacity.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path),
-         "--steps", "4", "--every", "2", "--batch", "8", "--threads", "1", "--device", "cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
-    )
+    out = _bench("generator_capacity.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path), "--steps",
+                 "4", "--every", "2", "--batch", "8", "--threads", "1", "--device", "cpu")
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [line["step"] for line in lines] == [2, 4]
     assert all(0.0 <= line["fidelity_position"] <= 1.0 and line["loss"] > 0 for line in lines)
 
 
 def test_generator_capacity_refuses_a_size_the_dataset_lacks(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "benchmarks/generator_capacity.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path),
-         "--image-size", "128", "--steps", "1", "--threads", "1", "--device", "cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    out = _bench("generator_capacity.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path),
+                 "--image-size", "128", "--steps", "1", "--threads", "1", "--device", "cpu", check=False)
     assert out.returncode == 2 and "--image-size" in out.stderr and "128" in out.stderr
 
 
 def test_fidelity_curve_refuses_an_unknown_param(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "benchmarks/fidelity_curve.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path),
-         "--param", "kl_wieght=0.1", "--threads", "1", "--device", "cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    out = _bench("fidelity_curve.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path), "--param",
+                 "kl_wieght=0.1", "--threads", "1", "--device", "cpu", check=False)
     assert out.returncode == 2 and "kl_wieght" in out.stderr and "kl_weight" in out.stderr
 
 
 def _attribute_probe(tmp_path, *args):
-    out = subprocess.run(
-        [sys.executable, "benchmarks/attribute_probe.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path),
-         "--threads", "1", "--device", "cpu", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
-    )
+    out = _bench("attribute_probe.py", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path), "--threads",
+                 "1", "--device", "cpu", *args)
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
