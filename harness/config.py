@@ -235,6 +235,31 @@ class StageSection:
             raise ConfigError(f"{path}.epochs: must be >= 1")
 
 
+SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
+SCHEDULERS = ("asha", "hyperband", "median", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfirmConfig:
+    """Confirmation runs: after a phase's search, its top-k configs and the paper defaults are trained
+    again at the phase's full budget with ``seeds`` fresh training seeds (the same seeds for every
+    config, so comparisons are paired), and the report ranks configs by their mean over those seeds.
+    One search run per config cannot tell a better config from a lucky seed (docs/RANKING.md)."""
+
+    top_k: int = field(2, int)
+    seeds: int = field(0, int)  # 0: off
+
+    def validate(self, path: str) -> None:
+        if self.top_k < 1:
+            raise ConfigError(f"{path}.top_k: must be >= 1, got {self.top_k}")
+        if self.seeds < 0 or self.seeds == 1:
+            raise ConfigError(f"{path}.seeds: must be 0 (off) or >= 2 (one seed gives no interval), got {self.seeds}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.seeds > 0
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
     strategy: str = field("staged", str)  # staged: Stage-I sweep, then Stage-II from its top-k
@@ -246,8 +271,25 @@ class SearchConfig:
     seed: int | None = field(None, int, optional=True)  # None: derived from the date, and recorded
     time_budget_s: float | None = field(None, float, optional=True)
     max_failures: int = field(2, int)  # worker-group restarts per training run
+    # Optuna's sampler, seeded. Multivariate TPE is the default: it models the learning rates together.
+    sampler: str = field("tpe", str)
+    startup_trials: int = field(10, int)  # tpe/gp: random trials before the model is used (Optuna's default)
+    scheduler: str = field("asha", str)  # Ray Tune's early stopping; none runs every trial to the end
+    reduction_factor: int = field(4, int)  # asha/hyperband: keep 1/reduction_factor at each rung (Ray's default)
+    confirm: ConfirmConfig = field(None, ConfirmConfig)
 
     def validate(self, path: str) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"{path}.sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"{path}.scheduler: {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        if self.reduction_factor < 2:
+            raise ConfigError(f"{path}.reduction_factor: must be >= 2, got {self.reduction_factor}")
+        if self.startup_trials < 1:
+            raise ConfigError(f"{path}.startup_trials: must be >= 1, got {self.startup_trials}")
+        if self.confirm is not None and self.confirm.enabled and self.confirm.top_k > self.num_samples:
+            raise ConfigError(f"{path}.confirm.top_k: {self.confirm.top_k} configs to confirm, but the search runs "
+                              f"only num_samples = {self.num_samples} trials")
         if self.strategy not in ("staged", "joint"):
             raise ConfigError(f"{path}.strategy: {self.strategy!r} is not one of staged, joint")
         if self.num_samples < 1:
@@ -280,6 +322,12 @@ class SweepConfig:
             raise ConfigError(f"name: {self.name!r} may hold only letters, digits, '-' and '_'")
         if self.data.kind != "shapes" and self.search.objective == "fidelity":
             raise ConfigError("search.objective: caption fidelity needs the shapes judge (data.kind: shapes)")
+        if self.search.sampler == "cmaes":
+            for stage, section in ((1, self.stage1), (2, self.stage2)):
+                numeric = [n for n, spec in section.search.items() if spec.distribution != "categorical"]
+                if len(numeric) < 2:  # Optuna's CMA-ES samples categoricals independently; one dim has no covariance
+                    raise ConfigError(f"search.sampler: cmaes needs at least two numeric parameters to search, "
+                                      f"stage{stage}.search has {len(numeric)}")
         attention = self.stage2.search.get("attention")
         if attention is not None and True in (attention.choices or []) and self.data.encoder == "precomputed":
             raise ConfigError("stage2.search.attention: the precomputed embeddings have no word features")
@@ -311,7 +359,7 @@ def sweep_from_dict(data: Any) -> SweepConfig:
         train=lambda d, p: _build(TrainSettings, d, p, divergence=lambda dd, pp: _build(DivergenceConfig, dd, pp)),
         stage1=stage(1),
         stage2=stage(2),
-        search=lambda d, p: _build(SearchConfig, d, p),
+        search=lambda d, p: _build(SearchConfig, d, p, confirm=lambda dd, pp: _build(ConfirmConfig, dd, pp)),
     )
 
 
@@ -351,9 +399,10 @@ class StageRunConfig:
 
     @classmethod
     def from_sweep(cls, sweep: SweepConfig, stage: int, run_uri: str, dataset_uri: str, epochs: int, params: dict,
-                   stage1_checkpoint: str | None = None) -> "StageRunConfig":
+                   stage1_checkpoint: str | None = None, train: TrainSettings | None = None) -> "StageRunConfig":
+        """``train`` replaces the sweep's training settings (a confirmation run's own seed)."""
         return cls(stage=stage, run_uri=run_uri, dataset_uri=dataset_uri, data=sweep.data, profile=sweep.model.profile,
-                   loss=sweep.model.loss, train=sweep.train, epochs=epochs, params=params,
+                   loss=sweep.model.loss, train=train or sweep.train, epochs=epochs, params=params,
                    stage1_checkpoint=stage1_checkpoint, metric=sweep.search.objective)
 
     def value(self, name: str) -> Any:

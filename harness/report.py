@@ -2,9 +2,11 @@
 
     python -m harness.report --storage URI --sweep NAME
 
-Ranks the trials of the final phase (Stage-II, or joint) by the objective, shows the paper-default
-trial beside the best, the best sample grids, metric-per-epoch curves, Optuna parameter importances
-and the cost of each trial. Works for any finished or interrupted sweep: it reads only storage.
+With confirmation runs, ranks the final phase's confirmed configs (Stage-II, or joint) by their
+mean over seeds, with 95 % intervals and a sentence per config on whether it beats the paper
+defaults beyond seed noise; then the search trials (one seed each), the best sample grids,
+metric-per-epoch curves, parameter importances (only from enough trials) and the cost of each
+trial. Works for any finished or interrupted sweep: it reads only storage.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import optuna  # noqa: E402
 
 from harness import storage  # noqa: E402
 from harness.config import SweepConfig, sweep_from_dict  # noqa: E402
+from harness.confirm import ALPHA, TEST_NAME, config_id, rank_confirmed  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.results import collect_rows, last_evaluations, write_parquet  # noqa: E402
 from harness.searcher import optuna_space  # noqa: E402
@@ -106,12 +109,26 @@ def curves_png(rows: list[dict], metric: str) -> bytes:
     return _png(fig)
 
 
-def importances(entries: list[dict], sweep: SweepConfig, phase: str, metric: str, mode: str) -> dict[str, float]:
-    """Optuna's fANOVA importances over the ranked trials (needs >= 3 non-diverged trials)."""
+# Importances from a handful of trials rank noise: Optuna's evaluators fit a model of the objective
+# over the search space, and with 5 parameters that needs a few dozen completed trials before the
+# ranking is stable (docs/RANKING.md). Below this the report says so instead of printing numbers.
+MIN_TRIALS_FOR_IMPORTANCE = 30
+IMPORTANCE_METHOD = "PED-ANOVA (Optuna's default evaluator)"
+
+
+def importances(entries: list[dict], sweep: SweepConfig, phase: str, metric: str, mode: str,
+                study_trials: list | None = None) -> tuple[dict[str, float], int]:
+    """Optuna's PED-ANOVA importances and the number of completed trials they rest on.
+
+    Computed over ``study_trials`` (a persistent study's finished trials, all nights) when given,
+    else over the ranked search trials; empty below MIN_TRIALS_FOR_IMPORTANCE."""
     if phase == "joint":
         space = {**optuna_space(sweep.stage1.search, "s1."), **optuna_space(sweep.stage2.search, "s2.")}
     else:
         space = optuna_space((sweep.stage1 if phase == "stage1" else sweep.stage2).search)
+    if study_trials is not None:
+        trials = [t for t in study_trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+        return _importances(trials, mode), len(trials)
     trials = []
     for e in entries:
         if e["final_status"] == "diverged":
@@ -123,7 +140,11 @@ def importances(entries: list[dict], sweep: SweepConfig, phase: str, metric: str
                                                     value=float(e[metric])))
         except ValueError:
             continue
-    if len(trials) < 3:
+    return _importances(trials, mode), len(trials)
+
+
+def _importances(trials: list, mode: str) -> dict[str, float]:
+    if len(trials) < MIN_TRIALS_FOR_IMPORTANCE:
         return {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a throw-away study, not a run to log
     study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
@@ -134,8 +155,33 @@ def importances(entries: list[dict], sweep: SweepConfig, phase: str, metric: str
         return {}
 
 
-def build_report(storage_root: str, sweep: SweepConfig, summary: dict | None = None) -> dict:
-    """Writes results.parquet and report/leaderboard.{md,html}; returns where and the ranking."""
+def confirmed_png(confirmed: list, stage1_confirmed: list, metric: str, mode: str) -> bytes:
+    """Each confirmed config's seed runs (dots) and its mean with the 95 % interval (bar)."""
+    panels = [("final stage" if stage1_confirmed else "confirmed configs", confirmed)]
+    if stage1_confirmed:
+        panels.append(("Stage-I", stage1_confirmed))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.5 + 0.45 * max(len(c) for _, c in panels)),
+                             squeeze=False)
+    for ax, (title, configs) in zip(axes[0], panels):
+        for y, c in enumerate(configs):
+            colour = "tab:grey" if c.is_default else {"better": "tab:green", "worse": "tab:red"}.get(c.verdict.outcome,
+                                                                                                   "tab:blue")
+            s = c.summary
+            ax.errorbar([s.mean], [y], xerr=[[s.mean - s.low], [s.high - s.mean]], fmt="o", color=colour, capsize=4)
+            ax.scatter(c.values, [y] * len(c.values), marker="x", color="black", s=18, zorder=3)
+        ax.set_yticks(range(len(configs)), [c.config_id + (" (defaults)" if c.is_default else "") for c in configs],
+                      fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{metric} ({'lower' if mode == 'min' else 'higher'} is better); x: one seed, bar: 95 % interval")
+        ax.set_title(title)
+    return _png(fig)
+
+
+def build_report(storage_root: str, sweep: SweepConfig, summary: dict | None = None,
+                 study_trials: list | None = None) -> dict:
+    """Writes results.parquet and report/leaderboard.{md,html}; returns where and the rankings.
+
+    ``study_trials``: a persistent study's trials (nightly), over which importances are computed."""
     rows = collect_rows(storage_root, sweep)
     root = storage.join(storage_root, sweep.name)
     write_parquet(rows, storage.join(root, "results.parquet"))
@@ -143,12 +189,22 @@ def build_report(storage_root: str, sweep: SweepConfig, summary: dict | None = N
     phases = sorted({r["phase"] for r in rows})
     final_phase = "joint" if "joint" in phases else ("stage2" if "stage2" in phases else "stage1")
     final_stage = 1 if final_phase == "stage1" else 2
-    final_rows = [r for r in rows if r["phase"] == final_phase]
-    ranked = rank_trials(final_rows, final_stage, metric, mode)
-    stage1_ranked = rank_trials([r for r in rows if r["phase"] == "stage1"], 1, metric, mode) if "stage1" in phases else []
-    images = {"curves.png": curves_png(rows, metric)}
+    search_rows = [r for r in rows if r["source"] == "search"]
+    ranked = rank_trials([r for r in search_rows if r["phase"] == final_phase], final_stage, metric, mode)
+    stage1_ranked = rank_trials([r for r in search_rows if r["phase"] == "stage1"], 1, metric, mode) if "stage1" in phases else []
+    confirmed = rank_confirmed(rows, final_phase, metric, mode, config_id(sweep.first_point(final_phase)))
+    stage1_confirmed = (rank_confirmed(rows, "stage1", metric, mode, config_id(sweep.first_point("stage1")))
+                        if final_phase == "stage2" else [])
+    images = {"curves.png": curves_png(search_rows, metric)}
+    if confirmed:
+        images["confirmed.png"] = confirmed_png(confirmed, stage1_confirmed, metric, sweep.search.mode)
     best_grids: list[tuple[str, dict]] = []  # (image name, ranked entry), best first
-    for i, e in enumerate(ranked[:3]):
+    shown = ranked
+    if confirmed:  # the best seed run of each of the best confirmed configs, at its last evaluation
+        last = {(r["trial_id"], r["stage"]): r for r in sorted(rows, key=lambda r: r["epoch"])}
+        shown = [{**last[(c.best_trial, final_stage)], metric: last[(c.best_trial, final_stage)].get(metric)}
+                 for c in confirmed if (c.best_trial, final_stage) in last]
+    for i, e in enumerate(shown[:3]):
         grid = e.get("sample_grid")
         if grid and storage.exists(grid):
             name = f"best{i + 1}_{e['trial_id'][-8:]}.png"
@@ -157,21 +213,24 @@ def build_report(storage_root: str, sweep: SweepConfig, summary: dict | None = N
     report_uri = storage.join(root, "report")
     for name, data in images.items():
         storage.write_bytes(storage.join(report_uri, "images", name), data)
-    imp = importances(ranked, sweep, final_phase, metric, mode)
+    imp, imp_trials = importances(ranked, sweep, final_phase, metric, mode, study_trials)
     cost = _cost(rows)
     paper = paper_default_trial(ranked, sweep.first_point(final_phase))
-    md = _markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, best_grids, summary or {})
+    md = _markdown(sweep, ranked, stage1_ranked, (imp, imp_trials), cost, paper, metric, best_grids, summary or {},
+                   confirmed, stage1_confirmed)
     storage.write_bytes(storage.join(report_uri, "leaderboard.md"), md.encode())
     storage.write_bytes(storage.join(report_uri, "leaderboard.html"), html_page(md, images).encode())
     return {"report": storage.join(report_uri, "leaderboard.html"), "rows": len(rows), "results": rows, "ranked": ranked,
-            "stage1_ranked": stage1_ranked, "importances": imp, "cost": cost}
+            "stage1_ranked": stage1_ranked, "confirmed": confirmed, "stage1_confirmed": stage1_confirmed,
+            "importances": imp, "importance_trials": imp_trials, "cost": cost}
 
 
 def _cost(rows: list[dict]) -> dict:
-    """CPU and GPU seconds per phase: the last evaluation of each run holds its cumulative cost."""
+    """CPU and GPU seconds per phase, search and confirmation runs apart: the last evaluation of each
+    run holds its cumulative cost."""
     out: dict[str, dict] = {}
     for r in last_evaluations(rows):
-        c = out.setdefault(r["phase"], {"cpu_seconds": 0.0, "gpu_seconds": 0.0, "wall_seconds": 0.0, "runs": 0})
+        c = out.setdefault(r["phase"] + ("-confirm" if r["source"] == "confirm" else ""), {"cpu_seconds": 0.0, "gpu_seconds": 0.0, "wall_seconds": 0.0, "runs": 0})
         for key in ("cpu_seconds", "gpu_seconds", "wall_seconds"):
             c[key] = round(c[key] + float(r.get(key) or 0.0), 2)
         c["runs"] += 1
@@ -192,29 +251,75 @@ def _table(entries: list[dict], metric: str, extra: tuple[str, ...]) -> list[str
     return lines
 
 
-def _markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, best_grids, summary) -> str:
+def _confirmed_section(title: str, confirmed: list, metric: str, sweep: SweepConfig, epochs: int) -> list[str]:
+    seeds = ", ".join(str(s) for s in confirmed[0].seeds)
+    lines = [f"## {title}", "",
+             f"Each config was trained again with the same fresh training seeds ({seeds}) at the full budget of "
+             f"{epochs} epochs, the paper defaults included, and is ranked by the mean of its runs' last "
+             f"evaluations. Interval: 95 % Student-t interval of the mean. Against the defaults: {TEST_NAME} "
+             f"at {ALPHA}.", ""]
+    head = ["rank", "config", "seeds", f"mean {metric}", "95 % interval", "sd", "per seed", "vs defaults", *SHOWN_PARAMS]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, c in enumerate(confirmed, 1):
+        s, p = c.summary, c.params
+        name = f"{c.config_id} (paper defaults)" if c.is_default else c.config_id
+        cells = [str(i), name, str(s.n) + (f" ({c.diverged} diverged)" if c.diverged else ""), _fmt(s.mean),
+                 f"[{_fmt(s.low)}, {_fmt(s.high)}]", _fmt(s.sd), ", ".join(_fmt(v) for v in c.values),
+                 c.verdict.outcome.replace("_", " "), *(_fmt(p.get(k, "")) for k in SHOWN_PARAMS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- Rank {i}, {c.config_id}: {c.verdict.sentence}" for i, c in enumerate(confirmed, 1)]
+    return lines + [""]
+
+
+def _markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, best_grids, summary, confirmed,
+              stage1_confirmed) -> str:
     extra = ("fidelity",) if sweep.data.kind == "shapes" else ()
+    final_epochs = sweep.stage1.epochs if ranked and ranked[0].get("stage") == 1 else sweep.stage2.epochs
+    if sweep.search.strategy == "joint":
+        final_epochs = sweep.stage1.epochs + sweep.stage2.epochs
     lines = [f"# Leaderboard: {sweep.name}", "",
              f"Strategy `{sweep.search.strategy}`, objective `{metric}` ({sweep.search.mode}), "
-             f"data `{sweep.data.kind}`, profile `{sweep.model.profile}`, searcher seed {summary.get('seed', 'n/a')}.", ""]
+             f"data `{sweep.data.kind}`, profile `{sweep.model.profile}`, sampler `{sweep.search.sampler}`, "
+             f"scheduler `{sweep.search.scheduler}`, searcher seed {summary.get('seed', 'n/a')}.", ""]
+    if confirmed:
+        b = confirmed[0]
+        lines.append(f"**Best confirmed config** {b.config_id}: mean {metric} {_fmt(b.summary.mean)} over {b.summary.n} "
+                     f"seeds, 95 % interval [{_fmt(b.summary.low)}, {_fmt(b.summary.high)}]. {b.verdict.sentence}")
+        lines += ["", *_confirmed_section("Confirmed ranking", confirmed, metric, sweep, final_epochs)]
+        if stage1_confirmed:
+            lines += _confirmed_section("Confirmed Stage-I ranking (the Stage-II parents come from its top)",
+                                        stage1_confirmed, metric, sweep, sweep.stage1.epochs)
+        lines += ["![confirmed](images/confirmed.png)", ""]
+    elif ranked:
+        lines.append("No confirmation runs (search.confirm.seeds is 0): the trials below ran one seed each, so a "
+                     "difference between them may be seed noise.")
     if ranked:
         b = ranked[0]
-        lines.append(f"**Best trial** `{b['trial_id']}`: {metric} = {_fmt(b[metric])} at epoch {b['epoch']}"
+        lines.append(f"**Best search trial** `{b['trial_id']}`: {metric} = {_fmt(b[metric])} at epoch {b['epoch']}"
                      + (f", caption fidelity {_fmt(b.get('fidelity'))}" if "fidelity" in b else "") + ".")
     if paper is not None:
-        lines.append(f"**Paper defaults** (`{paper['trial_id']}`): {metric} = {_fmt(paper[metric])}"
-                     + (f", caption fidelity {_fmt(paper.get('fidelity'))}" if "fidelity" in paper else "") + ".")
-    lines += ["", "## Ranked trials", "", *_table(ranked, metric, extra), ""]
+        lines.append(f"**Paper defaults** (`{paper['trial_id']}`): {metric} = {_fmt(paper[metric])} at epoch "
+                     f"{paper['epoch']}" + (f", caption fidelity {_fmt(paper.get('fidelity'))}" if "fidelity" in paper else "")
+                     + ".")
+    lines += ["", "## Search trials", "",
+              "One training seed each, at the budget the scheduler gave them (an early-stopped trial's epoch is below "
+              "the planned one), ranked by their best evaluation: for exploring the space, not for choosing a config.",
+              "", *_table(ranked, metric, extra), ""]
     if stage1_ranked and ranked and ranked[0].get("stage") == 2:
-        lines += ["## Stage-I trials", "", *_table(stage1_ranked, metric, extra), ""]
+        lines += ["## Stage-I search trials", "", *_table(stage1_ranked, metric, extra), ""]
     lines += ["## Best sample grids", ""]
     for rank, (name, e) in enumerate(best_grids, 1):
         lines += [f"Rank {rank}: trial `{e['trial_id']}`, epoch {e['epoch']}, {metric} = {_fmt(e[metric])}", "",
                   f"![{name}](images/{name})", ""]
     if not best_grids:
         lines.append("(no sample grids yet)")
-    lines += ["", "## Metric per epoch", "", "![curves](images/curves.png)", "", "## Parameter importances (Optuna fANOVA)", ""]
-    lines += [f"- `{k}`: {v}" for k, v in imp.items()] or ["(fewer than three comparable trials)"]
+    values, n_trials = imp
+    lines += ["", "## Metric per epoch (search trials)", "", "![curves](images/curves.png)", "",
+              f"## Parameter importances ({IMPORTANCE_METHOD})", ""]
+    lines += [f"- `{k}`: {v}" for k, v in values.items()] or [
+        f"Not computed: {n_trials} completed trials, and importances need at least {MIN_TRIALS_FOR_IMPORTANCE} "
+        "before they rank more than noise."]
     lines += ["", "## Cost", "", "| phase | runs | CPU s | GPU s | wall s |", "|---|---|---|---|---|"]
     lines += [f"| {ph} | {c['runs']} | {c['cpu_seconds']} | {c['gpu_seconds']} | {c['wall_seconds']} |" for ph, c in cost.items()]
     return "\n".join(lines) + "\n"

@@ -1,7 +1,9 @@
 """Sweep results: every trial's evaluations, read back from storage, as rows and as Parquet.
 
 One row per trial and evaluation: trial id, phase, stage, status, epoch, every metric, the
-flattened config (searched values and the sweep's fixed settings), and wall/CPU/GPU seconds.
+flattened config (searched values and the sweep's fixed settings), wall/CPU/GPU seconds, and where
+the row came from: ``source`` (search or confirm), ``train_seed`` and ``config_id`` (shared by a
+config's search run and its confirmation runs).
 Built from the files each run keeps (``params.json``, ``stage*/metrics/epoch-*.json``), so a
 finished or interrupted sweep can be tabulated without Tune's internals.
 """
@@ -18,6 +20,7 @@ import pyarrow.parquet as pq
 
 from harness import storage
 from harness.config import SweepConfig
+from harness.confirm import config_id
 
 
 def _flatten(prefix: str, obj, out: dict) -> None:
@@ -46,6 +49,10 @@ def collect_rows(storage_root: str, sweep: SweepConfig) -> list[dict]:
         info = json.loads(storage.read_bytes(params_uri))
         searched: dict = {}
         _flatten("param", info["params"], searched)
+        # Where the row came from: a search trial (the sweep's training seed) or a confirmation run.
+        # Sweeps written before confirmation runs existed have search trials only.
+        origin = {"source": info.get("source", "search"), "train_seed": int(info.get("train_seed", sweep.train.seed)),
+                  "config_id": info.get("config_id") or config_id(info["params"])}
         for stage in (1, 2):
             files = storage.list_files(storage.join(trial_uri, f"stage{stage}", "metrics"), ".json")
             planned = sweep.stage1.epochs if stage == 1 else sweep.stage2.epochs
@@ -59,6 +66,7 @@ def collect_rows(storage_root: str, sweep: SweepConfig) -> list[dict]:
                 for k, v in m.items():
                     if k not in row and isinstance(v, (int, float, str)) and not isinstance(v, bool):
                         row[k] = v
+                row.update(origin)
                 row.update(searched)
                 row.update(fixed)
                 rows.append(row)

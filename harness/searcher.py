@@ -1,4 +1,5 @@
-"""Search spaces (sweep YAML -> Optuna distributions), the seeded TPE searcher and trial sizing."""
+"""Search spaces (sweep YAML -> Optuna distributions), the seeded Optuna searcher, Tune's schedulers and
+trial sizing."""
 
 from __future__ import annotations
 
@@ -60,19 +61,59 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
-def make_searcher(space: dict, first_point: dict, metric: str, mode: str, seed: int, final_stage: int = 2,
-                  study_name: str | None = None, storage=None) -> OptunaSearch:
-    """Multivariate TPE, seeded; the paper's defaults are the first point evaluated (when given).
+def make_sampler(name: str, seed: int, startup_trials: int = 10) -> optuna.samplers.BaseSampler:
+    """One of Optuna's samplers by its sweep-file name (config.SAMPLERS), seeded."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup_trials)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if name == "qmc":  # scrambled Sobol: a seed only means something with scrambling
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_asynchronous_seeding=False)
+    raise ValueError(f"unknown sampler {name!r}")
 
-    With ``study_name`` and ``storage`` the study persists and a new sweep continues it.
+
+def make_scheduler(name: str, max_epochs: int, grace_period: int, reduction_factor: int):
+    """One of Ray Tune's trial schedulers by its sweep-file name (config.SCHEDULERS); None for 'none'.
+
+    Every scheduler counts epochs (``training_iteration``: one report per evaluation, eval_every 1)."""
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+    grace = min(grace_period, max_epochs)
+    if name in ("asha", "hyperband"):
+        # hyperband is the asynchronous Hyperband of the ASHA paper (Li et al. 2020): ASHA over every
+        # bracket from the most to the least aggressive. Ray's synchronous HyperBandScheduler pauses
+        # trials, and a Train V2 run inside a Tune trial leaves Tune no checkpoint to pause with.
+        brackets = 1
+        if name == "hyperband":
+            while grace * reduction_factor ** brackets <= max_epochs:
+                brackets += 1
+        return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, grace_period=grace,
+                             reduction_factor=reduction_factor, brackets=brackets)
+    if name == "median":
+        return MedianStoppingRule(time_attr="training_iteration", grace_period=grace, min_samples_required=3)
+    if name == "none":
+        return None
+    raise ValueError(f"unknown scheduler {name!r}")
+
+
+def make_searcher(space: dict, first_point: dict, metric: str, mode: str, seed: int, final_stage: int = 2,
+                  study_name: str | None = None, storage=None, sampler: str = "tpe",
+                  startup_trials: int = 10) -> OptunaSearch:
+    """Optuna's ``sampler`` (multivariate TPE by default), seeded; the paper's defaults are the first
+    point evaluated (when given). With ``study_name`` and ``storage`` the study persists and a new
+    sweep continues it.
     """
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
     kwargs = {}
     if study_name is not None:
         kwargs.update(study_name=study_name, storage=storage)
     return BudgetAwareOptunaSearch(space=space, metric=metric, mode=mode,
                                    points_to_evaluate=[first_point] if first_point else None,
-                                   sampler=sampler, final_stage=final_stage, **kwargs)
+                                   sampler=make_sampler(sampler, seed, startup_trials), final_stage=final_stage,
+                                   **kwargs)
 
 
 def trial_resources(resources: ResourcesConfig) -> dict:

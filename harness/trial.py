@@ -16,6 +16,7 @@ from ray import tune
 from harness import storage
 from harness.checkpoint import best
 from harness.config import STAGE_PARAMS, StageRunConfig, SweepConfig, check_param_value
+from harness.confirm import config_id
 from harness.fit import fit_stage
 
 
@@ -29,6 +30,9 @@ class PhaseContext:
     dataset_uri: str
     phase: str  # stage1 | stage2 | joint
     stage1_parents: tuple[str, ...] = ()  # stage2: the top-k Stage-I checkpoint URIs
+    # A confirmation run of the phase when set: the trial's config is {candidate: index, train_seed: seed}
+    # and trains candidates[index] (a search config's values) with that training seed.
+    candidates: tuple[dict, ...] = ()
 
 
 def _params(config: dict, stage: int, prefix: str = "") -> dict:
@@ -39,13 +43,20 @@ def stage_trial(config: dict, ctx: PhaseContext) -> None:
     trial_id = tune.get_context().get_trial_id()
     sweep = ctx.sweep
     mode = sweep.search.mode
+    if ctx.candidates:  # a confirmation run: a chosen config, trained again with a fresh seed
+        source, config, train_seed = "confirm", dict(ctx.candidates[int(config["candidate"])]), int(config["train_seed"])
+    else:
+        source, train_seed = "search", sweep.train.seed
     trial_rel = f"{sweep.name}/trials/{trial_id}"
     trial_uri = storage.join(ctx.storage_root, trial_rel)
-    storage.write_bytes(storage.join(trial_uri, "params.json"),
-                        json.dumps({"trial_id": trial_id, "phase": ctx.phase, "params": config}, default=str).encode())
+    info = {"trial_id": trial_id, "phase": ctx.phase, "params": config, "source": source, "train_seed": train_seed,
+            "config_id": config_id(config)}
+    storage.write_bytes(storage.join(trial_uri, "params.json"), json.dumps(info, default=str).encode())
+    train = dataclasses.replace(sweep.train, seed=train_seed)
 
     def fit(stage: int, params: dict, epochs: int, parent: str | None) -> None:
-        run = StageRunConfig.from_sweep(sweep, stage, storage.join(trial_uri, f"stage{stage}"), ctx.dataset_uri, epochs, params, parent)
+        run = StageRunConfig.from_sweep(sweep, stage, storage.join(trial_uri, f"stage{stage}"), ctx.dataset_uri, epochs,
+                                        params, parent, train=train)
         fit_stage(run, sweep.resources, f"{trial_rel}/stage{stage}", ctx.storage_root,
                   sweep.search.max_failures, in_tune=True)
 

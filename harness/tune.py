@@ -77,51 +77,96 @@ class SweepFailed(RuntimeError):
     """The sweep ran but produced nothing to rank (every trial diverged or none reported)."""
 
 
-def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfig, seed: int, max_epochs: int,
-              resume: bool, budget_s: float | None, study=None):
-    """One Tune run of one phase. ``study`` (a harness.study.StudyStore) makes the Optuna study
-    persistent: it continues the phase's study from earlier runs and evaluates the paper defaults
-    only when that study is still empty."""
+def _fit(name: str, ctx, sweep: SweepConfig, resume: bool, make_tuner):
+    """Runs (or, with ``resume``, restores) the Tune run ``name`` under <sweep>/tune/ and returns its ResultGrid.
+    ``make_tuner(trainable, tune_root)`` builds a new Tuner when there is nothing to restore."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
-    from harness.capacity import cluster_capacity
-    from harness.searcher import make_searcher, max_concurrent_trials, trial_resources
+    from harness.searcher import trial_resources
     from harness.trial import stage_trial
 
     tune_root = storage.join(ctx.sweep_root, "tune")
-    tune_path = storage.join(tune_root, phase)  # the storage root is already absolute (main normalises it)
+    tune_path = storage.join(tune_root, name)  # the storage root is already absolute (main normalises it)
     trainable = tune.with_parameters(tune.with_resources(stage_trial, trial_resources(sweep.resources)), ctx=ctx)
     if resume and tune.Tuner.can_restore(tune_path):
-        print(f"resuming {phase} from {tune_path}", flush=True)
-        tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        metric, mode = sweep.search.objective, sweep.search.mode
-        concurrent = sweep.search.max_concurrent or max_concurrent_trials(
-            sweep.resources, cluster_capacity(), sweep.search.num_samples)
+        print(f"resuming {name} from {tune_path}", flush=True)
+        return tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
+    return make_tuner(trainable, tune_root).fit()
+
+
+def _concurrency(sweep: SweepConfig, runs: int) -> int:
+    from harness.capacity import cluster_capacity
+    from harness.searcher import max_concurrent_trials
+
+    return sweep.search.max_concurrent or max_concurrent_trials(sweep.resources, cluster_capacity(), runs)
+
+
+def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfig, seed: int, max_epochs: int,
+              resume: bool, budget_s: float | None, study=None):
+    """The search of one phase: Optuna's sampler proposes, the scheduler stops weak trials early.
+
+    ``study`` (a harness.study.StudyStore) makes the Optuna study persistent: it continues the
+    phase's study from earlier runs and evaluates the paper defaults only when that study is still empty."""
+    from ray import tune
+
+    from harness.searcher import make_scheduler, make_searcher
+
+    search = sweep.search
+
+    def make_tuner(trainable, tune_root):
+        first = first_point
         persistent = {}
         if study is not None:
             name = study.study_name(sweep.name, phase)
             persistent = {"study_name": name, "storage": study.storage()}
             if study.count_trials(name) > 0:
-                first_point = {}  # evaluated on an earlier night already
-        tuner = tune.Tuner(
+                first = {}  # evaluated on an earlier night already
+        searcher = make_searcher(space, first, search.objective, search.mode, seed,
+                                 final_stage=2 if phase != "stage1" else 1, sampler=search.sampler,
+                                 startup_trials=search.startup_trials, **persistent)
+        return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=make_searcher(space, first_point, metric, mode, seed, final_stage=2 if phase != "stage1" else 1,
-                                         **persistent),
-                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
-                                        grace_period=min(sweep.search.grace_period, max_epochs)),
-                metric=metric, mode=mode, num_samples=sweep.search.num_samples,
-                max_concurrent_trials=concurrent, time_budget_s=budget_s,
+                search_alg=searcher,
+                scheduler=make_scheduler(search.scheduler, max_epochs, search.grace_period, search.reduction_factor),
+                metric=search.objective, mode=search.mode, num_samples=search.num_samples,
+                max_concurrent_trials=_concurrency(sweep, search.num_samples), time_budget_s=budget_s,
             ),
             run_config=tune.RunConfig(name=phase, storage_path=tune_root,
-                                      failure_config=tune.FailureConfig(max_failures=sweep.search.max_failures)),
+                                      failure_config=tune.FailureConfig(max_failures=search.max_failures)),
         )
-    results = tuner.fit()
+
+    results = _fit(phase, ctx, sweep, resume, make_tuner)
     if study is not None:
         study.sync()  # the night's trials reach the study's home even if a later phase fails
     return results
+
+
+def confirm_phase(phase: str, ctx, sweep: SweepConfig, resume: bool, budget_s: float | None):
+    """Confirmation runs of one phase as Tune trials: every candidate (``ctx.candidates``) x every fresh
+    training seed, at the full budget (no scheduler), as many at once as the cluster fits. Tune makes
+    them fault tolerant and resumable like the search; their rows say ``source: confirm``."""
+    from ray import tune
+
+    from harness.confirm import confirmation_seeds
+
+    seeds = confirmation_seeds(sweep.train.seed, sweep.search.confirm.seeds)
+    runs = len(ctx.candidates) * len(seeds)
+    print(f"{phase}: confirming {len(ctx.candidates)} configs (the paper defaults and the top "
+          f"{len(ctx.candidates) - 1}) with training seeds {seeds}: {runs} runs at the full budget", flush=True)
+
+    def make_tuner(trainable, tune_root):
+        return tune.Tuner(
+            trainable,
+            param_space={"candidate": tune.grid_search(list(range(len(ctx.candidates)))),
+                         "train_seed": tune.grid_search(seeds)},
+            tune_config=tune.TuneConfig(metric=sweep.search.objective, mode=sweep.search.mode, num_samples=1,
+                                        max_concurrent_trials=_concurrency(sweep, runs), time_budget_s=budget_s),
+            run_config=tune.RunConfig(name=f"{phase}-confirm", storage_path=tune_root,
+                                      failure_config=tune.FailureConfig(max_failures=sweep.search.max_failures)),
+        )
+
+    return _fit(f"{phase}-confirm", ctx, sweep, resume, make_tuner)
 
 
 def start_ray() -> None:
@@ -150,6 +195,7 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     is where the dataset is built and reused; ``study`` makes the Optuna studies persistent.
     """
     from harness.capacity import check_cluster_fits
+    from harness.confirm import confirmation_candidates
     from harness.data.ensure import ensure_dataset
     from harness.report import build_report
     from harness.searcher import derive_seed, optuna_space
@@ -174,10 +220,25 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
         return None if budget is None else max(1.0, share * (budget - (time.perf_counter() - t0)))
 
     base = dict(sweep=sweep, sweep_root=sweep_root, storage_root=storage_root, dataset_uri=dataset_uri)
+    confirming = sweep.search.confirm.enabled
+    # Shares of what is left of a time budget: each stage's search leaves room for its confirmations,
+    # and Stage-I leaves Stage-II its turn.
+    search_share = 0.6 if confirming else 1.0
+
+    def search_and_confirm(phase: str, ctx, space: dict, epochs: int, phase_seed: int, share: float) -> None:
+        run_phase(phase, ctx, space, sweep.first_point(phase), sweep, phase_seed, epochs, resume,
+                  budget_left(share * search_share), study)
+        if confirming:
+            key = f"{phase}_confirm_candidates"  # recorded, so a resumed sweep confirms the same configs
+            if key not in record:
+                record[key] = confirmation_candidates(search_ranking(storage_root, sweep, phase), sweep.first_point(phase),
+                                                      sweep.search.confirm.top_k)
+                storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
+            confirm_phase(phase, dataclasses.replace(ctx, candidates=tuple(record[key])), sweep, resume, budget_left(share))
+
     if sweep.search.strategy == "staged":
-        # Half of a time budget for Stage-I, so Stage-II always gets its turn.
-        run_phase("stage1", PhaseContext(phase="stage1", **base), optuna_space(sweep.stage1.search),
-                  sweep.first_point("stage1"), sweep, seed, sweep.stage1.epochs, resume, budget_left(0.5), study)
+        search_and_confirm("stage1", PhaseContext(phase="stage1", **base), optuna_space(sweep.stage1.search),
+                           sweep.stage1.epochs, seed, 0.5)
         parents = top_stage1_checkpoints(storage_root, sweep)
         if not parents:
             raise SweepFailed("no Stage-I trial produced a checkpoint (all diverged?)")
@@ -187,13 +248,13 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
         # parameter whose distribution changes between sweeps. trial.py maps a missing rank to the last.
         space2 = {**optuna_space(sweep.stage2.search),
                   "stage1_parent": optuna.distributions.CategoricalDistribution(list(range(sweep.search.top_k)))}
-        run_phase("stage2", PhaseContext(phase="stage2", stage1_parents=tuple(parents), **base), space2,
-                  sweep.first_point("stage2"), sweep, seed + 1, sweep.stage2.epochs, resume, budget_left(), study)
+        search_and_confirm("stage2", PhaseContext(phase="stage2", stage1_parents=tuple(parents), **base), space2,
+                           sweep.stage2.epochs, seed + 1, 1.0)
         record["stage1_parents"] = parents
     else:
         space = {**optuna_space(sweep.stage1.search, "s1."), **optuna_space(sweep.stage2.search, "s2.")}
-        run_phase("joint", PhaseContext(phase="joint", **base), space, sweep.first_point("joint"), sweep, seed,
-                  sweep.stage1.epochs + sweep.stage2.epochs, resume, budget_left(), study)
+        search_and_confirm("joint", PhaseContext(phase="joint", **base), space, sweep.stage1.epochs + sweep.stage2.epochs,
+                           seed, 1.0)
     record["wall_seconds"] = round(time.perf_counter() - t0, 1)
     storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
     try:
@@ -228,20 +289,38 @@ def main(argv=None) -> int:
     return 0
 
 
-def top_stage1_checkpoints(storage_root: str, sweep: SweepConfig) -> list[str]:
-    """Best checkpoint of each of the top-k Stage-I trials, best first."""
-    from harness.checkpoint import best
+def search_ranking(storage_root: str, sweep: SweepConfig, phase: str) -> list[dict]:
+    """The search trials of ``phase``, best first (one seed each, at the budget the scheduler gave them)."""
     from harness.report import rank_trials
     from harness.results import collect_rows
 
+    rows = [r for r in collect_rows(storage_root, sweep) if r["phase"] == phase and r["source"] == "search"]
+    return rank_trials(rows, 1 if phase == "stage1" else 2, sweep.search.objective, sweep.search.mode)
+
+
+def top_stage1_checkpoints(storage_root: str, sweep: SweepConfig) -> list[str]:
+    """The best checkpoints of the top-k Stage-I configs, best first: by confirmed mean over seeds when
+    confirmation runs are on (each config's best seed run), then by the search's ranking."""
+    from harness.checkpoint import best
+    from harness.confirm import config_id, rank_confirmed
+    from harness.report import rank_trials
+    from harness.results import collect_rows
+
+    metric, mode = sweep.search.objective, sweep.search.mode
     rows = [r for r in collect_rows(storage_root, sweep) if r["phase"] == "stage1"]
-    parents = []
-    for e in rank_trials(rows, 1, sweep.search.objective, sweep.search.mode):
-        if e["final_status"] == "diverged":
+    ordered: list[tuple[str, str]] = []  # (config id, trial id) in rank order
+    if sweep.search.confirm.enabled:
+        confirmed = rank_confirmed(rows, "stage1", metric, mode, config_id(sweep.first_point("stage1")))
+        ordered += [(c.config_id, c.best_trial) for c in confirmed if c.diverged < len(c.values)]
+    ordered += [(e["config_id"], e["trial_id"]) for e in rank_trials([r for r in rows if r["source"] == "search"], 1, metric, mode)
+                if e["final_status"] != "diverged"]
+    parents, seen = [], set()
+    for cid, trial_id in ordered:
+        if cid in seen:
             continue
-        ckpt = best(storage.join(storage_root, sweep.name, "trials", e["trial_id"], "stage1"),
-                    sweep.search.objective, sweep.search.mode)
+        ckpt = best(storage.join(storage_root, sweep.name, "trials", trial_id, "stage1"), metric, mode)
         if ckpt:
+            seen.add(cid)
             parents.append(ckpt)
         if len(parents) == sweep.search.top_k:
             break
@@ -251,14 +330,26 @@ def top_stage1_checkpoints(storage_root: str, sweep: SweepConfig) -> list[str]:
 def print_leaderboard(out: dict, sweep: SweepConfig, record: dict) -> None:
     metric = sweep.search.objective
     print(f"\n=== Leaderboard: {sweep.name} ({sweep.search.strategy}, {metric}, {sweep.search.mode}) ===")
+    if out["confirmed"]:
+        print(f"confirmed configs, ranked by mean {metric} over seeds (95 % interval):")
+        for i, c in enumerate(out["confirmed"], 1):
+            s = c.summary
+            print(f"{i:2d}. {c.config_id}{' (paper defaults)' if c.is_default else ''}  {metric}={s.mean:.4g} "
+                  f"[{s.low:.4g}, {s.high:.4g}] over {s.n} seeds  {_shown_params(c.params)}")
+            print(f"    {c.verdict.sentence}")
+        print("search trials (one seed each):")
     for i, e in enumerate(out["ranked"], 1):
         params = {k.split(".", 1)[1]: v for k, v in e.items() if k.startswith("param.")}
-        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
         fid = f" fidelity={e['fidelity']:.3f}" if "fidelity" in e else ""
-        print(f"{i:2d}. {e['trial_id']}  {metric}={e[metric]:.4g}{fid}  [{e['final_status']}]  {shown}")
+        print(f"{i:2d}. {e['trial_id']}  {metric}={e[metric]:.4g}{fid}  [{e['final_status']}, epoch {e['epoch']}]  "
+              f"{_shown_params(params)}")
     print(f"cost: {json.dumps(out['cost'])}")
     print(f"wall time: {record['wall_seconds']} s")
     print(f"report: {out['report']}")
+
+
+def _shown_params(params: dict) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
 
 
 if __name__ == "__main__":
