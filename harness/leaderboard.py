@@ -42,13 +42,46 @@ def per_hour(q: float | None, hours: float) -> float | None:
     return None if q is None or hours <= 0 else q / hours
 
 
-def is_regression(tonight: float, all_time_before: float | None, mode: str, margin: float) -> bool:
-    """Tonight's best is worse than the best of all earlier nights by more than ``margin`` (relative)."""
+@dataclasses.dataclass(frozen=True)
+class NightBest:
+    """A night's best config: the mean over its confirmation seeds and the 95 % interval (a point when
+    the night ran no confirmation runs: low == high == value, n == 1)."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of_row(cls, night: dict) -> "NightBest":
+        # Nights recorded before confirmation runs existed carry no interval: a point.
+        low, high = night.get("best_ci_low"), night.get("best_ci_high")
+        value = night["best_value"]
+        return cls(value, value if low is None else low, value if high is None else high, night.get("best_seeds") or 1)
+
+
+def is_regression(tonight: NightBest, all_time_before: NightBest | None, mode: str, margin: float) -> bool:
+    """Tonight is clearly worse than the best of all earlier nights: the two 95 % intervals do not
+    overlap, and tonight's mean is worse by more than ``margin`` (relative). Overlapping intervals
+    are seed noise, not a regression, however far apart the means."""
     if all_time_before is None:
         return False
+    if tonight.low <= all_time_before.high and all_time_before.low <= tonight.high:
+        return False
     if mode == "min":
-        return tonight > all_time_before * (1 + margin)
-    return tonight < all_time_before * (1 - margin)
+        return tonight.value > all_time_before.value * (1 + margin)
+    return tonight.value < all_time_before.value * (1 - margin)
+
+
+def tonights_best(report: dict, metric: str) -> tuple[NightBest, str, int]:
+    """(tonight's best, the trial whose checkpoint represents it, its stage): the best confirmed config
+    by mean when the sweep ran confirmation runs, else the best search trial as a point."""
+    best = report["ranked"][0]  # rank_trials puts diverged trials last
+    if report["confirmed"]:
+        c = report["confirmed"][0]
+        return NightBest(c.summary.mean, c.summary.low, c.summary.high, c.summary.n), c.best_trial, best["stage"]
+    value = float(best[metric])
+    return NightBest(value, value, value, 1), best["trial_id"], best["stage"]
 
 
 def trial_costs(rows: list[dict]) -> dict[str, dict[str, float]]:
@@ -96,9 +129,9 @@ class Leaderboard:
         """Adds (or replaces) tonight's rows, judges regression, promotes a new all-time best, renders."""
         if not report["ranked"]:
             raise HarnessError(f"{sweep_root}: the night has no ranked trial")
-        best = report["ranked"][0]  # rank_trials puts diverged trials last
+        best = report["ranked"][0]
+        tonight, best_trial, final_stage = tonights_best(report, self.metric)
         costs = trial_costs(report["results"])
-        final_stage = best["stage"]
         trial_rows = []
         stage1 = report["stage1_ranked"] if best["phase"] == "stage2" else []  # a staged night's Stage-I trials cost too
         for e in report["ranked"] + stage1:
@@ -113,29 +146,45 @@ class Leaderboard:
         gpu_h = sum(c["gpu_hours"] for c in costs.values())
 
         earlier = [n for n in self.nights() if n["date"] != date]
-        before = [n for n in earlier if n["date"] < date]
-        all_time_before = self._best_value([n["best_value"] for n in before])
-        value = float(best[self.metric])
-        regression = is_regression(value, all_time_before, self.mode, margin)
-        all_time = self._best_value([value] + ([all_time_before] if all_time_before is not None else []))
-        ckpt = checkpoint.best(storage.join(sweep_root, "trials", best["trial_id"], f"stage{final_stage}"),
-                               self.metric, self.mode)
+        before = self._best_night([n for n in earlier if n["date"] < date])
+        all_time_before = NightBest.of_row(before) if before is not None else None
+        value = tonight.value
+        regression = is_regression(tonight, all_time_before, self.mode, margin)
+        all_time = tonight if all_time_before is None or self._better(value, all_time_before.value) else all_time_before
+        ckpt = checkpoint.best(storage.join(sweep_root, "trials", best_trial, f"stage{final_stage}"), self.metric, self.mode)
         q = quality(value, self.mode)
+        confirmed = report["confirmed"][0] if report["confirmed"] else None
         night = {"date": date, "sweep": self.sweep_name, "objective": self.metric, "mode": self.mode,
-                 "best_trial": best["trial_id"], "best_value": value, "best_fidelity": best.get("fidelity"),
-                 "all_time_best": all_time, "regression": regression, "margin": margin,
+                 "best_trial": best_trial, "best_value": value, "best_ci_low": tonight.low, "best_ci_high": tonight.high,
+                 "best_seeds": tonight.n, "best_config": confirmed.config_id if confirmed else best["config_id"],
+                 "best_verdict": confirmed.verdict.sentence if confirmed else None,
+                 "best_fidelity": best.get("fidelity") if confirmed is None else None,
+                 "all_time_best": all_time.value, "all_time_best_ci_low": all_time.low,
+                 "all_time_best_ci_high": all_time.high, "regression": regression, "margin": margin,
                  "trials": len(costs), "cpu_hours": cpu_h, "gpu_hours": gpu_h, "wall_hours": wall_seconds / 3600,
                  "quality": q, "quality_per_gpu_hour": per_hour(q, gpu_h), "quality_per_cpu_hour": per_hour(q, cpu_h),
                  "seed": seed, "report": report["report"], "checkpoint": ckpt}
         nights = sorted(earlier + [night], key=lambda n: n["date"])
         promoted = False
         if ckpt is not None and value == self._best_value([n["best_value"] for n in nights]):
-            self.promote(ckpt, {"date": date, "trial_id": best["trial_id"], self.metric: value})
+            self.promote(ckpt, {"date": date, "trial_id": best_trial, self.metric: value,
+                                "ci": [tonight.low, tonight.high], "seeds": tonight.n})
             promoted = True
         self._write("nights.parquet", nights)
         self._write("trials.parquet", [r for r in self._read("trials.parquet") if r["date"] != date] + trial_rows)
         self.render(nights, trial_rows, night)
-        return NightOutcome(date, regression, all_time, value, storage.join(self.uri, "leaderboard.html"), promoted)
+        return NightOutcome(date, regression, all_time.value, value, storage.join(self.uri, "leaderboard.html"), promoted)
+
+    def _better(self, a: float, b: float) -> bool:
+        return a < b if self.mode == "min" else a > b
+
+    def _best_night(self, nights: list[dict]) -> dict | None:
+        best = None
+        for n in nights:
+            if n["best_value"] is not None and math.isfinite(n["best_value"]) and (
+                    best is None or self._better(n["best_value"], best["best_value"])):
+                best = n
+        return best
 
     def _best_value(self, values: list[float]) -> float | None:
         values = [v for v in values if v is not None and math.isfinite(v)]
@@ -173,7 +222,9 @@ class Leaderboard:
         fig, (ax, ax_cost) = plt.subplots(1, 2, figsize=(11, 3.6))
         dates = [n["date"] for n in nights]
         x = range(len(nights))
-        ax.plot(x, [n["best_value"] for n in nights], marker="o", label="best of the night")
+        bests = [NightBest.of_row(n) for n in nights]
+        ax.errorbar(x, [b.value for b in bests], yerr=[[b.value - b.low for b in bests], [b.high - b.value for b in bests]],
+                    marker="o", capsize=3, label="best of the night (95 % interval)")
         ax.step(x, [n["all_time_best"] for n in nights], where="post", linestyle="--", label="all-time best")
         bad = [i for i, n in enumerate(nights) if n["regression"]]
         ax.scatter(bad, [nights[i]["best_value"] for i in bad], color="red", zorder=3, s=60, label="regression")
@@ -195,16 +246,21 @@ class Leaderboard:
                  f"Objective `{m}` ({self.mode}); quality = {m if self.mode == 'max' else '1/' + m}; "
                  f"regression margin {tonight['margin']:.0%}.", ""]
         if tonight["regression"]:
-            lines += [f"**REGRESSION on {tonight['date']}**: best {m} {_fmt(tonight['best_value'])} is worse than "
-                      f"the all-time best {_fmt(tonight['all_time_best'])} by more than {tonight['margin']:.0%}.", ""]
+            lines += [f"**REGRESSION on {tonight['date']}**: best {m} {_fmt(tonight['best_value'])} "
+                      f"{_interval(tonight)} is worse than the all-time best {_fmt(tonight['all_time_best'])} "
+                      f"[{_fmt(tonight['all_time_best_ci_low'])}, {_fmt(tonight['all_time_best_ci_high'])}]: the 95 % "
+                      f"intervals do not overlap and the means differ by more than {tonight['margin']:.0%}.", ""]
         top = next(n for n in nights if n["best_value"] == tonight["all_time_best"]) if nights else tonight
-        lines += [f"**All-time best**: {m} = {_fmt(top['best_value'])}, trial `{top['best_trial']}` on {top['date']}; "
-                  f"its checkpoint is promoted to leaderboard/best/.", "", "## Nights", ""]
-        head = ["date", "best trial", m, "fidelity", "all-time best", "regression", "trials", "CPU-h", "GPU-h",
+        lines += [f"**All-time best**: {m} = {_fmt(top['best_value'])} {_interval(top)}, trial `{top['best_trial']}` on "
+                  f"{top['date']}; its checkpoint is promoted to leaderboard/best/.", "",
+                  f"A night's best is its best confirmed config: the mean {m} over its confirmation seeds, with the 95 % "
+                  "interval. A night is flagged as a regression only when its interval and the all-time best's do not "
+                  f"overlap and the means differ by more than the margin.", "", "## Nights", ""]
+        head = ["date", "best trial", m, "95 % interval", "seeds", "all-time best", "regression", "trials", "CPU-h", "GPU-h",
                 "quality/GPU-h", "quality/CPU-h", "report"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for n in reversed(nights):
-            cells = [n["date"], n["best_trial"], _fmt(n["best_value"]), _fmt(n.get("best_fidelity")),
+            cells = [n["date"], n["best_trial"], _fmt(n["best_value"]), _interval(n), str(n.get("best_seeds") or 1),
                      _fmt(n["all_time_best"]), "yes" if n["regression"] else "", str(n["trials"]),
                      _fmt(n["cpu_hours"]), _fmt(n["gpu_hours"]), _fmt(n["quality_per_gpu_hour"]),
                      _fmt(n["quality_per_cpu_hour"]), n["report"]]
@@ -224,6 +280,11 @@ def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _interval(night: dict) -> str:
+    b = NightBest.of_row(night)
+    return f"[{_fmt(b.low)}, {_fmt(b.high)}]" if b.n > 1 else "(one seed)"
 
 
 def _copy_checkpoint(src: str, dst: str) -> None:

@@ -13,7 +13,8 @@
   GPU-hours, quality per hour); a new all-time best checkpoint is promoted to leaderboard/best/.
 
 Exit codes: 0 done; 1 the sweep produced nothing to rank; 2 bad input or unusable storage;
-3 tonight's best is worse than the all-time best by more than --regression-margin.
+3 tonight's best is worse than the all-time best beyond seed noise: their 95 % intervals over the
+confirmation seeds do not overlap, and the means differ by more than --regression-margin.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def parse_args(argv):
     p.add_argument("--budget-hours", type=float, help="wall-clock budget for tonight's sweep")
     p.add_argument("--date", help="the night's date, YYYY-MM-DD (default: today, UTC)")
     p.add_argument("--regression-margin", type=float, default=0.10,
-                   help="flag a regression when tonight's best is worse than the all-time best by more "
-                        "than this fraction (default 0.10)")
+                   help="flag a regression when tonight's best is worse than the all-time best beyond seed "
+                        "noise (non-overlapping 95 %% intervals) and by more than this fraction (default 0.10)")
     p.add_argument("--study", help="Optuna study home: a journal file URI or a database URL "
                                    "(default <storage>/nightly/optuna/<sweep>.journal)")
     p.add_argument("--report-only", action="store_true",
@@ -101,6 +102,7 @@ def main(argv=None) -> int:
     night_root = storage.join(args.storage, "nightly", date)
     sweep_root = storage.join(night_root, sweep.name)
     board = Leaderboard(args.storage, sweep.name, sweep.search.objective, sweep.search.mode)
+    study = StudyStore(args.study or storage.join(args.storage, "nightly", "optuna", f"{sweep.name}.journal"))
     try:
         board.nights()  # refuses a root that holds another nightly sweep before any trial runs
         if args.report_only:
@@ -109,9 +111,9 @@ def main(argv=None) -> int:
                 raise HarnessError(f"{record_uri}: not found (no night {date} to report)")
             record = json.loads(storage.read_bytes(record_uri))
             sweep = sweep_from_dict(record["sweep"])
-            report = build_report(night_root, sweep, record)
+            final_phase = "stage2" if sweep.search.strategy == "staged" else "joint"
+            report = build_report(night_root, sweep, record, study.trials(study.study_name(sweep.name, final_phase)))
         else:
-            study = StudyStore(args.study or storage.join(args.storage, "nightly", "optuna", f"{sweep.name}.journal"))
             start_ray()
             print(f"night {date}: {sweep.name} under {night_root}, study {study.location}", flush=True)
             record, report = run_sweep(sweep, night_root, resume=True, dataset_root=args.storage, study=study)
@@ -130,7 +132,8 @@ def main(argv=None) -> int:
     print(f"leaderboard: {outcome.leaderboard_uri}")
     if outcome.regression:
         print(f"REGRESSION: tonight's best {metric} {outcome.best_value:.4g} is worse than the all-time best "
-              f"{outcome.all_time_best:.4g} by more than {args.regression_margin:.0%}", file=sys.stderr)
+              f"{outcome.all_time_best:.4g} beyond seed noise (the 95 % intervals do not overlap) and by more than "
+              f"{args.regression_margin:.0%}", file=sys.stderr)
         return EXIT_REGRESSION
     return 0
 

@@ -102,11 +102,12 @@ def _concurrency(sweep: SweepConfig, runs: int) -> int:
 
 
 def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfig, seed: int, max_epochs: int,
-              resume: bool, budget_s: float | None, study=None):
+              resume: bool, budget_s: float | None, study=None, stop=None, callbacks=()):
     """The search of one phase: Optuna's sampler proposes, the scheduler stops weak trials early.
 
     ``study`` (a harness.study.StudyStore) makes the Optuna study persistent: it continues the
-    phase's study from earlier runs and evaluates the paper defaults only when that study is still empty."""
+    phase's study from earlier runs and evaluates the paper defaults only when that study is still empty.
+    ``stop`` (a Tune Stopper) and ``callbacks`` (Tune Callbacks) go to the Tune run as they are."""
     from ray import tune
 
     from harness.searcher import make_scheduler, make_searcher
@@ -132,7 +133,7 @@ def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfi
                 metric=search.objective, mode=search.mode, num_samples=search.num_samples,
                 max_concurrent_trials=_concurrency(sweep, search.num_samples), time_budget_s=budget_s,
             ),
-            run_config=tune.RunConfig(name=phase, storage_path=tune_root,
+            run_config=tune.RunConfig(name=phase, storage_path=tune_root, stop=stop, callbacks=list(callbacks),
                                       failure_config=tune.FailureConfig(max_failures=search.max_failures)),
         )
 
@@ -257,8 +258,11 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
                            seed, 1.0)
     record["wall_seconds"] = round(time.perf_counter() - t0, 1)
     storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
+    final_phase = "stage2" if sweep.search.strategy == "staged" else "joint"
+    # A persistent study holds every night's trials: importances rest on all of them.
+    study_trials = study.trials(study.study_name(sweep.name, final_phase)) if study is not None else None
     try:
-        report = build_report(storage_root, sweep, record)
+        report = build_report(storage_root, sweep, record, study_trials)
     except ValueError as exc:  # no trial reported an evaluation
         raise SweepFailed(str(exc)) from exc
     return record, report

@@ -1,0 +1,310 @@
+"""Search efficiency: does the harness's search find better StackGAN configs than random search, per budget?
+
+    python benchmarks/search_efficiency.py [--methods random,random+asha,tpe,tpe+asha] [--reps 5]
+        [--budget 48] [--epochs 8] [--n 1000] [--confirm-seeds 2] [--concurrent 2] [--device cpu|cuda]
+        [--out DIR]
+
+Setup: the demo sweep's Stage-I (shapes data, small profile, batch 16, its search space and the paper
+defaults as the first trial) on --n scenes; a trial trains at most --epochs epochs, and one repetition
+of a method spends --budget trial-epochs. Every repetition is a real search phase of the harness
+(harness.tune.run_phase: Tune + OptunaSearch with the method's sampler, seeded with the repetition's
+index, and the method's scheduler), stopped by a Tune stopper once its budget is spent.
+
+After every finished trial it records the incumbent (the best judge-FID among trials that ran the full
+--epochs) against cumulative trial-epochs and wall time. Then every repetition's pick (its final
+incumbent) and the paper defaults are trained again with --confirm-seeds fresh seeds at the full budget
+(harness.tune.confirm_phase), so methods are compared on real quality, not on lucky evaluations.
+
+Answers, in the JSON it prints: each method's median final incumbent with its interquartile range; the
+trial-epochs its median curve needs to reach random search's final median incumbent, and the ratio to
+random search; each pick's confirmed mean, and a one-sided Welch's t-test of each method's confirmed
+picks against random search's. Writes search_efficiency.json and search_efficiency.png (median anytime
+curves with interquartile bands; confirmed picks) under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+if __package__ in (None, ""):  # `python benchmarks/search_efficiency.py`: the repo on the path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+from ray import tune  # noqa: E402
+
+from harness import REPO_ROOT, storage  # noqa: E402
+from harness.config import SweepConfig, sweep_from_dict  # noqa: E402
+
+METHODS = {  # name -> (search.sampler, search.scheduler)
+    "random": ("random", "none"),
+    "random+asha": ("random", "asha"),
+    "tpe": ("tpe", "none"),
+    "tpe+asha": ("tpe", "asha"),
+    "gp": ("gp", "none"),
+    "gp+asha": ("gp", "asha"),
+    "qmc": ("qmc", "none"),
+    "cmaes": ("cmaes", "none"),
+}
+BASELINE = "random"
+
+
+class EpochBudget(tune.Stopper):
+    """Stops the whole Tune run once its trials have trained ``budget`` epochs between them."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.spent = budget, 0
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        self.spent += 1  # one report per epoch (eval_every 1)
+        return False
+
+    def stop_all(self) -> bool:
+        return self.spent >= self.budget
+
+
+class Anytime(tune.Callback):
+    """After each finished trial: cumulative trial-epochs, wall seconds, and the incumbent (best objective
+    among trials that ran the full budget; the early-stopped ones ran fewer epochs and are not comparable)."""
+
+    def __init__(self, budget: EpochBudget, metric: str, mode: str, max_epochs: int) -> None:
+        self.budget, self.metric, self.max_epochs = budget, metric, max_epochs
+        self.sign = 1 if mode == "min" else -1
+        self.t0 = time.perf_counter()
+        self.last: dict[str, tuple[float, int]] = {}
+        self.points: list[dict] = []
+        self.incumbent: tuple[float, dict] | None = None
+        self.trials = 0
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if self.metric in result:
+            self.last[trial.trial_id] = (float(result[self.metric]), int(result.get("epoch", 0)))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.trials += 1
+        if trial.trial_id not in self.last:
+            return
+        value, epoch = self.last[trial.trial_id]
+        if epoch >= self.max_epochs and (self.incumbent is None or self.sign * value < self.sign * self.incumbent[0]):
+            self.incumbent = (value, {k: v for k, v in trial.config.items()})
+        self.points.append({"trial_epochs": self.budget.spent, "wall_s": round(time.perf_counter() - self.t0, 2),
+                            "incumbent": None if self.incumbent is None else self.incumbent[0]})
+
+
+def bench_sweep(args, name: str, sampler: str, scheduler: str) -> SweepConfig:
+    """The demo sweep, cut to Stage-I at this benchmark's size, with one method's sampler and scheduler."""
+    with open(os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")) as f:
+        raw = yaml.safe_load(f)
+    raw["name"] = name
+    raw["data"]["n"] = args.n
+    raw["stage1"]["epochs"] = args.epochs
+    gpus = 1.0 / args.concurrent if args.device == "cuda" else 0.0  # trials share the one GPU
+    raw["resources"] = {"workers": 0, "cpus_per_worker": args.threads, "gpus_per_worker": gpus}
+    raw["train"]["keep_checkpoints"] = 1
+    raw["search"].update(sampler=sampler, scheduler=scheduler, num_samples=100_000, max_concurrent=args.concurrent,
+                         grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+                         startup_trials=args.startup_trials, confirm={"top_k": 1, "seeds": args.confirm_seeds})
+    return sweep_from_dict(raw)
+
+
+def run_repetition(args, root: str, dataset_uri: str, method: str, rep: int) -> dict:
+    from harness.searcher import optuna_space
+    from harness.trial import PhaseContext
+    from harness.tune import run_phase
+
+    sampler, scheduler = METHODS[method]
+    sweep = bench_sweep(args, f"{method.replace('+', '-')}-r{rep}", sampler, scheduler)
+    stopper = EpochBudget(args.budget)
+    anytime = Anytime(stopper, sweep.search.objective, sweep.search.mode, args.epochs)
+    ctx = PhaseContext(sweep=sweep, sweep_root=storage.join(root, sweep.name), storage_root=root,
+                       dataset_uri=dataset_uri, phase="stage1")
+    t0 = time.perf_counter()
+    run_phase("stage1", ctx, optuna_space(sweep.stage1.search), sweep.first_point("stage1"), sweep, rep,
+              args.epochs, False, None, stop=stopper, callbacks=[anytime])
+    return {"method": method, "rep": rep, "searcher_seed": rep, "points": anytime.points, "trials": anytime.trials,
+            "trial_epochs": stopper.spent, "wall_s": round(time.perf_counter() - t0, 1),
+            "final_incumbent": anytime.incumbent[0] if anytime.incumbent else None,
+            "pick": anytime.incumbent[1] if anytime.incumbent else None}
+
+
+def confirm_picks(args, root: str, dataset_uri: str, reps: list[dict]) -> dict[str, dict]:
+    """Trains every distinct pick and the paper defaults with fresh seeds; config id -> confirmed summary."""
+    from harness.confirm import config_id, rank_confirmed
+    from harness.results import collect_rows
+    from harness.trial import PhaseContext
+    from harness.tune import confirm_phase
+
+    sweep = bench_sweep(args, "confirm", "tpe", "none")
+    defaults = sweep.first_point("stage1")
+    candidates, seen = [defaults], {config_id(defaults)}
+    for r in reps:
+        if r["pick"] is not None and config_id(r["pick"]) not in seen:
+            seen.add(config_id(r["pick"]))
+            candidates.append(r["pick"])
+    ctx = PhaseContext(sweep=sweep, sweep_root=storage.join(root, sweep.name), storage_root=root,
+                       dataset_uri=dataset_uri, phase="stage1", candidates=tuple(candidates))
+    confirm_phase("stage1", ctx, sweep, False, None)
+    ranked = rank_confirmed(collect_rows(root, sweep), "stage1", sweep.search.objective, sweep.search.mode,
+                            config_id(defaults))
+    return {c.config_id: {"mean": c.summary.mean, "sd": c.summary.sd, "ci": [c.summary.low, c.summary.high],
+                          "values": list(c.values), "is_default": c.is_default} for c in ranked}
+
+
+def curve_on_grid(points: list[dict], grid: np.ndarray) -> np.ndarray:
+    """The incumbent after each budget in ``grid`` (NaN before the first full-budget trial ended)."""
+    out = np.full(len(grid), np.nan)
+    for p in points:
+        if p["incumbent"] is not None:
+            out[grid >= p["trial_epochs"]] = p["incumbent"]
+    return out
+
+
+def analyse(args, reps: list[dict], confirmed: dict[str, dict]) -> dict:
+    from scipy import stats
+
+    from harness.confirm import config_id
+
+    grid = np.arange(1, args.budget + 1)
+    methods = [m for m in args.methods if any(r["method"] == m for r in reps)]
+    curves = {m: np.array([curve_on_grid(r["points"], grid) for r in reps if r["method"] == m]) for m in methods}
+    summary: dict[str, dict] = {}
+    for m in methods:
+        finals = [r["final_incumbent"] for r in reps if r["method"] == m and r["final_incumbent"] is not None]
+        picks = [confirmed[config_id(r["pick"])]["mean"] for r in reps if r["method"] == m and r["pick"] is not None]
+        with np.errstate(all="ignore"):
+            median = np.nanmedian(curves[m], axis=0) if len(curves[m]) else np.full(len(grid), np.nan)
+        summary[m] = {
+            "reps": len([r for r in reps if r["method"] == m]),
+            "median_final_incumbent": float(np.median(finals)) if finals else None,
+            "iqr_final_incumbent": [float(np.percentile(finals, 25)), float(np.percentile(finals, 75))] if finals else None,
+            "median_trials": float(np.median([r["trials"] for r in reps if r["method"] == m])),
+            "median_wall_s": float(np.median([r["wall_s"] for r in reps if r["method"] == m])),
+            "confirmed_picks": picks,
+            "median_confirmed_pick": float(np.median(picks)) if picks else None,
+            "_median_curve": median,
+        }
+    out: dict = {"methods": {}}
+    target = summary.get(BASELINE, {}).get("median_final_incumbent")
+    base_epochs = None
+    if target is not None:
+        reached = np.nonzero(summary[BASELINE]["_median_curve"] <= target)[0]
+        base_epochs = int(grid[reached[0]]) if len(reached) else None
+    out["target"] = {"what": f"{BASELINE}'s median final incumbent", "fid": target, "trial_epochs_for_random": base_epochs}
+    for m, s in summary.items():
+        curve = s.pop("_median_curve")
+        if target is not None:
+            reached = np.nonzero(curve <= target)[0]
+            s["trial_epochs_to_target"] = int(grid[reached[0]]) if len(reached) else None
+            s["budget_ratio_to_random"] = (round(s["trial_epochs_to_target"] / base_epochs, 3)
+                                           if s["trial_epochs_to_target"] and base_epochs else None)
+        base = summary.get(BASELINE, {}).get("confirmed_picks") or []
+        if m != BASELINE and len(s["confirmed_picks"]) >= 2 and len(base) >= 2:
+            p = stats.ttest_ind(s["confirmed_picks"], base, equal_var=False, alternative="less").pvalue
+            s["confirmed_vs_random_p"] = None if np.isnan(p) else round(float(p), 4)
+            s["beats_random_beyond_noise"] = bool(p < 0.05)
+        out["methods"][m] = s
+    defaults = next((c for c in confirmed.values() if c["is_default"]), None)
+    out["paper_defaults_confirmed"] = defaults
+    out["curves"] = {m: {"trial_epochs": grid.tolist(),
+                         "median": np.nanmedian(c, axis=0).tolist() if len(c) else [],
+                         "q25": np.nanpercentile(c, 25, axis=0).tolist() if len(c) else [],
+                         "q75": np.nanpercentile(c, 75, axis=0).tolist() if len(c) else []}
+                     for m, c in curves.items()}
+    return out
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_pick) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    for i, (m, c) in enumerate(result["curves"].items()):
+        colour = f"C{i}"
+        x = np.array(c["trial_epochs"])
+        ax.plot(x, c["median"], color=colour, label=m)
+        ax.fill_between(x, c["q25"], c["q75"], color=colour, alpha=0.2)
+        picks = result["methods"][m]["confirmed_picks"]
+        ax_pick.scatter([i] * len(picks), picks, color=colour, marker="x")
+    if result["target"]["fid"] is not None:
+        ax.axhline(result["target"]["fid"], color="grey", linestyle=":", label="random's final median")
+    d = result["paper_defaults_confirmed"]
+    if d:
+        ax_pick.axhspan(d["ci"][0], d["ci"][1], color="grey", alpha=0.2, label="paper defaults, 95 % interval")
+        ax_pick.legend(fontsize=7)
+    ax.set_xlabel("cumulative trial-epochs")
+    ax.set_ylabel("incumbent judge-FID (lower is better)")
+    ax.set_title("anytime incumbent: median and interquartile band over repetitions")
+    ax.legend(fontsize=8)
+    names = list(result["curves"])
+    ax_pick.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+    ax_pick.set_ylabel("confirmed mean judge-FID of the final pick")
+    ax_pick.set_title("each repetition's pick, re-trained with fresh seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default="random,random+asha,tpe,tpe+asha",
+                   help=f"comma-separated, from {', '.join(METHODS)} (default: %(default)s)")
+    p.add_argument("--reps", type=int, default=5, help="repetitions per method, searcher seeds 0..reps-1")
+    p.add_argument("--budget", type=int, default=48, help="trial-epochs per repetition")
+    p.add_argument("--epochs", type=int, default=8, help="a trial's full budget in epochs")
+    p.add_argument("--n", type=int, default=1000, help="shapes scenes (90 %% train)")
+    p.add_argument("--confirm-seeds", type=int, default=2, help="fresh training seeds per pick")
+    p.add_argument("--concurrent", type=int, default=2, help="trials at once")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per trial")
+    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial may be stopped")
+    p.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep 1/rf of the trials at each rung")
+    p.add_argument("--startup-trials", type=int, default=10, help="TPE/GP: random trials before the model is used")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--out", default="runs/search-efficiency", help="local directory: the trials, the JSON and the PNG")
+    args = p.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad:
+        p.error(f"--methods: unknown method {bad[0]!r}; known: {', '.join(METHODS)}")
+    if args.budget < args.epochs or args.reps < 1 or args.confirm_seeds < 2:
+        p.error("--budget must be >= --epochs, --reps >= 1 and --confirm-seeds >= 2")
+    if storage.is_s3(args.out):
+        p.error("--out: a local directory (the plot is written with matplotlib)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from harness.data.ensure import ensure_dataset
+    from harness.tune import start_ray
+
+    root = storage.normalize(args.out)
+    t0 = time.perf_counter()
+    dataset_uri = ensure_dataset(root, bench_sweep(args, "probe", "tpe", "none").data, "small")
+    start_ray()
+    reps = []
+    for rep in range(args.reps):  # interleaved, so a change of machine speed hits every method alike
+        for method in args.methods:
+            reps.append(run_repetition(args, root, dataset_uri, method, rep))
+            print(json.dumps({k: v for k, v in reps[-1].items() if k != "points"}, default=str), file=sys.stderr,
+                  flush=True)
+    confirmed = confirm_picks(args, root, dataset_uri, reps)
+    result = {"settings": {k: v for k, v in vars(args).items()}, "machine": {"cpus": os.cpu_count(),
+                                                                             "platform": platform.platform()},
+              **analyse(args, reps, confirmed), "repetitions": reps, "confirmed": confirmed,
+              "wall_s": round(time.perf_counter() - t0, 1)}
+    with open(os.path.join(root, "search_efficiency.json"), "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    plot(result, os.path.join(root, "search_efficiency.png"))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("repetitions", "curves", "confirmed")}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
