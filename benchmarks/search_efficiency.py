@@ -1,8 +1,8 @@
 """Search efficiency: does the harness's search find better StackGAN configs than random search, per budget?
 
     python benchmarks/search_efficiency.py [--methods random,random+asha,tpe,tpe+asha] [--reps 5]
-        [--budget 48] [--epochs 8] [--n 1000] [--confirm-seeds 2] [--concurrent 2] [--device cpu|cuda]
-        [--out DIR]
+        [--budget 48] [--epochs 6] [--n 1000] [--startup-trials 4] [--confirm-seeds 2] [--concurrent 2]
+        [--device cpu|cuda] [--sweep FILE] [--out DIR]
 
 Setup: the demo sweep's Stage-I (shapes data, small profile, batch 16, its search space and the paper
 defaults as the first trial) on --n scenes; a trial trains at most --epochs epochs, and one repetition
@@ -30,6 +30,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 
 if __package__ in (None, ""):  # `python benchmarks/search_efficiency.py`: the repo on the path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -98,7 +99,7 @@ class Anytime(tune.Callback):
 
 def bench_sweep(args, name: str, sampler: str, scheduler: str) -> SweepConfig:
     """The demo sweep, cut to Stage-I at this benchmark's size, with one method's sampler and scheduler."""
-    with open(os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")) as f:
+    with open(args.sweep) as f:
         raw = yaml.safe_load(f)
     raw["name"] = name
     raw["data"]["n"] = args.n
@@ -155,6 +156,15 @@ def confirm_picks(args, root: str, dataset_uri: str, reps: list[dict]) -> dict[s
                           "values": list(c.values), "is_default": c.is_default} for c in ranked}
 
 
+def _nan_stat(fn, curves: np.ndarray, *args) -> list:
+    """A per-budget statistic over repetitions, NaN where no repetition has an incumbent yet."""
+    if not len(curves):
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: before any full-budget trial ended
+        return fn(curves, *args, axis=0).tolist()
+
+
 def curve_on_grid(points: list[dict], grid: np.ndarray) -> np.ndarray:
     """The incumbent after each budget in ``grid`` (NaN before the first full-budget trial ended)."""
     out = np.full(len(grid), np.nan)
@@ -176,8 +186,7 @@ def analyse(args, reps: list[dict], confirmed: dict[str, dict]) -> dict:
     for m in methods:
         finals = [r["final_incumbent"] for r in reps if r["method"] == m and r["final_incumbent"] is not None]
         picks = [confirmed[config_id(r["pick"])]["mean"] for r in reps if r["method"] == m and r["pick"] is not None]
-        with np.errstate(all="ignore"):
-            median = np.nanmedian(curves[m], axis=0) if len(curves[m]) else np.full(len(grid), np.nan)
+        median = np.array(_nan_stat(np.nanmedian, curves[m]) or np.full(len(grid), np.nan))
         summary[m] = {
             "reps": len([r for r in reps if r["method"] == m]),
             "median_final_incumbent": float(np.median(finals)) if finals else None,
@@ -210,10 +219,8 @@ def analyse(args, reps: list[dict], confirmed: dict[str, dict]) -> dict:
         out["methods"][m] = s
     defaults = next((c for c in confirmed.values() if c["is_default"]), None)
     out["paper_defaults_confirmed"] = defaults
-    out["curves"] = {m: {"trial_epochs": grid.tolist(),
-                         "median": np.nanmedian(c, axis=0).tolist() if len(c) else [],
-                         "q25": np.nanpercentile(c, 25, axis=0).tolist() if len(c) else [],
-                         "q75": np.nanpercentile(c, 75, axis=0).tolist() if len(c) else []}
+    out["curves"] = {m: {"trial_epochs": grid.tolist(), "median": _nan_stat(np.nanmedian, c),
+                         "q25": _nan_stat(np.nanpercentile, c, 25), "q75": _nan_stat(np.nanpercentile, c, 75)}
                      for m, c in curves.items()}
     return out
 
@@ -257,15 +264,19 @@ def parse_args(argv):
                    help=f"comma-separated, from {', '.join(METHODS)} (default: %(default)s)")
     p.add_argument("--reps", type=int, default=5, help="repetitions per method, searcher seeds 0..reps-1")
     p.add_argument("--budget", type=int, default=48, help="trial-epochs per repetition")
-    p.add_argument("--epochs", type=int, default=8, help="a trial's full budget in epochs")
+    p.add_argument("--epochs", type=int, default=6, help="a trial's full budget in epochs")
     p.add_argument("--n", type=int, default=1000, help="shapes scenes (90 %% train)")
     p.add_argument("--confirm-seeds", type=int, default=2, help="fresh training seeds per pick")
     p.add_argument("--concurrent", type=int, default=2, help="trials at once")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per trial")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial may be stopped")
     p.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep 1/rf of the trials at each rung")
-    p.add_argument("--startup-trials", type=int, default=10, help="TPE/GP: random trials before the model is used")
+    p.add_argument("--startup-trials", type=int, default=4,
+                   help="TPE/GP: random trials before the model is used (Optuna's 10 would leave a 48-epoch "
+                        "budget without ASHA, 8 trials, all random)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--sweep", default=os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml"),
+                   help="the sweep file whose data, model, training and Stage-I space are benchmarked (default: the demo)")
     p.add_argument("--out", default="runs/search-efficiency", help="local directory: the trials, the JSON and the PNG")
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -286,7 +297,8 @@ def main(argv=None) -> int:
 
     root = storage.normalize(args.out)
     t0 = time.perf_counter()
-    dataset_uri = ensure_dataset(root, bench_sweep(args, "probe", "tpe", "none").data, "small")
+    probe = bench_sweep(args, "probe", "tpe", "none")
+    dataset_uri = ensure_dataset(root, probe.data, probe.model.profile)
     start_ray()
     reps = []
     for rep in range(args.reps):  # interleaved, so a change of machine speed hits every method alike

@@ -287,13 +287,13 @@ class SearchConfig:
             raise ConfigError(f"{path}.reduction_factor: must be >= 2, got {self.reduction_factor}")
         if self.startup_trials < 1:
             raise ConfigError(f"{path}.startup_trials: must be >= 1, got {self.startup_trials}")
-        if self.confirm is not None and self.confirm.enabled and self.confirm.top_k > self.num_samples:
-            raise ConfigError(f"{path}.confirm.top_k: {self.confirm.top_k} configs to confirm, but the search runs "
-                              f"only num_samples = {self.num_samples} trials")
         if self.strategy not in ("staged", "joint"):
             raise ConfigError(f"{path}.strategy: {self.strategy!r} is not one of staged, joint")
         if self.num_samples < 1:
             raise ConfigError(f"{path}.num_samples: must be >= 1, got {self.num_samples}")
+        if self.confirm is not None and self.confirm.enabled and self.confirm.top_k > self.num_samples:
+            raise ConfigError(f"{path}.confirm.top_k: {self.confirm.top_k} configs to confirm, but the search runs "
+                              f"only num_samples = {self.num_samples} trials")
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"{path}.objective: {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
         if self.max_concurrent is not None and self.max_concurrent < 1:

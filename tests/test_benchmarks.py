@@ -5,6 +5,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -87,3 +89,29 @@ def test_attribute_probe_supervised_d_learns_an_easy_attribute(tmp_path):
 def test_attribute_probe_g_judge_reports_fidelity(tmp_path):
     lines = _attribute_probe(tmp_path, "--probe", "g-judge", "--steps", "4", "--every", "4")
     assert len(lines) == 1 and lines[0]["step"] == 4 and 0.0 <= lines[0]["fidelity_colour"] <= 1.0
+
+
+@pytest.mark.slow
+def test_search_efficiency_runs_each_method_and_confirms_the_picks(ray_local, tmp_path, capsys):
+    from benchmarks import search_efficiency
+
+    out = tmp_path / "se"
+    assert search_efficiency.main(["--sweep", "search_spaces/tiny.yaml", "--methods", "random,tpe+asha", "--reps", "1",
+                                   "--budget", "3", "--epochs", "1", "--n", "200", "--confirm-seeds", "2",
+                                   "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(summary["methods"]) == {"random", "tpe+asha"}
+    for m in summary["methods"].values():
+        assert m["reps"] == 1 and len(m["confirmed_picks"]) == 1 and m["median_final_incumbent"] > 0
+    assert summary["methods"]["random"]["budget_ratio_to_random"] == 1.0
+    assert summary["paper_defaults_confirmed"]["is_default"] and len(summary["paper_defaults_confirmed"]["values"]) == 2
+    full = json.loads((out / "search_efficiency.json").read_text())
+    for rep in full["repetitions"]:  # an anytime point after each finished trial, the budget spent in order
+        spent = [p["trial_epochs"] for p in rep["points"]]
+        assert spent == sorted(spent) and rep["trial_epochs"] >= 3
+    assert (out / "search_efficiency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_search_efficiency_refuses_unknown_methods():
+    out = _bench("search_efficiency.py", "--methods", "random,annealing", check=False)
+    assert out.returncode == 2 and "--methods" in out.stderr and "annealing" in out.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from html import unescape
 import pathlib
 import signal
 import shutil
@@ -59,16 +60,37 @@ def test_smoke_sweep_on_s3_ends_in_a_ranked_report(ray_local, s3, capsys):
     rows = read_parquet(f"{root}/smoke/results.parquet")
     phases = {r["phase"] for r in rows}
     assert phases == {"stage1", "stage2"}
-    stage1_trials = {r["trial_id"] for r in rows if r["phase"] == "stage1"}
-    stage2_trials = {r["trial_id"] for r in rows if r["phase"] == "stage2"}
+    search = [r for r in rows if r["source"] == "search"]
+    stage1_trials = {r["trial_id"] for r in search if r["phase"] == "stage1"}
+    stage2_trials = {r["trial_id"] for r in search if r["phase"] == "stage2"}
     assert len(stage1_trials) == 2 and len(stage2_trials) == 2
-    for r in rows:  # one row per trial and evaluation, with metrics, config and cost
+    for r in rows:  # one row per trial and evaluation, with metrics, config, cost and where it came from
         for key in ("trial_id", "stage", "status", "epoch", "fid", "fidelity", "wall_seconds", "cpu_seconds",
-                    "gpu_seconds", "sweep.model.profile", "param.kl_weight", "param.lr_g"):
+                    "gpu_seconds", "sweep.model.profile", "param.kl_weight", "param.lr_g", "source", "train_seed",
+                    "config_id"):
             assert key in r, key
+    assert {r["train_seed"] for r in search} == {0}
+    # Confirmation runs: the best search config and the paper defaults, each with the same 2 fresh
+    # seeds, every run at the phase's full budget (the defaults too: an equal budget).
+    from harness.confirm import config_id
+
+    for phase, planned in (("stage1", 2), ("stage2", 1)):
+        confirm = [r for r in rows if r["source"] == "confirm" and r["phase"] == phase]
+        seeds: dict[str, set] = {}
+        for r in confirm:
+            seeds.setdefault(r["config_id"], set()).add(r["train_seed"])
+        assert len(seeds) == 2 and all(s == {1, 2} for s in seeds.values()), seeds
+        record = json.loads(storage.read_bytes(f"{root}/smoke/sweep.json"))
+        defaults = config_id(record[f"{phase}_confirm_candidates"][0])
+        assert defaults in seeds
+        last = {}
+        for r in confirm:
+            if r["trial_id"] not in last or r["epoch"] > last[r["trial_id"]]["epoch"]:
+                last[r["trial_id"]] = r
+        assert len(last) == 4 and all(r["epoch"] == planned and r["status"] == "finished" for r in last.values())
     # The paper defaults are the first point evaluated in each phase.
     record = json.loads(storage.read_bytes(f"{root}/smoke/sweep.json"))
-    defaults = [r for r in rows if r["phase"] == "stage1" and r["param.kl_weight"] == 2.0 and r["param.lr_g"] == 2e-4
+    defaults = [r for r in search if r["phase"] == "stage1" and r["param.kl_weight"] == 2.0 and r["param.lr_g"] == 2e-4
                 and r["param.lr_d"] == 2e-4 and r["param.z_dim"] == 8]
     assert defaults, "the paper's values were evaluated"
     # Stage-II trials start from the top-k Stage-I checkpoints, never retraining Stage-I.
@@ -76,15 +98,26 @@ def test_smoke_sweep_on_s3_ends_in_a_ranked_report(ray_local, s3, capsys):
     assert len(record["stage1_parents"]) == 2
 
     md = storage.read_bytes(f"{root}/smoke/report/leaderboard.md").decode()
-    ranked = [line.split("|")[2].strip() for line in md.split("## Ranked trials")[1].split("##")[0].splitlines()
+    ranked = [line.split("|")[2].strip() for line in md.split("## Search trials")[1].split("##")[0].splitlines()
               if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
     assert set(ranked) == stage2_trials
     best_fid = {t: min(r["fid"] for r in rows if r["trial_id"] == t and r["stage"] == 2) for t in ranked}
     assert [best_fid[t] for t in ranked] == sorted(best_fid.values()), "ranked by the objective"
     html = storage.read_bytes(f"{root}/smoke/report/leaderboard.html").decode()
-    assert html.count("data:image/png;base64,") >= 3, "curves and the best sample grids are inlined"
+    assert html.count("data:image/png;base64,") >= 4, "curves, confirmed intervals and the best sample grids are inlined"
     assert "Parameter importances" in html and "Cost" in html
     assert "Paper defaults" in md
+    # The confirmed ranking: intervals, the named test and one verdict sentence per non-default config.
+    confirmed = md.split("## Confirmed ranking")[1].split("## ")[0]
+    means = [float(line.split("|")[4]) for line in confirmed.splitlines()
+             if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert len(means) == 2 and means == sorted(means), "ranked by the mean over seeds"
+    for text in (md, unescape(html)):
+        assert "95 % interval" in text and "one-sided Welch's t-test" in text
+        assert any(v in text for v in ("Beats the paper defaults beyond seed noise",
+                                        "Not distinguishable from the paper defaults",
+                                        "Worse than the paper defaults beyond seed noise"))
+    assert "Not computed: " in md, "importances from 2 trials are noise, and the report says so"
     assert storage.exists(f"{root}/smoke/report/images/curves.png")
 
 
@@ -97,9 +130,13 @@ def test_joint_strategy_trains_both_stages_per_trial_and_report_regenerates(ray_
     assert {r["phase"] for r in rows} == {"joint"}
     by_trial: dict[str, set] = {}
     for r in rows:
-        by_trial.setdefault(r["trial_id"], set()).add(r["stage"])
+        if r["source"] == "search":
+            by_trial.setdefault(r["trial_id"], set()).add(r["stage"])
     assert len(by_trial) == 2
     assert any(stages == {1, 2} for stages in by_trial.values())
+    # Joint confirmation runs train both stages too, with the confirmation seeds.
+    confirm = [r for r in rows if r["source"] == "confirm"]
+    assert {r["train_seed"] for r in confirm} == {1, 2} and {r["stage"] for r in confirm} == {1, 2}
     assert all("param.s1.kl_weight" in r and "param.s2.kl_weight" in r for r in rows)
     # The report regenerates from storage alone.
     (tmp_path / "runs" / "smoke-joint" / "report" / "leaderboard.md").unlink()
@@ -187,7 +224,9 @@ def test_resume_of_an_s3_experiment_after_the_driver_is_killed_does_not_rerun_fi
         if key.split("/trials/")[1].split("/")[0] in finished:
             assert after[key] == modified, f"finished trial rerun: {key}"
     rows = read_parquet(f"{root}/resume/results.parquet")
-    assert len({r["trial_id"] for r in rows if r["phase"] == "stage1"}) == 3
+    assert len({r["trial_id"] for r in rows if r["phase"] == "stage1" and r["source"] == "search"}) == 3
+    # The resumed sweep went on to confirm the best config and the defaults with 2 seeds each.
+    assert len({r["trial_id"] for r in rows if r["phase"] == "stage1" and r["source"] == "confirm"}) == 4
 
 
 def _kill_first_train_worker_after_checkpoint(runs: pathlib.Path, killed: list, stop: threading.Event) -> None:
@@ -208,7 +247,7 @@ def _kill_first_train_worker_after_checkpoint(runs: pathlib.Path, killed: list, 
 @pytest.mark.slow
 def test_a_killed_training_worker_resumes_its_trial_from_the_last_checkpoint(ray_local, tmp_path, capsys):
     runs = tmp_path / "runs"
-    sweep = _sweep_file(tmp_path, **{"resources.workers": 1, "stage1.epochs": 6, "search.num_samples": 1,
+    sweep = _sweep_file(tmp_path, **{"resources.workers": 1, "stage1.epochs": 6, "search.num_samples": 1, "search.confirm": {"top_k": 1, "seeds": 0},
                                      "search.grace_period": 6, "name": "killed", "search.top_k": 1})
     killed: list = []
     stop = threading.Event()
