@@ -223,7 +223,8 @@ class Leaderboard:
         dates = [n["date"] for n in nights]
         x = range(len(nights))
         bests = [NightBest.of_row(n) for n in nights]
-        ax.errorbar(x, [b.value for b in bests], yerr=[[b.value - b.low for b in bests], [b.high - b.value for b in bests]],
+        ax.errorbar(x, [b.value for b in bests],
+                    yerr=[[max(0.0, b.value - b.low) for b in bests], [max(0.0, b.high - b.value) for b in bests]],
                     marker="o", capsize=3, label="best of the night (95 % interval)")
         ax.step(x, [n["all_time_best"] for n in nights], where="post", linestyle="--", label="all-time best")
         bad = [i for i, n in enumerate(nights) if n["regression"]]

@@ -117,16 +117,21 @@ def test_two_nights_on_s3_continue_one_study_and_share_a_leaderboard(ray_local, 
     assert len(store.trials("smoke-stage1")) == 4 and len(store.trials("smoke-stage2")) == 4
     night1 = read_parquet(f"{root}/nightly/2026-11-25/smoke/results.parquet")
     night2 = read_parquet(f"{root}/nightly/2026-11-26/smoke/results.parquet")
-    assert any(_is_default(r) for r in night1 if r["phase"] == "stage1")
-    assert not any(_is_default(r) for r in night2 if r["phase"] == "stage1")
+    assert any(_is_default(r) for r in night1 if r["phase"] == "stage1" and r["source"] == "search")
+    assert not any(_is_default(r) for r in night2 if r["phase"] == "stage1" and r["source"] == "search")
+    # ... but every night confirms the paper defaults beside its best config, at the same budget.
+    assert any(_is_default(r) for r in night2 if r["phase"] == "stage1" and r["source"] == "confirm")
     seeds = [json.loads(storage.read_bytes(f"{root}/nightly/{d}/smoke/sweep.json"))["seed"] for d in ("2026-11-25", "2026-11-26")]
     assert seeds[0] != seeds[1]
 
     # Both nights on the leaderboard, with cost and quality per hour in every row.
     nights = read_parquet(f"{root}/leaderboard/nights.parquet")
     assert [n["date"] for n in nights] == ["2026-11-25", "2026-11-26"]
-    for n in nights:
-        assert n["trials"] == 4 and n["cpu_hours"] > 0 and n["quality_per_cpu_hour"] > 0
+    for n, rows in zip(nights, (night1, night2)):
+        assert n["trials"] == len({r["trial_id"] for r in rows}) >= 4 + 4  # search and confirmation runs both cost
+        assert n["cpu_hours"] > 0 and n["quality_per_cpu_hour"] > 0
+        # Tonight's best is a confirmed config: a mean over 2 seeds with its interval.
+        assert n["best_seeds"] == 2 and n["best_ci_low"] <= n["best_value"] <= n["best_ci_high"]
         assert n["gpu_hours"] == 0 and n["quality_per_gpu_hour"] is None  # a CPU machine
         assert not n["regression"]
     assert nights[1]["all_time_best"] == min(n["best_value"] for n in nights)
@@ -143,17 +148,20 @@ def test_two_nights_on_s3_continue_one_study_and_share_a_leaderboard(ray_local, 
     state1, meta1 = checkpoint.load(f"{root}/leaderboard/best/stage1")
     Stage2Generator(Stage2Config(**meta2["architecture"]["stage2"])).load_state_dict(state2["generator"])
     Stage1Generator(Stage1Config(**meta1["architecture"]["stage1"])).load_state_dict(state1["generator"])
-    assert meta2["metrics"]["fid"] == best["fid"]
+    # best.json holds the confirmed mean; the checkpoint is the best seed run of that config.
+    assert f"/trials/{best['trial_id']}/stage2" in meta2["config"]["run_uri"] and best["seeds"] == 2
+    assert best["ci"][0] <= best["fid"] <= best["ci"][1]
 
     # A forced regression: an earlier night whose best tonight cannot reach. Rebuilding night 2's
     # row (no new sweep) must flag it, say so in the report and exit with the distinct code.
-    fake = {**nights[0], "date": "2026-11-20", "best_value": 1e-3, "all_time_best": 1e-3}
+    fake = {**nights[0], "date": "2026-11-20", "best_value": 1e-3, "all_time_best": 1e-3, "best_ci_low": 0.9e-3,
+            "best_ci_high": 1.1e-3}
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist([fake, nights[0]]), buf)
     storage.write_bytes(f"{root}/leaderboard/nights.parquet", buf.getvalue())
     rc = nightly.main(["--sweep", SMOKE, "--storage", root, "--date", "2026-11-26", "--report-only"])
     captured = capsys.readouterr()
-    assert rc == nightly.EXIT_REGRESSION
+    assert rc == nightly.EXIT_REGRESSION, captured.err[-2000:]
     assert "REGRESSION" in captured.err
     md = storage.read_bytes(f"{root}/leaderboard/leaderboard.md").decode()
     assert "**REGRESSION on 2026-11-26**" in md
