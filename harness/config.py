@@ -13,15 +13,16 @@ from typing import Any
 import yaml
 
 from harness.errors import ConfigError
-from models.config import PROFILES
+from models.config import PROFILES, STAGE2_INITS
 
 STAGE_PARAMS = {
     1: ("kl_weight", "lr_g", "lr_d", "z_dim", "c_dim"),
-    2: ("kl_weight", "lr_g", "lr_d", "c_dim", "z_dim_stage2", "attention"),
+    2: ("kl_weight", "lr_g", "lr_d", "c_dim", "z_dim_stage2", "attention", "stage2_init"),
 }
-# The paper's values (REFERENCE.md): the first point every sweep evaluates.
+# The paper's values (REFERENCE.md): the first point every sweep evaluates. stage2_init (models/config.py
+# Stage2Config.init) is not in the paper: scratch is the paper's Stage-II, residual starts from its parent.
 PAPER_DEFAULTS = {"kl_weight": 2.0, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 100, "c_dim": 128, "z_dim_stage2": 0,
-                  "attention": False}
+                  "attention": False, "stage2_init": "scratch"}
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "categorical")
 OBJECTIVES = {"fid": "min", "fidelity": "max", "inception_score": "max"}
 
@@ -122,6 +123,9 @@ def _search(stage: int):
             if not isinstance(spec, dict):  # a bare value fixes the parameter
                 spec = {"distribution": "categorical", "choices": [spec], "default": spec}
             specs[name] = _build(ParamSpec, spec, f"{path}.{name}")
+            if name == "stage2_init" and not set(specs[name].choices or ()) <= set(STAGE2_INITS):
+                raise ConfigError(f"{path}.{name}.choices: each must be one of {', '.join(STAGE2_INITS)}, "
+                                  f"got {specs[name].choices}")
         return specs
 
     return parse
@@ -430,6 +434,9 @@ def check_param_value(name: str, value: Any) -> Any:
             raise ConfigError(f"{name}: {value} is out of range")
     elif name == "attention":
         value = bool(value)
+    elif name == "stage2_init":
+        if value not in STAGE2_INITS:
+            raise ConfigError(f"{name}: {value!r} is not one of {', '.join(STAGE2_INITS)}")
     else:
         value = float(value)
         if not math.isfinite(value) or value <= 0:

@@ -42,6 +42,7 @@ def build_profile(run: StageRunConfig, text_dim: int, word_dim: int, stage1_cfg:
         "z_dim": run.value("z_dim_stage2"),
         "attention": run.value("attention"),
         "word_dim": word_dim if run.value("attention") else 0,
+        "init": run.value("stage2_init"),
     }
     return get_profile(run.profile, stage1=stage1, stage2=stage2)
 

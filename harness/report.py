@@ -32,7 +32,8 @@ from harness.errors import HarnessError  # noqa: E402
 from harness.results import collect_rows, last_evaluations, write_parquet  # noqa: E402
 from harness.searcher import optuna_space  # noqa: E402
 
-SHOWN_PARAMS = ("kl_weight", "lr_g", "lr_d", "z_dim", "c_dim", "z_dim_stage2", "attention", "stage1_parent")
+SHOWN_PARAMS = ("kl_weight", "lr_g", "lr_d", "z_dim", "c_dim", "z_dim_stage2", "attention", "stage2_init",
+                "stage1_parent")
 
 
 def _better(mode: str):

@@ -39,6 +39,9 @@ class Stage1Config:
         return int(math.log2(self.image_size // 4))
 
 
+STAGE2_INITS = ("scratch", "residual")
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage2Config:
     """Stage-II: Stage-I image + caption embedding (+ optional noise, words) -> high resolution."""
@@ -54,6 +57,11 @@ class Stage2Config:
     d_text_dim: int = 128
     attention: bool = False  # AttnGAN-style spatial word attention before the residual blocks
     word_dim: int = 0  # per-word feature size; required when attention is on
+    # scratch (the paper): the output is drawn anew from the encoded Stage-I image, so Stage-II must
+    # first learn to reproduce its input (16 epochs of the small profile) before it can refine it.
+    # residual: the output is the upsampled Stage-I image plus a learned correction that starts at
+    # zero, so Stage-II starts where its parent is and only learns the refinement.
+    init: str = "scratch"
 
     def __post_init__(self) -> None:
         _check_positive(self, ("text_dim", "c_dim", "ngf", "ndf", "d_text_dim"))
@@ -67,6 +75,8 @@ class Stage2Config:
             )
         if self.stage1_size < 16:
             raise ValueError(f"stage1_size must be >= 16, got {self.stage1_size}")
+        if self.init not in STAGE2_INITS:
+            raise ValueError(f"init must be one of {', '.join(STAGE2_INITS)}, got {self.init!r}")
         if self.attention and self.word_dim <= 0:
             raise ValueError("attention needs word_dim > 0 (the caption encoder's word-feature size)")
         if self.ngf * 4 < 2 ** self.num_up_blocks:

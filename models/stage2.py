@@ -2,7 +2,8 @@
 
 Generator (paper, 64 -> 256 px): encode the Stage-I image to 512 x 16 x 16, concatenate its own
 CA code (and optional noise) tiled to 16 x 16, joint conv, [word attention], 4 residual blocks,
-4 up-blocks to 256 px, conv3x3, tanh.
+4 up-blocks to 256 px, conv3x3, tanh. With ``init: residual`` (not in the paper) the last conv3x3
+starts at zero and adds a correction to the bilinearly upsampled Stage-I image in logit space.
 Discriminator: 6 stride-2 convs down to 4 x 4 (64 ... 2048 channels), two conv3x3 back to 512,
 then a matching-aware (text) head and an unconditional (image-only) head.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.attention import WordAttention
@@ -74,6 +76,9 @@ class Stage2Generator(nn.Module):
         self.up = nn.Sequential(*blocks)
         self.to_rgb = nn.Sequential(conv3x3(ch, 3), nn.Tanh())
         init_weights(self)
+        if cfg.init == "residual":  # a correction in logit space, zero at the start: output == upsampled input
+            self.to_rgb = conv3x3(ch, 3)
+            nn.init.zeros_(self.to_rgb.weight)
 
     def forward(
         self,
@@ -101,7 +106,13 @@ class Stage2Generator(nn.Module):
                 raise ValueError("Stage-II attention needs words_BTD and word_mask_BT")
             context, attention = self.attention(h, words_BTD, word_mask_BT)
             h = self.fuse(torch.cat([h, context], dim=1))
-        img = self.to_rgb(self.up(self.residual(h)))
+        out = self.to_rgb(self.up(self.residual(h)))
+        if cfg.init == "residual":
+            base = F.interpolate(stage1_img_B3hw, size=out.shape[-2:], mode="bilinear", align_corners=False)
+            # tanh(atanh(x) + delta): stays in (-1, 1) with a gradient everywhere, unlike a clamp
+            img = torch.tanh(torch.atanh(base.clamp(-0.999, 0.999)) + out)
+        else:
+            img = out
         return Stage2Output(img, mu, logvar, attention)
 
 

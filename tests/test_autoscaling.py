@@ -96,7 +96,8 @@ def _node_counts(path: pathlib.Path) -> list[tuple[float, int]]:
 def test_the_autoscaler_adds_nodes_for_a_sweep_and_removes_them_when_idle(fake_cluster, tmp_path):
     env = fake_cluster["env"]
     sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "sweep.yaml",
-                        **{"resources.custom_resources_per_worker": {"fake_gpu": 1}})
+                        **{"resources.custom_resources_per_worker": {"fake_gpu": 1},
+                           "search.confirm": {"top_k": 1, "seeds": 0}})
     counts_log = tmp_path / "nodes.log"
     with open(counts_log, "w") as log:
         watcher = subprocess.Popen([sys.executable, "-c", WATCH], env=env, stdout=log, stderr=subprocess.DEVNULL)

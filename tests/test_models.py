@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import math
 import pathlib
@@ -322,3 +323,24 @@ def test_models_import_only_torch_and_the_standard_library():
                 continue
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+
+
+def test_residual_stage2_starts_as_the_upsampled_stage1_image_and_learns_a_correction():
+    import torch.nn.functional as F
+
+    from models import Stage2Config, Stage2Generator
+
+    cfg = Stage2Config(stage1_size=16, image_size=32, text_dim=32, c_dim=8, ngf=4, ndf=4, num_residual=1,
+                       d_text_dim=8, init="residual")
+    g = Stage2Generator(cfg)
+    low_B3hw = torch.rand(3, 3, 16, 16) * 1.6 - 0.8
+    out = g(low_B3hw, torch.randn(3, 32))
+    expected = F.interpolate(low_B3hw, size=(32, 32), mode="bilinear", align_corners=False)
+    assert out.image_B3HW.shape == (3, 3, 32, 32)
+    assert torch.allclose(out.image_B3HW, expected, atol=1e-5), "at initialisation Stage-II returns its input"
+    out.image_B3HW.sum().backward()
+    assert g.to_rgb.weight.grad.abs().sum() > 0, "the zero-initialised correction still gets a gradient"
+    scratch = Stage2Generator(dataclasses.replace(cfg, init="scratch"))(low_B3hw, torch.randn(3, 32)).image_B3HW
+    assert not torch.allclose(scratch, expected, atol=1e-2)
+    with pytest.raises(ValueError, match="init must be one of scratch, residual"):
+        dataclasses.replace(cfg, init="copy")
