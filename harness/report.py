@@ -161,8 +161,8 @@ def confirmed_png(confirmed: list, stage1_confirmed: list, metric: str, mode: st
     panels = [("final stage" if stage1_confirmed else "confirmed configs", confirmed)]
     if stage1_confirmed:
         panels.append(("Stage-I", stage1_confirmed))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.5 + 0.45 * max(len(c) for _, c in panels)),
-                             squeeze=False)
+    rows = max(len(c) for _, c in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 1.6 + 0.5 * rows), squeeze=False)
     for ax, (title, configs) in zip(axes[0], panels):
         for y, c in enumerate(configs):
             colour = "tab:grey" if c.is_default else {"better": "tab:green", "worse": "tab:red"}.get(c.verdict.outcome,
@@ -172,9 +172,10 @@ def confirmed_png(confirmed: list, stage1_confirmed: list, metric: str, mode: st
             ax.scatter(c.values, [y] * len(c.values), marker="x", color="black", s=18, zorder=3)
         ax.set_yticks(range(len(configs)), [c.config_id + (" (defaults)" if c.is_default else "") for c in configs],
                       fontsize=8)
-        ax.invert_yaxis()
         ax.set_xlabel(f"{metric} ({'lower' if mode == 'min' else 'higher'} is better); x: one seed, bar: 95 % interval")
         ax.set_title(title)
+        ax.set_ylim(len(configs) - 0.5, -0.5)
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -256,7 +257,7 @@ def _confirmed_section(title: str, confirmed: list, metric: str, sweep: SweepCon
     seeds = ", ".join(str(s) for s in confirmed[0].seeds)
     lines = [f"## {title}", "",
              f"Each config was trained again with the same fresh training seeds ({seeds}) at the full budget of "
-             f"{epochs} epochs, the paper defaults included, and is ranked by the mean of its runs' last "
+             f"{epochs} epoch{'s' if epochs != 1 else ''}, the paper defaults included, and is ranked by the mean of its runs' last "
              f"evaluations. Interval: 95 % Student-t interval of the mean. Against the defaults: {TEST_NAME} "
              f"at {ALPHA}.", ""]
     head = ["rank", "config", "seeds", f"mean {metric}", "95 % interval", "sd", "per seed", "vs defaults", *SHOWN_PARAMS]
