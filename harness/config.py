@@ -98,6 +98,10 @@ class ParamSpec:
             return
         if self.low is None or self.high is None:
             raise ConfigError(f"{path}: a {self.distribution} parameter needs low and high")
+        for name in ("low", "high", "default"):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
+                raise ConfigError(f"{path}.{name}: must be a finite number, got {value}")
         if self.low >= self.high:
             raise ConfigError(f"{path}.low: must be below high ({self.low} >= {self.high})")
         if self.distribution == "loguniform" and self.low <= 0:
@@ -237,6 +241,8 @@ class StageSection:
     def validate(self, path: str) -> None:
         if self.epochs < 1:
             raise ConfigError(f"{path}.epochs: must be >= 1")
+        if not self.search:  # Tune would start, then die on "no search space has been defined"
+            raise ConfigError(f"{path}.search: no parameters (give each searched parameter a spec, or a value to fix it)")
 
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
@@ -326,6 +332,9 @@ class SweepConfig:
             raise ConfigError(f"name: {self.name!r} may hold only letters, digits, '-' and '_'")
         if self.data.kind != "shapes" and self.search.objective == "fidelity":
             raise ConfigError("search.objective: caption fidelity needs the shapes judge (data.kind: shapes)")
+        if self.data.kind != "shapes" and not self.data.inception_weights:
+            raise ConfigError(f"data.inception_weights: {self.data.kind} is scored by FID and IS in an Inception "
+                              f"network's space: give its TorchScript file")
         if self.search.sampler == "cmaes":
             for stage, section in ((1, self.stage1), (2, self.stage2)):
                 numeric = [n for n, spec in section.search.items() if spec.distribution != "categorical"]
@@ -369,12 +378,20 @@ def sweep_from_dict(data: Any) -> SweepConfig:
 
 def load_sweep(path: str) -> SweepConfig:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such sweep file") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{path}: is a directory, not a sweep file") from exc
+    except PermissionError as exc:
+        raise ConfigError(f"{path}: not readable ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if data is None:
+        raise ConfigError(f"{path}: the sweep file is empty")
     try:
         return sweep_from_dict(data)
     except ConfigError as exc:

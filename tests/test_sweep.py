@@ -276,3 +276,61 @@ def test_every_shipped_sweep_file_is_valid(path):
         for name, value in sweep.defaults(stage).items():
             if name in paper:
                 assert value == paper[name], f"stage{stage}.{name}: the first point must be the paper's value"
+
+
+MALFORMED = [  # (file contents as bytes, the field or file the one-line error names)
+    (b"\xff\xfename: x\n", "not UTF-8 text"),
+    (b"", "the sweep file is empty"),
+    (b"   \n\n  \n", "the sweep file is empty"),
+    (b"\t\n", "not valid YAML"),
+    (b"# only a comment\n", "the sweep file is empty"),
+    (b"name: x\nstage1: {epochs: 1, search: {}}\n", "stage1.search: no parameters"),
+    (b"name: x\nstage1:\n  search:\n    kl_weight: {distribution: loguniform, low: 0.1, high: .inf, default: 2.0}\n",
+     "stage1.search.kl_weight.high: must be a finite number, got inf"),
+    (b"name: x\nstage1:\n  search:\n    lr_g: {distribution: uniform, low: .nan, high: 0.1, default: 0.01}\n",
+     "stage1.search.lr_g.low: must be a finite number, got nan"),
+    (b"name: x\nstage1:\n  search:\n    c_dim: {distribution: categorical, choices: [32, 64], default: 128}\n",
+     "stage1.search.c_dim.default: 128 is not among the choices"),
+]
+MALFORMED_FIELDS = [  # the smoke sweep with one field made wrong
+    ({"search": [1, 2]}, "search: expected a mapping, got list"),
+    ({"stage2.search.stage2_init": {"distribution": "categorical", "choices": ["residual", "copy"], "default": "residual"}},
+     "stage2.search.stage2_init.choices: each must be one of scratch, residual"),
+    ({"data": {"kind": "cub", "uri": "/data/birds", "encoder": "precomputed"}},
+     "data.inception_weights: cub is scored by FID and IS"),
+    ({"stage1.epochs": "six"}, "stage1.epochs: expected int, got str"),
+    ({"resources.workers": 1.5}, "resources.workers: expected int, got float"),
+    ({"train.hard_negatives": True}, "train.hard_negatives: expected float, got a boolean"),
+]
+
+
+def _assert_one_line(path, message):
+    from harness.config import ConfigError, load_sweep
+
+    with pytest.raises(ConfigError) as err:
+        load_sweep(str(path))
+    text = str(err.value)
+    assert text.startswith(str(path)) and message in text and "\n" not in text, text
+
+
+@pytest.mark.parametrize("content,message", MALFORMED, ids=[m.split(":")[0] for _, m in MALFORMED])
+def test_a_malformed_sweep_file_gets_one_line_naming_the_field(tmp_path, content, message):
+    path = tmp_path / "sweep.yaml"
+    path.write_bytes(content)
+    _assert_one_line(path, message)
+
+
+@pytest.mark.parametrize("override,message", MALFORMED_FIELDS, ids=[m.split(":")[0] for _, m in MALFORMED_FIELDS])
+def test_a_wrong_field_gets_one_line_naming_it(tmp_path, override, message):
+    _assert_one_line(_sweep_file(tmp_path, **override), message)
+
+
+def test_a_directory_or_a_missing_path_is_refused_with_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "harness/tune.py", "--sweep", str(tmp_path), "--storage", str(tmp_path / "r")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip() == f"error: {tmp_path}: is a directory, not a sweep file"
+    from harness.config import ConfigError, load_sweep
+
+    with pytest.raises(ConfigError, match="no such sweep file"):
+        load_sweep(str(tmp_path / "missing.yaml"))
+    assert not (tmp_path / "r").exists()
