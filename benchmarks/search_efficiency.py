@@ -11,7 +11,8 @@ of a method spends --budget trial-epochs. Every repetition is a real search phas
 index, and the method's scheduler), stopped by a Tune stopper once its budget is spent.
 
 After every finished trial it records the incumbent (the best judge-FID among trials that ran the full
---epochs) against cumulative trial-epochs and wall time. Then every repetition's pick (its final
+--epochs) against cumulative trial-epochs and wall time, read back from what the trials wrote; run it
+again with the same --out and it resumes, skipping the repetitions that finished. Then every repetition's pick (its final
 incumbent) and the paper defaults are trained again with --confirm-seeds fresh seeds at the full budget
 (harness.tune.confirm_phase), so methods are compared on real quality, not on lucky evaluations.
 
@@ -25,6 +26,7 @@ curves with interquartile bands; confirmed picks) under --out.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -69,32 +71,35 @@ class EpochBudget(tune.Stopper):
         return self.spent >= self.budget
 
 
-class Anytime(tune.Callback):
-    """After each finished trial: cumulative trial-epochs, wall seconds, and the incumbent (best objective
-    among trials that ran the full budget; the early-stopped ones ran fewer epochs and are not comparable)."""
-
-    def __init__(self, budget: EpochBudget, metric: str, mode: str, max_epochs: int) -> None:
-        self.budget, self.metric, self.max_epochs = budget, metric, max_epochs
-        self.sign = 1 if mode == "min" else -1
-        self.t0 = time.perf_counter()
-        self.last: dict[str, tuple[float, int]] = {}
-        self.points: list[dict] = []
-        self.incumbent: tuple[float, dict] | None = None
-        self.trials = 0
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if self.metric in result:
-            self.last[trial.trial_id] = (float(result[self.metric]), int(result.get("epoch", 0)))
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.trials += 1
-        if trial.trial_id not in self.last:
-            return
-        value, epoch = self.last[trial.trial_id]
-        if epoch >= self.max_epochs and (self.incumbent is None or self.sign * value < self.sign * self.incumbent[0]):
-            self.incumbent = (value, {k: v for k, v in trial.config.items()})
-        self.points.append({"trial_epochs": self.budget.spent, "wall_s": round(time.perf_counter() - self.t0, 2),
-                            "incumbent": None if self.incumbent is None else self.incumbent[0]})
+def anytime(rep_root: str, max_epochs: int, metric: str, mode: str, started: float) -> dict:
+    """A repetition's anytime curve, from what its trials wrote: every evaluation (one per epoch) in the
+    order it reached storage counts one trial-epoch; after each trial's last evaluation, a point with the
+    budget spent, the wall seconds and the incumbent (the best objective among trials that ran the full
+    budget: an early-stopped trial ran fewer epochs and is not comparable). Read from storage rather than
+    kept in the driver, so an interrupted benchmark resumes with every finished repetition intact."""
+    sign = 1 if mode == "min" else -1
+    events = []  # (written at, trial, epoch, value)
+    for path in glob.glob(os.path.join(rep_root, "trials", "*", "stage1", "metrics", "epoch-*.json")):
+        with open(path) as f:
+            m = json.load(f)
+        trial = path.split(os.sep)[-4]
+        events.append((os.path.getmtime(path), trial, int(m["epoch"]), m.get(metric)))
+    events.sort()
+    last = {trial: i for i, (_, trial, _, _) in enumerate(events)}
+    points, incumbent = [], None
+    for i, (written, trial, epoch, value) in enumerate(events):
+        if last[trial] != i:
+            continue
+        if epoch >= max_epochs and value is not None and (incumbent is None or sign * value < sign * incumbent[0]):
+            incumbent = (value, trial)
+        points.append({"trial_epochs": i + 1, "wall_s": round(written - started, 2),
+                       "incumbent": None if incumbent is None else incumbent[0]})
+    pick = None
+    if incumbent is not None:
+        with open(os.path.join(rep_root, "trials", incumbent[1], "params.json")) as f:
+            pick = json.load(f)["params"]
+    return {"points": points, "trials": len(last), "trial_epochs": len(events),
+            "final_incumbent": None if incumbent is None else incumbent[0], "pick": pick}
 
 
 def bench_sweep(args, name: str, sampler: str, scheduler: str) -> SweepConfig:
@@ -114,23 +119,29 @@ def bench_sweep(args, name: str, sampler: str, scheduler: str) -> SweepConfig:
 
 
 def run_repetition(args, root: str, dataset_uri: str, method: str, rep: int) -> dict:
+    """One search of ``method`` with searcher seed ``rep``, stopped at the budget; skipped when an
+    earlier run of the benchmark finished it (its repetition.json exists)."""
     from harness.searcher import optuna_space
     from harness.trial import PhaseContext
     from harness.tune import run_phase
 
     sampler, scheduler = METHODS[method]
     sweep = bench_sweep(args, f"{method.replace('+', '-')}-r{rep}", sampler, scheduler)
-    stopper = EpochBudget(args.budget)
-    anytime = Anytime(stopper, sweep.search.objective, sweep.search.mode, args.epochs)
-    ctx = PhaseContext(sweep=sweep, sweep_root=storage.join(root, sweep.name), storage_root=root,
-                       dataset_uri=dataset_uri, phase="stage1")
-    t0 = time.perf_counter()
-    run_phase("stage1", ctx, optuna_space(sweep.stage1.search), sweep.first_point("stage1"), sweep, rep,
-              args.epochs, False, None, stop=stopper, callbacks=[anytime])
-    return {"method": method, "rep": rep, "searcher_seed": rep, "points": anytime.points, "trials": anytime.trials,
-            "trial_epochs": stopper.spent, "wall_s": round(time.perf_counter() - t0, 1),
-            "final_incumbent": anytime.incumbent[0] if anytime.incumbent else None,
-            "pick": anytime.incumbent[1] if anytime.incumbent else None}
+    rep_root = os.path.join(root, sweep.name)
+    done = os.path.join(rep_root, "repetition.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            record = json.load(f)
+    else:
+        ctx = PhaseContext(sweep=sweep, sweep_root=rep_root, storage_root=root, dataset_uri=dataset_uri, phase="stage1")
+        started, t0 = time.time(), time.perf_counter()
+        run_phase("stage1", ctx, optuna_space(sweep.stage1.search), sweep.first_point("stage1"), sweep, rep,
+                  args.epochs, False, None, stop=EpochBudget(args.budget))
+        record = {"method": method, "rep": rep, "searcher_seed": rep, "started": started,
+                  "wall_s": round(time.perf_counter() - t0, 1)}
+        with open(done, "w") as f:
+            json.dump(record, f)
+    return {**record, **anytime(rep_root, args.epochs, sweep.search.objective, sweep.search.mode, record["started"])}
 
 
 def confirm_picks(args, root: str, dataset_uri: str, reps: list[dict]) -> dict[str, dict]:
