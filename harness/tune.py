@@ -102,12 +102,12 @@ def _concurrency(sweep: SweepConfig, runs: int) -> int:
 
 
 def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfig, seed: int, max_epochs: int,
-              resume: bool, budget_s: float | None, study=None, stop=None, callbacks=()):
+              resume: bool, budget_s: float | None, study=None, stop=None):
     """The search of one phase: Optuna's sampler proposes, the scheduler stops weak trials early.
 
     ``study`` (a harness.study.StudyStore) makes the Optuna study persistent: it continues the
     phase's study from earlier runs and evaluates the paper defaults only when that study is still empty.
-    ``stop`` (a Tune Stopper) and ``callbacks`` (Tune Callbacks) go to the Tune run as they are."""
+    ``stop`` (a Tune Stopper, e.g. a budget of trial-epochs) goes to the Tune run as it is."""
     from ray import tune
 
     from harness.searcher import make_scheduler, make_searcher
@@ -133,7 +133,7 @@ def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfi
                 metric=search.objective, mode=search.mode, num_samples=search.num_samples,
                 max_concurrent_trials=_concurrency(sweep, search.num_samples), time_budget_s=budget_s,
             ),
-            run_config=tune.RunConfig(name=phase, storage_path=tune_root, stop=stop, callbacks=list(callbacks),
+            run_config=tune.RunConfig(name=phase, storage_path=tune_root, stop=stop,
                                       failure_config=tune.FailureConfig(max_failures=search.max_failures)),
         )
 
