@@ -241,8 +241,7 @@ class StageSection:
     def validate(self, path: str) -> None:
         if self.epochs < 1:
             raise ConfigError(f"{path}.epochs: must be >= 1")
-        if not self.search:  # Tune would start, then die on "no search space has been defined"
-            raise ConfigError(f"{path}.search: no parameters (give each searched parameter a spec, or a value to fix it)")
+
 
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
@@ -344,6 +343,14 @@ class SweepConfig:
         attention = self.stage2.search.get("attention")
         if attention is not None and True in (attention.choices or []) and self.data.encoder == "precomputed":
             raise ConfigError("stage2.search.attention: the precomputed embeddings have no word features")
+
+    def require_search_space(self) -> None:
+        """A sweep (tune.py, nightly.py) needs something to search in each stage it trains; Tune would
+        otherwise start and then die on "no search space has been defined". train.py needs none."""
+        for name, section in (("stage1", self.stage1), ("stage2", self.stage2)):
+            if not section.search:
+                raise ConfigError(f"{name}.search: no parameters (give each searched parameter a spec, or a value "
+                                  "to fix it)")
 
     def defaults(self, stage: int) -> dict[str, Any]:
         """Each searched parameter's default (the paper's values where the file says so)."""

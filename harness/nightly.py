@@ -73,6 +73,10 @@ def night_sweep(args, date: str) -> SweepConfig:
     if args.budget_hours is not None and args.budget_hours <= 0:
         raise ConfigError(f"--budget-hours: must be > 0, got {args.budget_hours}")
     sweep = load_sweep(args.sweep)
+    try:
+        sweep.require_search_space()
+    except ConfigError as exc:
+        raise ConfigError(f"{args.sweep}: {exc}") from exc
     # A fixed seed would make the continued study replay the same start-up points every night.
     seed = derive_seed(None, datetime.date.fromisoformat(date)) + (sweep.search.seed or 0)
     budget = args.budget_hours * 3600 if args.budget_hours is not None else sweep.search.time_budget_s

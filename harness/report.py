@@ -270,6 +270,9 @@ def _confirmed_section(title: str, confirmed: list, metric: str, sweep: SweepCon
                  c.verdict.outcome.replace("_", " "), *(_fmt(p.get(k, "")) for k in SHOWN_PARAMS)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if min(c.summary.n for c in confirmed) < 3:
+        lines += ["With 2 seeds the interval is wide (the t quantile is 12.7; with 3 seeds 4.3, with 5 seeds 2.8), "
+                  "and can reach below zero: more seeds (`search.confirm.seeds`) narrow it.", ""]
     lines += [f"- Rank {i}, {c.config_id}: {c.verdict.sentence}" for i, c in enumerate(confirmed, 1)]
     return lines + [""]
 
@@ -286,8 +289,10 @@ def _markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, best_grids
              f"scheduler `{sweep.search.scheduler}`, searcher seed {summary.get('seed', 'n/a')}.", ""]
     if confirmed:
         b = confirmed[0]
+        verdict = ("The paper defaults rank first: no searched config beat them." if b.is_default
+                   else b.verdict.sentence)
         lines.append(f"**Best confirmed config** {b.config_id}: mean {metric} {_fmt(b.summary.mean)} over {b.summary.n} "
-                     f"seeds, 95 % interval [{_fmt(b.summary.low)}, {_fmt(b.summary.high)}]. {b.verdict.sentence}")
+                     f"seeds, 95 % interval [{_fmt(b.summary.low)}, {_fmt(b.summary.high)}]. {verdict}")
         lines += ["", *_confirmed_section("Confirmed ranking", confirmed, metric, sweep, final_epochs)]
         if stage1_confirmed:
             lines += _confirmed_section("Confirmed Stage-I ranking (the Stage-II parents come from its top)",

@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # `python harness/tune.py` without installing: pu
 
 from harness import REPO_ROOT, storage  # noqa: E402
 from harness.config import SweepConfig, load_sweep  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
+from harness.errors import ConfigError, HarnessError  # noqa: E402
 
 DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
 SMOKE_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "smoke.yaml")
@@ -49,6 +49,10 @@ def parse_args(argv):
 def resolve_sweep(args) -> SweepConfig:
     path = SMOKE_SWEEP if args.smoke_test and not args.sweep else (args.sweep or DEFAULT_SWEEP)
     sweep = load_sweep(path)
+    try:
+        sweep.require_search_space()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     search = sweep.search
     overrides = {"num_samples": args.num_samples, "max_concurrent": args.max_concurrent,
                  "time_budget_s": args.time_budget, "strategy": args.strategy}

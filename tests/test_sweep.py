@@ -284,7 +284,6 @@ MALFORMED = [  # (file contents as bytes, the field or file the one-line error n
     (b"   \n\n  \n", "the sweep file is empty"),
     (b"\t\n", "not valid YAML"),
     (b"# only a comment\n", "the sweep file is empty"),
-    (b"name: x\nstage1: {epochs: 1, search: {}}\n", "stage1.search: no parameters"),
     (b"name: x\nstage1:\n  search:\n    kl_weight: {distribution: loguniform, low: 0.1, high: .inf, default: 2.0}\n",
      "stage1.search.kl_weight.high: must be a finite number, got inf"),
     (b"name: x\nstage1:\n  search:\n    lr_g: {distribution: uniform, low: .nan, high: 0.1, default: 0.01}\n",
@@ -323,6 +322,14 @@ def test_a_malformed_sweep_file_gets_one_line_naming_the_field(tmp_path, content
 @pytest.mark.parametrize("override,message", MALFORMED_FIELDS, ids=[m.split(":")[0] for _, m in MALFORMED_FIELDS])
 def test_a_wrong_field_gets_one_line_naming_it(tmp_path, override, message):
     _assert_one_line(_sweep_file(tmp_path, **override), message)
+
+
+def test_a_sweep_with_nothing_to_search_is_refused_before_ray_starts(tmp_path):
+    sweep = _sweep_file(tmp_path, **{"stage2.search": {}})
+    out = subprocess.run([sys.executable, "harness/tune.py", "--sweep", sweep, "--storage", str(tmp_path / "r")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip().startswith(f"error: {sweep}: stage2.search: no parameters")
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_directory_or_a_missing_path_is_refused_with_one_line(tmp_path):
