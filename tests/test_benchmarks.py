@@ -108,7 +108,8 @@ def test_search_efficiency_runs_each_method_and_confirms_the_picks(ray_local, tm
     full = json.loads((out / "search_efficiency.json").read_text())
     for rep in full["repetitions"]:  # an anytime point after each finished trial, the budget spent in order
         spent = [p["trial_epochs"] for p in rep["points"]]
-        assert spent == sorted(spent) and rep["trial_epochs"] >= 3
+        # the budget of 3 epochs, give or take the evaluations of the 2 trials in flight when it ran out
+        assert spent == sorted(spent) and 1 <= rep["trial_epochs"] <= 3 + 2 and spent[-1] == rep["trial_epochs"]
     assert (out / "search_efficiency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

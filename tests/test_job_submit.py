@@ -47,7 +47,7 @@ def ray_head(s3, tmp_path):
     )
     address = f"http://127.0.0.1:{dash}"
     try:
-        deadline = time.time() + 90
+        deadline = time.time() + 240  # on a loaded 2-core machine the agent has taken over 90 s
         while True:  # the node's job agent comes up some seconds after `ray start` (and after `job list` answers)
             ready = subprocess.run(["ray", "job", "submit", "--address", address, "--no-wait", "--", "true"],
                                    env=env, capture_output=True, timeout=60)
