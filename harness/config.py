@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from harness.config_fields import build, field
 from harness.errors import ConfigError
 from models.config import PROFILES, STAGE2_INITS
 
@@ -25,56 +26,6 @@ PAPER_DEFAULTS = {"kl_weight": 2.0, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 100, "c
                   "attention": False, "stage2_init": "scratch"}
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "categorical")
 OBJECTIVES = {"fid": "min", "fidelity": "max", "inception_score": "max"}
-
-
-def _fields(cls, data: Any, path: str) -> dict:
-    """Checks ``data`` is a mapping with only ``cls``'s fields; returns it."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'sweep'}: expected a mapping, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{path + '.' if path else ''}{unknown[0]}: unknown key (allowed: {', '.join(sorted(known))})")
-    return data
-
-
-def _typed(value: Any, kind: type | tuple, path: str) -> Any:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is float and isinstance(value, str):  # YAML reads 2e-4 as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise ConfigError(f"{path}: expected {getattr(kind, '__name__', kind)}, got a boolean")
-    if not isinstance(value, kind):
-        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConfigError(f"{path}: expected {name}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _build(cls, raw: Any, path: str, **nested):
-    """Instantiates dataclass ``cls`` from a mapping, type-checking each plain field."""
-    data = _fields(cls, raw, path)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        p = f"{path}.{f.name}" if path else f.name
-        if f.name in nested:
-            kwargs[f.name] = nested[f.name](data.get(f.name), p)
-        elif f.name in data:
-            value = data[f.name]
-            kind = f.metadata["type"]
-            kwargs[f.name] = None if value is None and f.metadata.get("optional") else _typed(value, kind, p)
-    obj = cls(**kwargs)
-    obj.validate(path)
-    return obj
-
-
-def field(default, kind, optional: bool = False, **kw):
-    return dataclasses.field(default=default, metadata={"type": kind, "optional": optional}, **kw)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +77,7 @@ def _search(stage: int):
                 raise ConfigError(f"{path}.{name}: unknown parameter{hint}; allowed: {', '.join(STAGE_PARAMS[stage])}")
             if not isinstance(spec, dict):  # a bare value fixes the parameter
                 spec = {"distribution": "categorical", "choices": [spec], "default": spec}
-            specs[name] = _build(ParamSpec, spec, f"{path}.{name}")
+            specs[name] = build(ParamSpec, spec, f"{path}.{name}")
             if name == "stage2_init" and not set(specs[name].choices or ()) <= set(STAGE2_INITS):
                 raise ConfigError(f"{path}.{name}.choices: each must be one of {', '.join(STAGE2_INITS)}, "
                                   f"got {specs[name].choices}")
@@ -369,17 +320,17 @@ class SweepConfig:
 
 def sweep_from_dict(data: Any) -> SweepConfig:
     def stage(n):
-        return lambda d, p: _build(StageSection, d, p, search=_search(n))
+        return lambda d, p: build(StageSection, d, p, search=_search(n))
 
-    return _build(
+    return build(
         SweepConfig, data, "",
-        data=lambda d, p: _build(DataConfig, d, p),
-        model=lambda d, p: _build(ModelSection, d, p),
-        resources=lambda d, p: _build(ResourcesConfig, d, p),
-        train=lambda d, p: _build(TrainSettings, d, p, divergence=lambda dd, pp: _build(DivergenceConfig, dd, pp)),
+        data=lambda d, p: build(DataConfig, d, p),
+        model=lambda d, p: build(ModelSection, d, p),
+        resources=lambda d, p: build(ResourcesConfig, d, p),
+        train=lambda d, p: build(TrainSettings, d, p, divergence=lambda dd, pp: build(DivergenceConfig, dd, pp)),
         stage1=stage(1),
         stage2=stage(2),
-        search=lambda d, p: _build(SearchConfig, d, p, confirm=lambda dd, pp: _build(ConfirmConfig, dd, pp)),
+        search=lambda d, p: build(SearchConfig, d, p, confirm=lambda dd, pp: build(ConfirmConfig, dd, pp)),
     )
 
 

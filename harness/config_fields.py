@@ -1,0 +1,64 @@
+"""Typed dataclasses from YAML mappings, with errors that name the field's path.
+
+A config dataclass declares each plain field with ``field(default, type)``; ``build`` checks that a
+mapping holds only known keys, type-checks each value (YAML's ``2e-4`` string is a float; a boolean is
+never a number) and calls the dataclass's ``validate(path)``. Nested sections are built by the callables
+passed as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from harness.errors import ConfigError
+
+
+def _mapping(cls, data: Any, path: str) -> dict:
+    """Checks ``data`` is a mapping with only ``cls``'s fields; returns it."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'sweep'}: expected a mapping, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path + '.' if path else ''}{unknown[0]}: unknown key (allowed: {', '.join(sorted(known))})")
+    return data
+
+
+def _typed(value: Any, kind: type | tuple, path: str) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):  # YAML reads 2e-4 as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ConfigError(f"{path}: expected {getattr(kind, '__name__', kind)}, got a boolean")
+    if not isinstance(value, kind):
+        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{path}: expected {name}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def build(cls, raw: Any, path: str, **nested):
+    """Instantiates dataclass ``cls`` from a mapping, type-checking each plain field."""
+    data = _mapping(cls, raw, path)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        p = f"{path}.{f.name}" if path else f.name
+        if f.name in nested:
+            kwargs[f.name] = nested[f.name](data.get(f.name), p)
+        elif f.name in data:
+            value = data[f.name]
+            kind = f.metadata["type"]
+            kwargs[f.name] = None if value is None and f.metadata.get("optional") else _typed(value, kind, p)
+    obj = cls(**kwargs)
+    obj.validate(path)
+    return obj
+
+
+def field(default, kind, optional: bool = False, **kw):
+    return dataclasses.field(default=default, metadata={"type": kind, "optional": optional}, **kw)
