@@ -1,5 +1,5 @@
 """cluster/ manifests: the launcher YAML against Ray's autoscaler schema, the KubeRay manifests against
-the v1.7.0 CRD schemas in ../shared/kuberay-crds (read from there, never copied), plus reviewer checks."""
+the KubeRay v1.7.0 CRD schemas vendored in cluster/crds/ (public schema files), plus reviewer checks."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import yaml
 from tests.conftest import ROOT
 
 CLUSTER = ROOT / "cluster"
-CRDS = ROOT.parent / "shared" / "kuberay-crds"
+CRDS = ROOT / "cluster" / "crds"
 IMAGE_TAG = re.compile(r"^[\w./-]+:[\w.-]+$")
 
 
