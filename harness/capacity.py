@@ -4,17 +4,38 @@ Node types come from the cluster config the autoscaler reports to the GCS (autos
 KubeRay runs). The v1 autoscaler of `ray up` / `ray start --autoscaling-config` reports no node
 types; when one runs, a resource no node offers yet may still arrive, so it is not refused, and
 concurrency follows what the nodes hold now unless the sweep says (search.max_concurrent).
+
+Right after a cluster starts, its autoscaler may not have reported yet (it reports every few
+seconds). A resource no node offers is therefore refused only once a report exists, or after
+AUTOSCALER_REPORT_WAIT_S without one: a sweep submitted at start-up is not refused by a race.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 import ray
 
 from harness.config import ResourcesConfig
 from harness.errors import ConfigError
+
+AUTOSCALER_REPORT_WAIT_S = 60.0  # Ray's monitor reports every 5 s; a slow head start takes longer
+
+
+def _autoscaler_status() -> dict | None:
+    """The autoscaler's last published status, or None before its first report."""
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
+
+    if not _internal_kv_initialized():
+        return None
+    status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    try:
+        return json.loads(status) if status else None
+    except ValueError:
+        return None
 
 
 def _node_groups() -> list[dict]:
@@ -25,32 +46,49 @@ def _node_groups() -> list[dict]:
     return [{"resources": dict(g.resources), "max_count": g.max_count} for g in config.node_group_configs]
 
 
+def _node_type_mapping() -> dict[str, str]:
+    """{node ip: node type} from the autoscaler's report; empty before its first report of nodes."""
+    try:
+        return dict((_autoscaler_status() or {})["autoscaler_report"]["node_type_mapping"] or {})
+    except (KeyError, TypeError, ValueError):
+        return {}
+
+
 def autoscaler_can_add_nodes() -> bool:
     """True when an autoscaler with node types of its own runs (not the read-only one of a plain
     ``ray.init()`` / ``ray start`` cluster, whose node types are the nodes themselves)."""
-    from ray._private import ray_constants
     from ray.autoscaler._private.util import format_readonly_node_type
-    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
 
-    if not _internal_kv_initialized():
-        return False
-    status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
-    try:
-        mapping = json.loads(status)["autoscaler_report"]["node_type_mapping"] if status else {}
-    except (ValueError, KeyError, TypeError):
-        return False
+    mapping = _node_type_mapping()
     return any(node_type != format_readonly_node_type(node_id) for node_id, node_type in mapping.items())
 
 
-def check_cluster_fits(resources: ResourcesConfig) -> None:
+def _wait_for_autoscaler_report(wait_s: float) -> None:
+    """Returns once the autoscaler has reported node types or its nodes, or after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while not (_node_groups() or _node_type_mapping()) and time.monotonic() < deadline:
+        time.sleep(1.0)
+
+
+def _missing(resources: ResourcesConfig, offered: list[dict]) -> dict[str, tuple[float, float]]:
+    """{resource: (per worker, most any node offers)} for what no offer covers."""
+    best = {name: max((n.get(name, 0) for n in offered), default=0) for name in resources.per_worker()}
+    return {name: (amount, best[name]) for name, amount in resources.per_worker().items() if best[name] < amount}
+
+
+def _offers(groups: list[dict]) -> list[dict]:
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")] + [g["resources"] for g in groups]
+
+
+def check_cluster_fits(resources: ResourcesConfig, wait_s: float = AUTOSCALER_REPORT_WAIT_S) -> None:
     """Rejects per-worker resources that no node has and no known node type can bring (the trial
-    would wait forever)."""
+    would wait forever). Waits up to ``wait_s`` for an autoscaler that has not reported yet."""
     groups = _node_groups()
-    offered = [n["Resources"] for n in ray.nodes() if n.get("Alive")] + [g["resources"] for g in groups]
-    for name, amount in resources.per_worker().items():
-        best = max((n.get(name, 0) for n in offered), default=0)
-        if best >= amount:
-            continue
+    if _missing(resources, _offers(groups)) and not (groups or _node_type_mapping()):
+        print(f"note: waiting up to {wait_s:.0f} s for the autoscaler's first report", flush=True)
+        _wait_for_autoscaler_report(wait_s)
+        groups = _node_groups()
+    for name, (amount, best) in _missing(resources, _offers(groups)).items():
         if not groups and autoscaler_can_add_nodes():
             print(f"note: no node offers {amount} {name} yet; the autoscaler is trusted to add one", flush=True)
             continue

@@ -33,6 +33,7 @@ if __package__ in (None, ""):  # `python harness/nightly.py` without installing:
 from harness import REPO_ROOT, storage  # noqa: E402
 from harness.config import SweepConfig, load_sweep, sweep_from_dict  # noqa: E402
 from harness.errors import ConfigError, HarnessError  # noqa: E402
+from harness.preflight import check_inputs  # noqa: E402
 
 EXIT_REGRESSION = 3
 DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
@@ -75,6 +76,7 @@ def night_sweep(args, date: str) -> SweepConfig:
     sweep = load_sweep(args.sweep)
     try:
         sweep.require_search_space()
+        check_inputs(sweep.data)  # before Ray: a missing file would fail every trial three times
     except ConfigError as exc:
         raise ConfigError(f"{args.sweep}: {exc}") from exc
     # A fixed seed would make the continued study replay the same start-up points every night.

@@ -1,8 +1,10 @@
-"""Storage preflight: before any trial, prove the storage URI is reachable and writable.
+"""Preflight before Ray starts: the storage URI is writable and every input a sweep names exists.
 
-Writes, reads back and deletes a marker object. On failure raises StorageError with one line that
-names the URI and the cause (no credentials, no such bucket, access denied, endpoint unreachable),
-never a secret, within about 30 s (short connect/read timeouts, two attempts).
+``preflight`` writes, reads back and deletes a marker object. On failure it raises StorageError with
+one line that names the URI and the cause (no credentials, no such bucket, access denied, endpoint
+unreachable), never a secret, within about 30 s (short connect/read timeouts, two attempts).
+``check_inputs`` refuses, with the field named, a dataset root, Inception weights or Stage-I
+checkpoint that is missing or unreadable: otherwise every trial would fail on it, three times each.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import uuid
 from urllib.parse import urlparse
 
 from harness import storage
-from harness.errors import StorageError
+from harness.errors import ConfigError, StorageError
 
 
 def _s3_client():
@@ -71,3 +73,21 @@ def preflight(uri: str) -> float:
     if body != b"ok":
         raise StorageError(f"{uri}: storage preflight failed: read back differs from what was written")
     return time.perf_counter() - t0
+
+
+def check_inputs(data, stage1_checkpoint: str | None = None) -> None:
+    """Raises ConfigError naming the field whose file or directory is missing or unreadable.
+    ``data`` is the sweep's DataConfig (its ``uri`` and ``inception_weights``)."""
+    named = [("data.uri", data.uri), ("data.inception_weights", data.inception_weights),
+             ("--stage1-checkpoint", stage1_checkpoint)]
+    for field_path, uri in named:
+        if uri is None:
+            continue
+        problem = storage.readable(uri)
+        if problem:
+            raise ConfigError(f"{field_path}: {uri} {problem}")
+    if stage1_checkpoint is not None:
+        from harness.checkpoint import MARKER, is_complete
+
+        if not is_complete(stage1_checkpoint):
+            raise ConfigError(f"--stage1-checkpoint: {stage1_checkpoint} is not a complete checkpoint (no {MARKER})")

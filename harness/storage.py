@@ -112,6 +112,22 @@ def exists(uri: str) -> bool:
     return _retrying(uri, "stat", lambda: fs.get_file_info(path).type != pafs.FileType.NotFound)
 
 
+def readable(uri: str) -> str | None:
+    """None when ``uri`` is a file whose first byte can be read (a directory: when it exists),
+    else why not, in a few words."""
+    fs, path = filesystem(uri)
+    info = _retrying(uri, "stat", lambda: fs.get_file_info(path))
+    if info.type == pafs.FileType.NotFound:
+        return "does not exist"
+    if info.type == pafs.FileType.Directory:
+        return None
+    try:
+        _retrying(uri, "read", lambda: fs.open_input_stream(path).read(1))
+    except (PermissionError, OSError) as exc:
+        return f"is not readable ({getattr(exc, 'strerror', None) or exc})"
+    return None
+
+
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
 

@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         resources.validate("resources")
         if args.stage == "2" and not args.stage1_checkpoint:
             raise HarnessError("--stage1-checkpoint: required with --stage 2")
-        from harness.preflight import preflight
+        from harness.preflight import check_inputs, preflight
 
+        check_inputs(sweep.data, args.stage1_checkpoint if args.stage == "2" else None)
         preflight(args.storage)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)

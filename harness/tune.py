@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # `python harness/tune.py` without installing: pu
 from harness import REPO_ROOT, storage  # noqa: E402
 from harness.config import SweepConfig, load_sweep  # noqa: E402
 from harness.errors import ConfigError, HarnessError  # noqa: E402
+from harness.preflight import check_inputs  # noqa: E402
 
 DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
 SMOKE_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "smoke.yaml")
@@ -51,6 +52,7 @@ def resolve_sweep(args) -> SweepConfig:
     sweep = load_sweep(path)
     try:
         sweep.require_search_space()
+        check_inputs(sweep.data)  # before Ray: a missing file would fail every trial three times
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     search = sweep.search

@@ -19,6 +19,7 @@ import pytest
 
 from harness import storage
 from harness import tune as tune_cmd
+from harness.errors import ConfigError
 from harness.results import read_parquet
 from tests.conftest import ROOT, write_sweep
 
@@ -341,3 +342,35 @@ def test_a_directory_or_a_missing_path_is_refused_with_one_line(tmp_path):
     with pytest.raises(ConfigError, match="no such sweep file"):
         load_sweep(str(tmp_path / "missing.yaml"))
     assert not (tmp_path / "r").exists()
+
+
+def test_a_missing_dataset_root_is_refused_before_ray_starts_in_seconds(tmp_path):
+    sweep = _sweep_file(tmp_path, data={"kind": "cub", "uri": str(tmp_path / "birds"), "encoder": "precomputed",
+                                        "inception_weights": str(tmp_path / "inception.pt")},
+                        **{"stage2.search.attention": {"distribution": "categorical", "choices": [False], "default": False}})
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "harness/tune.py", "--sweep", sweep, "--storage", str(tmp_path / "r")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == f"error: {sweep}: data.uri: {tmp_path / 'birds'} does not exist"
+    assert time.perf_counter() - t0 < 10 and not (tmp_path / "r").exists()
+
+
+def test_missing_inception_weights_and_stage1_checkpoints_are_refused_naming_the_field(tmp_path):
+    from harness.config import sweep_from_dict
+    from harness.preflight import check_inputs
+
+    (tmp_path / "birds").mkdir()
+    data = sweep_from_dict({"data": {"kind": "cub", "uri": str(tmp_path / "birds"), "encoder": "precomputed",
+                                     "inception_weights": str(tmp_path / "inception.pt")}}).data
+    with pytest.raises(ConfigError, match=r"^data\.inception_weights: .*inception\.pt does not exist$"):
+        check_inputs(data)
+    (tmp_path / "inception.pt").write_bytes(b"weights")
+    check_inputs(data)
+    with pytest.raises(ConfigError, match=r"^--stage1-checkpoint: .*epoch-0002 does not exist$"):
+        check_inputs(data, str(tmp_path / "epoch-0002"))
+    (tmp_path / "epoch-0002").mkdir()  # a killed upload: the directory without its COMMITTED marker
+    with pytest.raises(ConfigError, match=r"^--stage1-checkpoint: .*epoch-0002 is not a complete checkpoint"):
+        check_inputs(data, str(tmp_path / "epoch-0002"))
+    (tmp_path / "epoch-0002" / "COMMITTED").write_bytes(b"")
+    check_inputs(data, str(tmp_path / "epoch-0002"))
