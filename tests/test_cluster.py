@@ -66,6 +66,10 @@ def test_launcher_config_matches_the_autoscaler_schema():
         assert "IamInstanceProfile" in node["node_config"], "S3 through an instance profile, not keys"
     text = (CLUSTER / "aws.yaml").read_text()
     assert "AWS_SECRET_ACCESS_KEY" not in text and "--dashboard-host=127.0.0.1" in text
+    starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands") for c in config[key] if "ray start" in c]
+    assert len(starts) == 2 and all(c.startswith("RAY_AUTH_MODE=token ray start") for c in starts), starts
+    assert config["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token", "every node gets the token"
+    assert any("export RAY_AUTH_MODE=token" in c for c in config["setup_commands"]), "clients on the nodes too"
 
 
 @pytest.mark.parametrize("path,kind", [("kuberay/raycluster.yaml", "RayCluster"), ("kuberay/rayjob-sweep.yaml", "RayJob"),
@@ -160,3 +164,70 @@ def test_dockerfile_pins_the_ray_image_and_installs_with_the_constraints():
     assert "pip install --no-cache-dir -q -c constraints.txt -e ." in text
     manifests = "".join(p.read_text() for p in (CLUSTER / "kuberay").glob("*.yaml"))
     assert "working_dir: /home/ray/stackgan" in manifests and "WORKDIR /home/ray/stackgan" in text
+
+
+# Ray's logical resources of the instance types the launcher config names (its GPU node type leaves
+# them to detection). A new instance type must be added here, with its vCPUs and GPUs.
+INSTANCE_RESOURCES = {"m6i.2xlarge": {"CPU": 8}, "g5.2xlarge": {"CPU": 8, "GPU": 1}}
+
+
+def _launcher_nodes() -> list[dict]:
+    config = yaml.safe_load((CLUSTER / "aws.yaml").read_text())
+    nodes = []
+    for name, node_type in config["available_node_types"].items():
+        instance = node_type["node_config"]["InstanceType"]
+        assert instance in INSTANCE_RESOURCES, f"aws.yaml {name}: add {instance}'s resources to INSTANCE_RESOURCES"
+        offered = {**INSTANCE_RESOURCES[instance], **node_type.get("resources", {})}
+        count = 1 if name == config["head_node_type"] else node_type["max_workers"]
+        nodes += [dict(offered) for _ in range(count)]
+    return nodes
+
+
+def _kuberay_nodes() -> list[dict]:
+    spec = yaml.safe_load((CLUSTER / "kuberay" / "raycluster.yaml").read_text())["spec"]
+
+    def offered(group: dict) -> dict:
+        limits = _containers(group["template"])[0]["resources"]["limits"]
+        cpus = float(group["rayStartParams"].get("num-cpus", limits["cpu"]))
+        return {"CPU": cpus, **({"GPU": float(limits["nvidia.com/gpu"])} if "nvidia.com/gpu" in limits else {})}
+
+    nodes = [offered(spec["headGroupSpec"])]
+    for group in spec["workerGroupSpecs"]:
+        nodes += [offered(group) for _ in range(group["maxReplicas"])]
+    return nodes
+
+
+def _trials_at_once(resources, nodes: list[dict]) -> int:
+    """Places whole trials (the trial's own bundle, then each Train worker's) first-fit on the nodes
+    at their autoscaled maximum, until one no longer fits. Logical resources, as Ray schedules them."""
+    from harness.searcher import trial_resources
+
+    free = [dict(n) for n in nodes]
+    bundles = [trial_resources(resources)] + ([resources.per_worker()] * resources.workers)
+    trials = 0
+    while True:
+        trial_free = [dict(n) for n in free]
+        for bundle in bundles:
+            node = next((n for n in trial_free if all(n.get(k, 0) >= v - 1e-9 for k, v in bundle.items())), None)
+            if node is None:
+                return trials
+            for k, v in bundle.items():
+                node[k] -= v
+        free, trials = trial_free, trials + 1
+
+
+@pytest.mark.parametrize("sweep_file", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("cluster", ["aws.yaml", "kuberay/raycluster.yaml"])
+def test_every_shipped_sweep_fits_every_shipped_cluster_without_idle_gpus(sweep_file, cluster, capsys):
+    from harness.config import load_sweep
+
+    resources = load_sweep(str(sweep_file)).resources
+    nodes = _launcher_nodes() if cluster == "aws.yaml" else _kuberay_nodes()
+    trials = _trials_at_once(resources, nodes)
+    gpus = sum(n.get("GPU", 0) for n in nodes)
+    used = trials * max(1, resources.workers) * resources.gpus_per_worker
+    with capsys.disabled():
+        print(f"\n  {sweep_file.name} on {cluster}: {trials} trials at once, {used:g} of {gpus:g} GPUs busy")
+    assert trials >= 1, f"{sweep_file.name}: not one trial fits {cluster}"
+    if resources.gpus_per_worker:
+        assert used == gpus, f"{sweep_file.name} on {cluster}: {gpus - used:g} GPUs idle with {trials} trials at once"
