@@ -171,6 +171,9 @@ class TrainSettings:
     # instead of a random one (0: the paper). Random mismatches on shapes differ in the background 3
     # times in 4, and D learns to check only that (models/losses.py mismatched_indices).
     hard_negatives: float = field(0.0, float)
+    # Multi-worker runs: BatchNorm statistics over the global batch, as the paper's single-GPU batch
+    # of 64 had, instead of each worker's share (harness/sync_batchnorm.py). No effect with one worker.
+    sync_batchnorm: bool = field(False, bool)
     divergence: DivergenceConfig = field(None, DivergenceConfig)
 
     def validate(self, path: str) -> None:

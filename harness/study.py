@@ -3,8 +3,10 @@
 Two kinds of home:
 - a journal file at any storage URI (``<root>/nightly/optuna/<sweep>.journal`` by default): kept with
   the results, so it needs no database. Optuna's journal backend writes a local file with file
-  locks, so an ``s3://`` journal is copied to a local file while the sweep runs and written back
-  after each phase (``sync``). Only one sweep may use a journal at a time: nightly runs do not overlap.
+  locks, so an ``s3://`` journal is worked on in a local copy (``MirroredJournalBackend``) that is
+  written back after every append: a pod that dies loses at most its running trials. A searcher
+  that Tune restores on another machine fetches the journal again. Only one sweep may use a journal
+  at a time: nightly runs do not overlap.
 - a database URL (``sqlite:///...``, ``postgresql://...``, ``mysql://...``): Optuna's RDB storage,
   for several sweeps sharing one study at once.
 """
@@ -17,11 +19,48 @@ import tempfile
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 
 from harness import storage
 
 DATABASE_SCHEMES = ("sqlite:", "postgresql", "mysql")
+
+
+class MirroredJournalBackend(BaseJournalBackend):
+    """An Optuna journal whose home is an ``s3://`` object, worked on in a local file.
+
+    The local file is named by the URI in this machine's temp dir, and is replaced by home's copy
+    whenever the backend is made or unpickled (a searcher Tune restores on a new pod): home is the
+    truth, because every append is written home at once. That is a few small PUTs per trial,
+    against trials that take minutes.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+        self.local_path = os.path.join(tempfile.gettempdir(), f"harness-optuna-{digest}.journal")
+        # Never kept: a leftover from an earlier run under the same URI would pass for tonight's study.
+        home = storage.read_bytes(uri) if storage.exists(uri) else b""
+        with open(self.local_path, "wb") as f:
+            f.write(home)
+        self._file = JournalFileBackend(self.local_path)
+
+    def __getstate__(self) -> dict:
+        return {"uri": self.uri}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["uri"])
+
+    def read_logs(self, log_number_from: int):
+        return self._file.read_logs(log_number_from)
+
+    def append_logs(self, logs: list[dict]) -> None:
+        self._file.append_logs(logs)
+        self.push()
+
+    def push(self) -> None:
+        with open(self.local_path, "rb") as f:
+            storage.write_bytes(self.uri, f.read())
 
 
 class StudyStore:
@@ -29,7 +68,6 @@ class StudyStore:
         self.location = location
         self.is_database = location.startswith(DATABASE_SCHEMES)
         self._storage = None
-        self._local_path: str | None = None
 
     def study_name(self, sweep_name: str, phase: str) -> str:
         return f"{sweep_name}-{phase}"
@@ -38,28 +76,12 @@ class StudyStore:
         if self._storage is None:
             if self.is_database:
                 self._storage = RDBStorage(self.location)
+            elif storage.is_s3(self.location):
+                self._storage = JournalStorage(MirroredJournalBackend(self.location))
             else:
-                self._storage = JournalStorage(JournalFileBackend(self._fetch_journal()))
+                os.makedirs(os.path.dirname(self.location) or ".", exist_ok=True)
+                self._storage = JournalStorage(JournalFileBackend(self.location))
         return self._storage
-
-    def _fetch_journal(self) -> str:
-        if not storage.is_s3(self.location):
-            os.makedirs(os.path.dirname(self.location) or ".", exist_ok=True)
-            self._local_path = self.location
-            return self._local_path
-        # A fixed local name per URI: a restored Tune searcher (--resume) finds the same file again.
-        digest = hashlib.sha256(self.location.encode()).hexdigest()[:16]
-        self._local_path = os.path.join(tempfile.gettempdir(), f"harness-optuna-{digest}.journal")
-        data = storage.read_bytes(self.location) if storage.exists(self.location) else b""
-        with open(self._local_path, "wb") as f:
-            f.write(data)
-        return self._local_path
-
-    def sync(self) -> None:
-        """Writes a copied journal back to its home (a no-op for local files and databases)."""
-        if self._local_path is not None and storage.is_s3(self.location):
-            with open(self._local_path, "rb") as f:
-                storage.write_bytes(self.location, f.read())
 
     def trials(self, study_name: str) -> list[optuna.trial.FrozenTrial]:
         """The study's trials so far ([] when it does not exist yet)."""

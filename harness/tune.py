@@ -143,10 +143,7 @@ def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfi
                                       failure_config=tune.FailureConfig(max_failures=search.max_failures)),
         )
 
-    results = _fit(phase, ctx, sweep, resume, make_tuner)
-    if study is not None:
-        study.sync()  # the night's trials reach the study's home even if a later phase fails
-    return results
+    return _fit(phase, ctx, sweep, resume, make_tuner)
 
 
 def confirm_phase(phase: str, ctx, sweep: SweepConfig, resume: bool, budget_s: float | None):

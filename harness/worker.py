@@ -23,6 +23,7 @@ from harness.config import OBJECTIVES, StageRunConfig
 from harness.data.dataset import open_train_data
 from harness.evaluate import chance_fidelity, inception_metrics, load_inception, sample_grid, shapes_metrics
 from harness.loop import Diverged, StageLoop
+from harness.sync_batchnorm import convert_sync_batchnorm
 from models import Stage1Config, Stage1Generator
 from models.config import get_profile
 
@@ -85,8 +86,7 @@ def train_fn_per_worker(config: dict) -> None:
     )
     loop = StageLoop(run, data.text_dim, data.word_dim, device, stage1_g)
     if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        loop.wrap(lambda m: torch.nn.parallel.DistributedDataParallel(m, device_ids=ids))
+        distribute(loop, device, run.train.sync_batchnorm)
 
     start_epoch = 0
     latest = checkpoint.latest(run.run_uri)
@@ -148,6 +148,19 @@ def train_fn_per_worker(config: dict) -> None:
         _report(metrics, report_to)
     if evaluator is not None:
         evaluator.close()
+
+
+def distribute(loop: StageLoop, device: torch.device, sync_batchnorm: bool) -> None:
+    """Wraps the loop's G and D in DDP over the process group TorchTrainer set up; with
+    ``sync_batchnorm`` their BatchNorm layers first become global-batch ones."""
+    ids = [device.index] if device.type == "cuda" else None
+
+    def wrap(module: torch.nn.Module) -> torch.nn.Module:
+        if sync_batchnorm:
+            module = convert_sync_batchnorm(module, device)
+        return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+    loop.wrap(wrap)
 
 
 def stage_resolution(run: StageRunConfig) -> int:

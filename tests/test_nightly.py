@@ -88,6 +88,52 @@ def test_an_early_stopped_trial_reaches_optuna_as_pruned_not_complete(tmp_path):
     assert store2.count_trials("s") == 4
 
 
+def test_an_s3_journal_is_home_after_every_trial_and_follows_a_restored_searcher_to_a_new_pod(s3, tmp_path, monkeypatch):
+    import pickle
+    import tempfile
+
+    uri = f"s3://{s3.bucket}/journal-test/study.journal"
+    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "pod1") + "/")
+    (tmp_path / "pod1").mkdir()
+    store = StudyStore(uri)
+    searcher = make_searcher(space, {}, "fid", "min", seed=1, final_stage=1, study_name="s", storage=store.storage())
+    searcher.suggest("done")
+    searcher.suggest("running")  # the pod dies while this one trains
+    searcher.on_trial_complete("done", {"fid": 40.0, "status": "finished", "stage": 1, "training_iteration": 1})
+    # No phase end, no sync call: the finished trial is already home.
+    home = StudyStore(uri)
+    assert [t.state for t in home.trials("s")] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
+
+    # Tune restores the searcher from its pickle on a new pod: another temp dir, no local journal.
+    saved = pickle.dumps(searcher)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "pod2") + "/")
+    (tmp_path / "pod2").mkdir()
+    restored = pickle.loads(saved)
+    assert restored._ot_study._storage._backend.local_path.startswith(str(tmp_path / "pod2"))
+    restored.on_trial_complete("running", {"fid": 30.0, "status": "finished", "stage": 1, "training_iteration": 1})
+    trials = StudyStore(uri).trials("s")
+    assert [(t.state, t.value) for t in trials] == [(optuna.trial.TrialState.COMPLETE, 40.0),
+                                                    (optuna.trial.TrialState.COMPLETE, 30.0)]  # once each
+
+
+def test_a_leftover_local_journal_never_passes_for_the_study_at_home(s3, tmp_path, monkeypatch):
+    import tempfile
+
+    from harness.study import MirroredJournalBackend
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path) + "/")
+    uri = f"s3://{s3.bucket}/journal-test/leftover.journal"
+    local = MirroredJournalBackend(uri).local_path
+    with open(local, "wb") as f:  # an earlier run's journal under the same URI, home since emptied
+        f.write(b'{"op_code": 0}\n')
+    MirroredJournalBackend(uri)
+    assert open(local, "rb").read() == b""
+    storage.write_bytes(uri, b'{"op_code": 1}\n')
+    MirroredJournalBackend(uri)
+    assert open(local, "rb").read() == b'{"op_code": 1}\n'
+
+
 def test_bad_nightly_arguments_fail_before_ray_with_the_field_named(tmp_path, capsys):
     assert nightly.main(["--storage", str(tmp_path), "--date", "27/11/2026"]) == 2
     assert "--date" in capsys.readouterr().err

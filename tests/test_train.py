@@ -30,7 +30,9 @@ def _run(capsys, *args) -> dict:
 
 @pytest.mark.slow
 def test_two_worker_ddp_run_reports_metrics_and_checkpoints(ray_local, tmp_path, capsys):
-    summary = _run(capsys, "--sweep", _sweep(tmp_path), "--storage", str(tmp_path / "runs"), "--workers", "2")
+    # Global-batch BatchNorm through the real Ray Train worker group (test_distributed.py checks its maths).
+    sweep = _sweep(tmp_path, **{"train.sync_batchnorm": True})
+    summary = _run(capsys, "--sweep", sweep, "--storage", str(tmp_path / "runs"), "--workers", "2")
     for stage in ("stage1", "stage2"):
         m = summary[stage]
         assert m["status"] == "finished"
@@ -40,7 +42,7 @@ def test_two_worker_ddp_run_reports_metrics_and_checkpoints(ray_local, tmp_path,
         assert pathlib.Path(m["sample_grid"]).read_bytes()[:4] == b"\x89PNG"
     _, meta = checkpoint.load(summary["stage2"]["checkpoint_path"])
     assert meta["config"]["stage1_checkpoint"] == summary["stage1_checkpoint"]
-    assert meta["architecture"]["stage2"]["image_size"] == 32
+    assert meta["architecture"]["stage2"]["image_size"] == 32 and meta["config"]["train"]["sync_batchnorm"] is True
 
 
 def _final_generator(run_dir: pathlib.Path) -> dict:
