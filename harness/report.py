@@ -279,7 +279,8 @@ def _confirmed_section(title: str, confirmed: list, metric: str, sweep: SweepCon
 
 def _markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, best_grids, summary, confirmed,
               stage1_confirmed) -> str:
-    extra = ("fidelity",) if sweep.data.kind == "shapes" else ()
+    # Beside the objective: caption fidelity on shapes; on real data FID and IS, both always shown.
+    extra = ("fidelity",) if sweep.data.kind == "shapes" else tuple(m for m in ("fid", "inception_score") if m != metric)
     final_epochs = sweep.stage1.epochs if ranked and ranked[0].get("stage") == 1 else sweep.stage2.epochs
     if sweep.search.strategy == "joint":
         final_epochs = sweep.stage1.epochs + sweep.stage2.epochs

@@ -16,6 +16,7 @@ import time
 
 import psutil
 import pytest
+import torch
 
 from harness import storage
 from harness import tune as tune_cmd
@@ -374,3 +375,38 @@ def test_missing_inception_weights_and_stage1_checkpoints_are_refused_naming_the
         check_inputs(data, str(tmp_path / "epoch-0002"))
     (tmp_path / "epoch-0002" / "COMMITTED").write_bytes(b"")
     check_inputs(data, str(tmp_path / "epoch-0002"))
+
+
+class _TinyInception(torch.nn.Module):
+    """A stand-in for the TorchScript Inception a real-data sweep names: (pool features, logits)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=2)
+        self.head = torch.nn.Linear(8, 5)
+
+    def forward(self, images_B3HW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features_BF = torch.relu(self.conv(images_B3HW)).mean((2, 3))
+        return features_BF, self.head(features_BF)
+
+
+@pytest.mark.slow
+def test_a_cub_layout_sweep_trains_both_stages_and_reports_fid_and_is(ray_local, tmp_path, capsys):
+    from tests import cub_fixture
+
+    birds = cub_fixture.make(tmp_path / "birds", kind="cub", per_split={"train": 24, "test": 8})
+    torch.manual_seed(0)
+    inception = tmp_path / "inception.ts"
+    torch.jit.script(_TinyInception()).save(str(inception))
+    sweep = _sweep_file(tmp_path, data={"kind": "cub", "uri": str(birds), "encoder": "precomputed",
+                                        "inception_weights": str(inception), "eval_samples": 8},
+                        **{"stage2.search.attention": {"distribution": "categorical", "choices": [False], "default": False},
+                           "search.num_samples": 2, "search.confirm": {"top_k": 1, "seeds": 0}})
+    runs = tmp_path / "runs"
+    assert tune_cmd.main(["--sweep", sweep, "--storage", str(runs), "--name", "birds"]) == 0, capsys.readouterr().err
+    rows = read_parquet(str(runs / "birds" / "results.parquet"))
+    for stage in (1, 2):
+        finished = [r for r in rows if r["stage"] == stage and r["status"] == "finished"]
+        assert finished and all(r["fid"] > 0 and r["inception_score"] >= 1.0 for r in finished), stage
+    report = (runs / "birds" / "report" / "leaderboard.md").read_text()
+    assert "| epoch | fid | inception_score |" in report, report[:3000]
