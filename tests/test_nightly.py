@@ -17,7 +17,7 @@ from harness.results import read_parquet
 from harness.searcher import make_searcher
 from harness.study import StudyStore
 from models import Stage1Config, Stage1Generator, Stage2Config, Stage2Generator
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_sweep
 
 SMOKE = str(ROOT / "search_spaces" / "smoke.yaml")
 SMOKE_DEFAULTS = {"kl_weight": 2.0, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 8, "c_dim": 8}
@@ -214,3 +214,67 @@ def test_two_nights_on_s3_continue_one_study_and_share_a_leaderboard(ray_local, 
     nights = read_parquet(f"{root}/leaderboard/nights.parquet")
     assert [n["date"] for n in nights] == ["2026-11-20", "2026-11-25", "2026-11-26"]
     assert nights[2]["regression"] and nights[2]["all_time_best"] == 1e-3
+
+
+def _keys(s3, prefix: str) -> list[str]:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3.endpoint)
+    return [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=prefix)
+            for o in page.get("Contents", [])]
+
+
+@pytest.mark.slow
+def test_a_night_killed_during_stage2_resumes_on_a_new_pod_and_loses_no_trial(s3, tmp_path):
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    root = f"s3://{s3.bucket}/killed-night"
+    # One trial at a time, so the kill lands between Stage-II's first and second search trial.
+    sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "smoke.yaml", **{"search.max_concurrent": 1})
+    cmd = [sys.executable, "harness/nightly.py", "--sweep", sweep, "--storage", root, "--date", "2026-11-27"]
+
+    def pod() -> dict:
+        """A fresh pod: its own temp dir (so no local copy of the journal) and its own Ray."""
+        temp = tempfile.mkdtemp(prefix="pod-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
+        return {**os.environ, "TMPDIR": temp, "RAY_TMPDIR": temp, "PYTHONUNBUFFERED": "1"}
+
+    first_pod = pod()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=first_pod, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        # Killed once a Stage-II trial has finished and Tune has saved the Stage-II run's state, so
+        # the next pod restores that run (and its searcher) instead of starting it afresh.
+        deadline = time.time() + 400
+        ready = False
+        while time.time() < deadline and not ready and proc.poll() is None:
+            keys = _keys(s3, "killed-night/nightly/2026-11-27/smoke/")
+            stage2_done = {k.split("/trials/")[1].split("/")[0] for k in keys if "/stage2/metrics/" in k}
+            ready = len(stage2_done) == 1 and any("tune/stage2/experiment_state" in k for k in keys)
+            time.sleep(0.5)
+        assert ready, "no Stage-II trial finished before the deadline"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started die together
+        proc.wait()
+        shutil.rmtree(first_pod["TMPDIR"], ignore_errors=True)  # the pod and its disk are gone
+    store = StudyStore(f"{root}/nightly/optuna/smoke.journal")
+    told_before = [t for t in store.trials("smoke-stage1") if t.state.is_finished()]
+    assert len(told_before) == 2, "the Stage-I search trials reached the journal before the kill"
+
+    second_pod = pod()
+    out = subprocess.run(cmd, cwd=ROOT, env=second_pod, capture_output=True, text=True, timeout=900)
+    shutil.rmtree(second_pod["TMPDIR"], ignore_errors=True)
+    assert "resuming stage2" in out.stdout, out.stdout[-3000:]
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = read_parquet(f"{root}/nightly/2026-11-27/smoke/results.parquet")
+    store = StudyStore(f"{root}/nightly/optuna/smoke.journal")
+    for phase in ("stage1", "stage2"):
+        searched = {r["trial_id"] for r in rows if r["phase"] == phase and r["source"] == "search"}
+        told = [t for t in store.trials(f"smoke-{phase}") if t.state.is_finished()]
+        assert len(searched) == 2 and len(told) == 2, (phase, len(searched), [(t.number, t.state) for t in told])
+        assert len({tuple(sorted(t.params.items())) for t in told}) == 2, f"{phase}: a trial told twice"
