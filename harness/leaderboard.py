@@ -125,7 +125,7 @@ class Leaderboard:
         return sorted(rows, key=lambda r: r["date"])
 
     def record_night(self, date: str, report: dict, sweep_root: str, wall_seconds: float, seed: int,
-                     margin: float) -> NightOutcome:
+                     margin: float, budget_ended: list[str] = ()) -> NightOutcome:
         """Adds (or replaces) tonight's rows, judges regression, promotes a new all-time best, renders."""
         if not report["ranked"]:
             raise HarnessError(f"{sweep_root}: the night has no ranked trial")
@@ -163,7 +163,8 @@ class Leaderboard:
                  "all_time_best_ci_high": all_time.high, "regression": regression, "margin": margin,
                  "trials": len(costs), "cpu_hours": cpu_h, "gpu_hours": gpu_h, "wall_hours": wall_seconds / 3600,
                  "quality": q, "quality_per_gpu_hour": per_hour(q, gpu_h), "quality_per_cpu_hour": per_hour(q, cpu_h),
-                 "seed": seed, "report": report["report"], "checkpoint": ckpt}
+                 "seed": seed, "report": report["report"], "checkpoint": ckpt,
+                 "ended_by": f"time budget ({', '.join(budget_ended)})" if budget_ended else "completed"}
         nights = sorted(earlier + [night], key=lambda n: n["date"])
         promoted = False
         if ckpt is not None and value == self._best_value([n["best_value"] for n in nights]):
@@ -257,12 +258,12 @@ class Leaderboard:
                   f"A night's best is its best confirmed config: the mean {m} over its confirmation seeds, with the 95 % "
                   "interval. A night is flagged as a regression only when its interval and the all-time best's do not "
                   f"overlap and the means differ by more than the margin.", "", "## Nights", ""]
-        head = ["date", "best trial", m, "95 % interval", "seeds", "all-time best", "regression", "trials", "CPU-h", "GPU-h",
-                "quality/GPU-h", "quality/CPU-h", "report"]
+        head = ["date", "best trial", m, "95 % interval", "seeds", "all-time best", "regression", "ended by", "trials",
+                "CPU-h", "GPU-h", "quality/GPU-h", "quality/CPU-h", "report"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for n in reversed(nights):
             cells = [n["date"], n["best_trial"], _fmt(n["best_value"]), _interval(n), str(n.get("best_seeds") or 1),
-                     _fmt(n["all_time_best"]), "yes" if n["regression"] else "", str(n["trials"]),
+                     _fmt(n["all_time_best"]), "yes" if n["regression"] else "", n.get("ended_by") or "", str(n["trials"]),
                      _fmt(n["cpu_hours"]), _fmt(n["gpu_hours"]), _fmt(n["quality_per_gpu_hour"]),
                      _fmt(n["quality_per_cpu_hour"]), n["report"]]
             lines.append("| " + " | ".join(cells) + " |")

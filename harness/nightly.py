@@ -124,7 +124,7 @@ def main(argv=None) -> int:
             print(f"night {date}: {sweep.name} under {night_root}, study {study.location}", flush=True)
             record, report = run_sweep(sweep, night_root, resume=True, dataset_root=args.storage, study=study)
         outcome = board.record_night(date, report, sweep_root, record.get("wall_seconds", time.perf_counter() - t0),
-                                     record["seed"], args.regression_margin)
+                                     record["seed"], args.regression_margin, record.get("budget_ended", []))
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

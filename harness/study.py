@@ -89,5 +89,18 @@ class StudyStore:
             return []
         return optuna.load_study(study_name=study_name, storage=self.storage()).get_trials(deepcopy=False)
 
+    def prune_unfinished(self, study_name: str) -> int:
+        """Tells the study that its trials still RUNNING after Tune's time budget ended a phase were
+        stopped: PRUNED, with the evaluations they reported (Tune's budget stop does not always
+        reach the searcher). Journals only: a database study may be shared by sweeps running now.
+        Returns how many."""
+        if self.is_database or study_name not in optuna.study.get_all_study_names(self.storage()):
+            return 0
+        study = optuna.load_study(study_name=study_name, storage=self.storage())
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        for trial in running:
+            study.tell(trial.number, state=optuna.trial.TrialState.PRUNED)
+        return len(running)
+
     def count_trials(self, study_name: str) -> int:
         return len(self.trials(study_name))

@@ -79,6 +79,9 @@ def keep_credentials_out_of_runtime_env() -> None:
         | set(storage.ENDPOINT_ENV_VARS)  # the endpoint is no secret, and remote trials need it
 
 
+BUDGET_REACHED = 0.98  # a Tune run that lasted this share of its time budget was stopped by it
+
+
 class SweepFailed(RuntimeError):
     """The sweep ran but produced nothing to rank (every trial diverged or none reported)."""
 
@@ -229,16 +232,31 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     # and Stage-I leaves Stage-II its turn.
     search_share = 0.6 if confirming else 1.0
 
+    def within_budget(name: str, budget_s: float | None, fit) -> None:
+        """Runs one Tune run; when Tune's time budget stopped it, records its name in sweep.json's
+        ``budget_ended`` (the leaderboard says so) and tells the study its stopped trials were pruned."""
+        started = time.perf_counter()
+        fit()
+        if budget_s is not None and time.perf_counter() - started >= BUDGET_REACHED * budget_s:
+            if name not in record.setdefault("budget_ended", []):
+                record["budget_ended"].append(name)
+            storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
+            if study is not None and not name.endswith("-confirm"):
+                study.prune_unfinished(study.study_name(sweep.name, name))
+
     def search_and_confirm(phase: str, ctx, space: dict, epochs: int, phase_seed: int, share: float) -> None:
-        run_phase(phase, ctx, space, sweep.first_point(phase), sweep, phase_seed, epochs, resume,
-                  budget_left(share * search_share), study)
+        search_budget = budget_left(share * search_share)
+        within_budget(phase, search_budget, lambda: run_phase(
+            phase, ctx, space, sweep.first_point(phase), sweep, phase_seed, epochs, resume, search_budget, study))
         if confirming:
             key = f"{phase}_confirm_candidates"  # recorded, so a resumed sweep confirms the same configs
             if key not in record:
                 record[key] = confirmation_candidates(search_ranking(storage_root, sweep, phase), sweep.first_point(phase),
                                                       sweep.search.confirm.top_k)
                 storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
-            confirm_phase(phase, dataclasses.replace(ctx, candidates=tuple(record[key])), sweep, resume, budget_left(share))
+            confirm_budget = budget_left(share)
+            within_budget(f"{phase}-confirm", confirm_budget, lambda: confirm_phase(
+                phase, dataclasses.replace(ctx, candidates=tuple(record[key])), sweep, resume, confirm_budget))
 
     if sweep.search.strategy == "staged":
         search_and_confirm("stage1", PhaseContext(phase="stage1", **base), optuna_space(sweep.stage1.search),

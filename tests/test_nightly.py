@@ -278,3 +278,23 @@ def test_a_night_killed_during_stage2_resumes_on_a_new_pod_and_loses_no_trial(s3
         told = [t for t in store.trials(f"smoke-{phase}") if t.state.is_finished()]
         assert len(searched) == 2 and len(told) == 2, (phase, len(searched), [(t.number, t.state) for t in told])
         assert len({tuple(sorted(t.params.items())) for t in told}) == 2, f"{phase}: a trial told twice"
+
+
+@pytest.mark.slow
+def test_a_tiny_budget_ends_the_night_with_pruned_trials_and_says_so(ray_local, tmp_path, capsys):
+    # Trials far longer than the budget: Tune's time budget, not the trials, ends every phase.
+    sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "smoke.yaml",
+                        **{"stage1.epochs": 200, "stage2.epochs": 200})
+    root = str(tmp_path / "store")
+    assert nightly.main(["--sweep", sweep, "--storage", root, "--date", "2026-11-28", "--budget-hours", "0.025"]) == 0, \
+        capsys.readouterr().err
+    record = json.loads(storage.read_bytes(f"{root}/nightly/2026-11-28/smoke/sweep.json"))
+    assert {"stage1", "stage2"} <= set(record["budget_ended"])
+    study = StudyStore(f"{root}/nightly/optuna/smoke.journal")
+    for phase in ("stage1", "stage2"):
+        told = [t for t in study.trials(f"smoke-{phase}") if t.state.is_finished()]
+        assert told and all(t.state == optuna.trial.TrialState.PRUNED for t in told), [t.state for t in told]
+        assert any(t.intermediate_values for t in told)  # TPE still sees how far they got
+    night = read_parquet(f"{root}/leaderboard/nights.parquet")[-1]
+    assert night["ended_by"].startswith("time budget (stage1") and "stage2" in night["ended_by"]
+    assert "time budget (stage1" in storage.read_bytes(f"{root}/leaderboard/leaderboard.md").decode()
