@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from harness.config_fields import build, field
+from harness.config_fields import DuplicateKeyError, build, field, load_yaml
 from harness.errors import ConfigError
 from models.config import PROFILES, STAGE2_INITS
 
@@ -141,8 +141,9 @@ class ResourcesConfig:
         return need
 
     def validate(self, path: str) -> None:
-        if self.workers < 0 or self.cpus_per_worker < 1 or self.gpus_per_worker < 0:
-            raise ConfigError(f"{path}.workers: workers >= 0, cpus_per_worker >= 1, gpus_per_worker >= 0")
+        for name, least in (("workers", 0), ("cpus_per_worker", 1), ("gpus_per_worker", 0)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"{path}.{name}: must be >= {least}, got {getattr(self, name)}")
         if self.workers == 0 and self.gpus_per_worker > 1:
             raise ConfigError(f"{path}.gpus_per_worker: local mode (workers: 0) drives at most one GPU")
 
@@ -153,8 +154,10 @@ class DivergenceConfig:
     collapse_steps: int = field(200, int)  # consecutive collapsed steps that end the run
 
     def validate(self, path: str) -> None:
-        if self.collapse_steps < 1 or self.collapse_loss <= 0:
-            raise ConfigError(f"{path}.collapse_steps: must be >= 1 (and collapse_loss > 0)")
+        if self.collapse_steps < 1:
+            raise ConfigError(f"{path}.collapse_steps: must be >= 1, got {self.collapse_steps}")
+        if not self.collapse_loss > 0:
+            raise ConfigError(f"{path}.collapse_loss: must be > 0, got {self.collapse_loss}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,8 +182,9 @@ class TrainSettings:
     def validate(self, path: str) -> None:
         if self.batch_size < 2:
             raise ConfigError(f"{path}.batch_size: must be >= 2 (mismatched pairs need two captions)")
-        if self.eval_every < 1 or self.keep_checkpoints < 1 or self.lr_decay_every < 1:
-            raise ConfigError(f"{path}.eval_every: eval_every, keep_checkpoints, lr_decay_every must be >= 1")
+        for name in ("eval_every", "keep_checkpoints", "lr_decay_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{path}.{name}: must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.hard_negatives <= 1.0:
             raise ConfigError(f"{path}.hard_negatives: must be in [0, 1], got {self.hard_negatives}")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -261,8 +265,9 @@ class SearchConfig:
             raise ConfigError(f"{path}.objective: {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ConfigError(f"{path}.max_concurrent: must be >= 1")
-        if self.top_k < 1 or self.grace_period < 1:
-            raise ConfigError(f"{path}.top_k: top_k and grace_period must be >= 1")
+        for name in ("top_k", "grace_period"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{path}.{name}: must be >= 1, got {getattr(self, name)}")
 
     @property
     def mode(self) -> str:
@@ -340,7 +345,7 @@ def sweep_from_dict(data: Any) -> SweepConfig:
 def load_sweep(path: str) -> SweepConfig:
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = load_yaml(f)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such sweep file") from exc
     except IsADirectoryError as exc:
@@ -349,6 +354,8 @@ def load_sweep(path: str) -> SweepConfig:
         raise ConfigError(f"{path}: not readable ({exc.strerror})") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if data is None:

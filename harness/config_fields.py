@@ -11,7 +11,30 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import yaml
+
 from harness.errors import ConfigError
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names the same key twice: plain YAML would keep the last one without a word."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise DuplicateKeyError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r} "
+                                        "(YAML would silently keep only the last)")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(stream) -> Any:
+    """``yaml.safe_load`` that refuses a key written twice in one mapping (DuplicateKeyError)."""
+    return yaml.load(stream, Loader=_StrictLoader)  # noqa: S506 -- a SafeLoader subclass
 
 
 def _mapping(cls, data: Any, path: str) -> dict:

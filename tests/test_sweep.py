@@ -292,6 +292,10 @@ MALFORMED = [  # (file contents as bytes, the field or file the one-line error n
      "stage1.search.lr_g.low: must be a finite number, got nan"),
     (b"name: x\nstage1:\n  search:\n    c_dim: {distribution: categorical, choices: [32, 64], default: 128}\n",
      "stage1.search.c_dim.default: 128 is not among the choices"),
+    (b"name: x\nstage1:\n  epochs: 2\n  epochs: 3\n", "line 4: duplicate key 'epochs'"),
+    (b"name: x\nstage1:\n  search:\n    lr_g: {distribution: loguniform, low: 1.0e-4, high: 1.0e-3, default: 5.0e-4}\n"
+     b"    lr_g: {distribution: loguniform, low: 1.0e-5, high: 1.0e-3, default: 5.0e-4}\n",
+     "line 5: duplicate key 'lr_g'"),
 ]
 MALFORMED_FIELDS = [  # the smoke sweep with one field made wrong
     ({"search": [1, 2]}, "search: expected a mapping, got list"),
@@ -302,6 +306,10 @@ MALFORMED_FIELDS = [  # the smoke sweep with one field made wrong
     ({"stage1.epochs": "six"}, "stage1.epochs: expected int, got str"),
     ({"resources.workers": 1.5}, "resources.workers: expected int, got float"),
     ({"train.hard_negatives": True}, "train.hard_negatives: expected float, got a boolean"),
+    ({"train.keep_checkpoints": 0}, "train.keep_checkpoints: must be >= 1, got 0"),
+    ({"resources.cpus_per_worker": 0}, "resources.cpus_per_worker: must be >= 1, got 0"),
+    ({"train.divergence": {"collapse_loss": 0.0}}, "train.divergence.collapse_loss: must be > 0, got 0.0"),
+    ({"search.grace_period": 0}, "search.grace_period: must be >= 1, got 0"),
 ]
 
 

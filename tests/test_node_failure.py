@@ -1,0 +1,116 @@
+"""A node dies mid-sweep: a local two-node Ray cluster on 127.0.0.1, the trial node killed by PID.
+
+The head (token auth on) offers no `slot`, so every trial runs on the second node. Once a trial has
+written a checkpoint there, every process of that node is killed (SIGKILL), as when a machine
+vanishes; a replacement node then joins, as an autoscaler would bring one. The sweep must finish
+with every trial: Tune retries the trials the dead node held, and they resume from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+import pytest
+
+from harness.results import read_parquet
+from tests.conftest import ROOT, write_sweep
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kill_tree(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
+    """Ends ``proc`` and every process it started, by PID."""
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for p in family:
+        try:
+            p.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=15)
+    proc.wait(timeout=15)
+
+
+@pytest.fixture()
+def two_nodes(tmp_path):
+    temp = tempfile.mkdtemp(prefix="nf-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "PATH": f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}",
+           "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    port = _free_port()
+    subprocess.run(["ray", "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
+    subprocess.run(["ray", "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                    f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=false"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    nodes: list[subprocess.Popen] = []
+
+    def add_node() -> subprocess.Popen:
+        """A node with 2 trial slots, its processes children of this one (--block), so they end by PID."""
+        node = subprocess.Popen(["ray", "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
+                                 "--num-cpus=2", '--resources={"slot": 2}', "--disable-usage-stats", "--block"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        nodes.append(node)
+        return node
+
+    try:
+        yield {"env": {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}, "add_node": add_node}
+    finally:
+        for node in nodes:
+            _kill_tree(node, signal.SIGTERM)
+        mine = [p for p in psutil.process_iter(["cmdline"]) if temp in " ".join(p.info["cmdline"] or [])]
+        for p in mine:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(mine, timeout=15)
+        for p in alive:
+            p.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_node_killed_mid_sweep_loses_no_trial(two_nodes, tmp_path):
+    sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "sweep.yaml",
+                        **{"name": "node-failure", "stage1.epochs": 3, "search.confirm": {"top_k": 1, "seeds": 0},
+                           "search.max_concurrent": 2, "resources.custom_resources_per_worker": {"slot": 1}})
+    runs = tmp_path / "runs"
+    victim = two_nodes["add_node"]()
+    driver = subprocess.Popen([sys.executable, "harness/tune.py", "--sweep", sweep, "--storage", str(runs)],
+                              cwd=ROOT, env=two_nodes["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and driver.poll() is None:
+            if list(runs.glob("node-failure/trials/*/stage1/checkpoints/epoch-0001/COMMITTED")):
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, "the sweep ended before a trial checkpointed on the victim node"
+        _kill_tree(victim)  # the machine is gone: raylet, object store, trial and worker processes
+        two_nodes["add_node"]()
+        out, _ = driver.communicate(timeout=900)
+    finally:
+        if driver.poll() is None:
+            _kill_tree(driver)
+    assert driver.returncode == 0, out[-4000:]
+    rows = read_parquet(str(runs / "node-failure" / "results.parquet"))
+    for phase in ("stage1", "stage2"):
+        finished = {r["trial_id"] for r in rows if r["phase"] == phase and r["status"] == "finished"}
+        assert len(finished) == 2, (phase, finished)  # smoke.yaml's 2 search trials a phase, none lost
