@@ -12,38 +12,24 @@ AUTOSCALER_REPORT_WAIT_S without one: a sweep submitted at start-up is not refus
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
 import ray
 
+from harness import ray_compat
 from harness.config import ResourcesConfig
 from harness.errors import ConfigError
 
 AUTOSCALER_REPORT_WAIT_S = 60.0  # Ray's monitor reports every 5 s; a slow head start takes longer
 
 
-def _autoscaler_status() -> dict | None:
-    """The autoscaler's last published status, or None before its first report."""
-    from ray._private import ray_constants
-    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
-
-    if not _internal_kv_initialized():
-        return None
-    status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
-    try:
-        return json.loads(status) if status else None
-    except ValueError:
-        return None
-
-
 def _node_groups() -> list[dict]:
-    """[{"resources": {...}, "max_count": n}] from the reported cluster config ([] when none is)."""
-    config = ray._private.state.state.get_cluster_config()
-    if config is None:
-        return []
-    return [{"resources": dict(g.resources), "max_count": g.max_count} for g in config.node_group_configs]
+    return ray_compat.reported_node_groups()
+
+
+def _autoscaler_status() -> dict | None:
+    return ray_compat.autoscaler_status()
 
 
 def _node_type_mapping() -> dict[str, str]:
@@ -57,10 +43,8 @@ def _node_type_mapping() -> dict[str, str]:
 def autoscaler_can_add_nodes() -> bool:
     """True when an autoscaler with node types of its own runs (not the read-only one of a plain
     ``ray.init()`` / ``ray start`` cluster, whose node types are the nodes themselves)."""
-    from ray.autoscaler._private.util import format_readonly_node_type
-
     mapping = _node_type_mapping()
-    return any(node_type != format_readonly_node_type(node_id) for node_id, node_type in mapping.items())
+    return any(not ray_compat.is_read_only_node_type(node_id, node_type) for node_id, node_type in mapping.items())
 
 
 def _wait_for_autoscaler_report(wait_s: float) -> None:

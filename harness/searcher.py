@@ -10,6 +10,7 @@ import math
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
+from harness import ray_compat
 from harness.config import ParamSpec, ResourcesConfig
 
 
@@ -54,11 +55,10 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         ran_to_end = result is not None and (
             result.get("status") == "diverged"
             or (result.get("status") == "finished" and result.get("stage") == self._final_stage))
-        if error or not result or ran_to_end or trial_id in self._completed_trials:
+        if error or not result or ran_to_end or ray_compat.optuna_search_has_told(self, trial_id):
             super().on_trial_complete(trial_id, result, error)
             return
-        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
-        self._completed_trials.add(trial_id)
+        ray_compat.tell_optuna_pruned(self, trial_id)
 
 
 def make_sampler(name: str, seed: int, startup_trials: int = 10) -> optuna.samplers.BaseSampler:

@@ -73,10 +73,10 @@ def keep_credentials_out_of_runtime_env() -> None:
     (ray/tune/execution/class_cache.py), and Ray's runtime-env agent writes runtime_envs to its log.
     Credentials must appear in neither: trials take them from their node (environment or instance
     role), as Ray Train workers already do. Found by the secret scan in tests/test_sweep.py."""
-    from ray.tune.execution import class_cache
+    from harness import ray_compat
 
-    class_cache.ENV_VARS_TO_PROPAGATE = (frozenset(class_cache.ENV_VARS_TO_PROPAGATE) - CREDENTIAL_ENV_VARS) \
-        | set(storage.ENDPOINT_ENV_VARS)  # the endpoint is no secret, and remote trials need it
+    # The endpoint is no secret, and remote trials need it.
+    ray_compat.keep_env_vars_out_of_trials(drop=CREDENTIAL_ENV_VARS, add=set(storage.ENDPOINT_ENV_VARS))
 
 
 BUDGET_REACHED = 0.98  # a Tune run that lasted this share of its time budget was stopped by it
