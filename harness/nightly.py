@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # `python harness/nightly.py` without installing:
 
 from harness import REPO_ROOT, storage  # noqa: E402
 from harness.config import SweepConfig, load_sweep, sweep_from_dict  # noqa: E402
-from harness.errors import ConfigError, HarnessError  # noqa: E402
+from harness.errors import ConfigError, HarnessError, NoResults  # noqa: E402
 from harness.preflight import check_inputs  # noqa: E402
 
 EXIT_REGRESSION = 3
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (SweepFailed, ValueError) as exc:
+    except (SweepFailed, NoResults) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     metric = sweep.search.objective

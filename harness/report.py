@@ -28,7 +28,7 @@ import optuna  # noqa: E402
 from harness import storage  # noqa: E402
 from harness.config import SweepConfig, sweep_from_dict  # noqa: E402
 from harness.confirm import ALPHA, TEST_NAME, config_id, rank_confirmed  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
+from harness.errors import HarnessError, NoResults  # noqa: E402
 from harness.results import collect_rows, last_evaluations, write_parquet  # noqa: E402
 from harness.searcher import optuna_space  # noqa: E402
 
@@ -383,9 +383,12 @@ def main(argv: list[str] | None = None) -> int:
             raise HarnessError(f"{sweep_uri}: not found (no sweep named {args.sweep!r} under {args.storage})")
         recorded = json.loads(storage.read_bytes(sweep_uri))
         out = build_report(args.storage, sweep_from_dict(recorded["sweep"]), recorded)
-    except (HarnessError, ValueError) as exc:
+    except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except NoResults as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps({"report": out["report"], "rows": out["rows"], "best": out["ranked"][0]["trial_id"] if out["ranked"] else None}))
     return 0
 

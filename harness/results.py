@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from harness import storage
 from harness.config import SweepConfig
 from harness.confirm import config_id
+from harness.errors import NoResults
 
 
 def _flatten(prefix: str, obj, out: dict) -> None:
@@ -85,7 +86,7 @@ def last_evaluations(rows: list[dict]) -> list[dict]:
 
 def write_parquet(rows: list[dict], uri: str) -> None:
     if not rows:
-        raise ValueError("no trial has reported an evaluation yet")
+        raise NoResults("no trial has reported an evaluation yet")
     columns = sorted({k for r in rows for k in r})
     table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
     buf = io.BytesIO()

@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # `python harness/tune.py` without installing: pu
 
 from harness import REPO_ROOT, storage  # noqa: E402
 from harness.config import SweepConfig, load_sweep  # noqa: E402
-from harness.errors import ConfigError, HarnessError  # noqa: E402
+from harness.errors import ConfigError, HarnessError, NoResults  # noqa: E402
 from harness.preflight import check_inputs  # noqa: E402
 
 DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
@@ -284,7 +284,7 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     study_trials = study.trials(study.study_name(sweep.name, final_phase)) if study is not None else None
     try:
         report = build_report(storage_root, sweep, record, study_trials)
-    except ValueError as exc:  # no trial reported an evaluation
+    except NoResults as exc:
         raise SweepFailed(str(exc)) from exc
     return record, report
 
