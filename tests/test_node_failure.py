@@ -31,6 +31,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+COUNT_SLOT_NODES = """
+import ray
+ray.init(log_to_driver=False)
+print(sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("slot")))
+"""
+
+
+def _wait_for_slot_nodes(env: dict, count: int, timeout_s: float = 120) -> None:
+    """Returns once ``count`` live nodes offer the trial slot (a node takes seconds to register)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        out = subprocess.run([sys.executable, "-c", COUNT_SLOT_NODES], env=env, capture_output=True, text=True,
+                             timeout=120)
+        if out.returncode == 0 and out.stdout.strip().splitlines()[-1] == str(count):
+            return
+        time.sleep(1)
+    raise AssertionError(f"{count} slot node(s) did not register within {timeout_s} s")
+
+
 def _kill_tree(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
     """Ends ``proc`` and every process it started, by PID."""
     try:
@@ -90,9 +109,11 @@ def two_nodes(tmp_path):
 def test_a_node_killed_mid_sweep_loses_no_trial(two_nodes, tmp_path):
     sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "sweep.yaml",
                         **{"name": "node-failure", "stage1.epochs": 3, "search.confirm": {"top_k": 1, "seeds": 0},
+                           "search.scheduler": "none",  # every trial runs to its end: a short one is a lost one
                            "search.max_concurrent": 2, "resources.custom_resources_per_worker": {"slot": 1}})
     runs = tmp_path / "runs"
     victim = two_nodes["add_node"]()
+    _wait_for_slot_nodes(two_nodes["env"], 1)
     driver = subprocess.Popen([sys.executable, "harness/tune.py", "--sweep", sweep, "--storage", str(runs)],
                               cwd=ROOT, env=two_nodes["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True)
@@ -110,6 +131,7 @@ def test_a_node_killed_mid_sweep_loses_no_trial(two_nodes, tmp_path):
         if driver.poll() is None:
             _kill_tree(driver)
     assert driver.returncode == 0, out[-4000:]
+    assert "error" in out.lower(), "no trial saw the node die: the kill came too late to test anything"
     rows = read_parquet(str(runs / "node-failure" / "results.parquet"))
     for phase in ("stage1", "stage2"):
         finished = {r["trial_id"] for r in rows if r["phase"] == phase and r["status"] == "finished"}
