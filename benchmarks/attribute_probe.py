@@ -32,10 +32,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
+import shapes_setup  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import shapes_setup  # noqa: E402
 from harness.data import shapes  # noqa: E402
 from harness.data.text import get_encoder  # noqa: E402
 from harness.evaluate import shapes_metrics  # noqa: E402
@@ -131,7 +131,8 @@ def main() -> int:
             attrs = [shapes.attributes_of_key(int(k)) for k in batch.keys_B]
             true_text, changed_text = (t.to(device) for t in contrast.pair(attrs, args.attribute))
             out = d(batch.images_B3HW.to(device), true_text, changed_text)
-            loss = bce(out.matching_B, torch.ones_like(out.matching_B)) + bce(out.mismatched_B, torch.zeros_like(out.mismatched_B))
+            loss = bce(out.matching_B, torch.ones_like(out.matching_B)) \
+                + bce(out.mismatched_B, torch.zeros_like(out.mismatched_B))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

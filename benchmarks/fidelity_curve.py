@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 import shapes_setup  # noqa: E402
+
 from harness.evaluate import chance_fidelity, shapes_metrics  # noqa: E402
 from harness.loop import StageLoop  # noqa: E402
 

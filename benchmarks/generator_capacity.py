@@ -24,9 +24,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import shapes_setup  # noqa: E402
 import torch  # noqa: E402
 
-import shapes_setup  # noqa: E402
 from harness.evaluate import shapes_metrics  # noqa: E402
 from harness.loop import build_profile  # noqa: E402
 from models import Stage1Generator  # noqa: E402

@@ -38,7 +38,7 @@ def add_stage1_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a Stage-I searched value's default, e.g. kl_weight=0.1 (repeatable)")
 
 
-def stage1_run(p: argparse.ArgumentParser, s: "ShapesStage1", param_items: list[str] = (),
+def stage1_run(p: argparse.ArgumentParser, s: ShapesStage1, param_items: list[str] = (),
                batch_size: int | None = None) -> StageRunConfig:
     """The sweep's Stage-I run: its defaults with ``--param NAME=VALUE`` items and a batch-size
     override applied (a usage error names a bad item)."""

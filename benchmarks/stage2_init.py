@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import shapes_setup  # noqa: E402
+
 from harness.config import StageRunConfig  # noqa: E402
 from harness.data.dataset import ShapesData  # noqa: E402
 from harness.evaluate import shapes_metrics  # noqa: E402

@@ -30,13 +30,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
+from shapes_setup import pick_device  # noqa: E402
 
 from harness.config import ResourcesConfig, StageRunConfig, sweep_from_dict  # noqa: E402
 from harness.data.dataset import Batch  # noqa: E402
 from harness.loop import StageLoop  # noqa: E402
 from models import Stage1Generator  # noqa: E402
 from models.config import get_profile  # noqa: E402
-from shapes_setup import pick_device  # noqa: E402
 
 BATCH = {1: 64, 2: 16}
 TEXT_DIM = 1024

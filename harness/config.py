@@ -388,7 +388,7 @@ class StageRunConfig:
 
     @classmethod
     def from_sweep(cls, sweep: SweepConfig, stage: int, run_uri: str, dataset_uri: str, epochs: int, params: dict,
-                   stage1_checkpoint: str | None = None, train: TrainSettings | None = None) -> "StageRunConfig":
+                   stage1_checkpoint: str | None = None, train: TrainSettings | None = None) -> StageRunConfig:
         """``train`` replaces the sweep's training settings (a confirmation run's own seed)."""
         return cls(stage=stage, run_uri=run_uri, dataset_uri=dataset_uri, data=sweep.data, profile=sweep.model.profile,
                    loss=sweep.model.loss, train=train or sweep.train, epochs=epochs, params=params,
@@ -402,7 +402,7 @@ class StageRunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StageRunConfig":
+    def from_dict(cls, d: dict) -> StageRunConfig:
         d = dict(d)
         d["data"] = DataConfig(**d["data"])
         train = dict(d["train"])

@@ -51,7 +51,7 @@ class SeedSummary:
     high: float
 
     @classmethod
-    def of(cls, values: list[float]) -> "SeedSummary":
+    def of(cls, values: list[float]) -> SeedSummary:
         n = len(values)
         mean = sum(values) / n
         if n < 2:
@@ -60,7 +60,7 @@ class SeedSummary:
         half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
         return cls(n, mean, sd, mean - half, mean + half)
 
-    def overlaps(self, other: "SeedSummary") -> bool:
+    def overlaps(self, other: SeedSummary) -> bool:
         return self.low <= other.high and other.low <= self.high
 
 

@@ -53,7 +53,7 @@ class NightBest:
     n: int
 
     @classmethod
-    def of_row(cls, night: dict) -> "NightBest":
+    def of_row(cls, night: dict) -> NightBest:
         # Nights recorded before confirmation runs existed carry no interval: a point.
         low, high = night.get("best_ci_low"), night.get("best_ci_high")
         value = night["best_value"]

@@ -19,7 +19,12 @@ from harness.data.dataset import Batch
 from models import FrozenStage1, Stage1Discriminator, Stage1Generator, Stage2Discriminator, Stage2Generator
 from models.config import ModelProfile, get_profile
 from models.losses import (
-    DiscriminatorLogits, discriminator_loss, generator_loss, get_adversarial_loss, image_similarity, mismatched_indices,
+    DiscriminatorLogits,
+    discriminator_loss,
+    generator_loss,
+    get_adversarial_loss,
+    image_similarity,
+    mismatched_indices,
 )
 
 

@@ -60,7 +60,9 @@ def rank_trials(rows: list[dict], stage: int, metric: str, mode: str) -> list[di
     for tid, r in best.items():
         entries.append({**r, "final_status": last[tid]["status"], "trial_cost": last[tid]})
     worst = float("inf") if mode == "min" else float("-inf")
-    key = (lambda e: e[metric] if e["final_status"] != "diverged" else worst)
+
+    def key(e: dict) -> float:
+        return e[metric] if e["final_status"] != "diverged" else worst
     entries.sort(key=key, reverse=(mode == "max"))
     return entries
 
@@ -232,7 +234,8 @@ def _cost(rows: list[dict]) -> dict:
     run holds its cumulative cost."""
     out: dict[str, dict] = {}
     for r in last_evaluations(rows):
-        c = out.setdefault(r["phase"] + ("-confirm" if r["source"] == "confirm" else ""), {"cpu_seconds": 0.0, "gpu_seconds": 0.0, "wall_seconds": 0.0, "runs": 0})
+        c = out.setdefault(r["phase"] + ("-confirm" if r["source"] == "confirm" else ""),
+                           {"cpu_seconds": 0.0, "gpu_seconds": 0.0, "wall_seconds": 0.0, "runs": 0})
         for key in ("cpu_seconds", "gpu_seconds", "wall_seconds"):
             c[key] = round(c[key] + float(r.get(key) or 0.0), 2)
         c["runs"] += 1
@@ -257,7 +260,8 @@ def _confirmed_section(title: str, confirmed: list, metric: str, sweep: SweepCon
     seeds = ", ".join(str(s) for s in confirmed[0].seeds)
     lines = [f"## {title}", "",
              f"Each config was trained again with the same fresh training seeds ({seeds}) at the full budget of "
-             f"{epochs} epoch{'s' if epochs != 1 else ''}, the paper defaults included, and is ranked by the mean of its runs' last "
+             f"{epochs} epoch{'s' if epochs != 1 else ''}, the paper defaults included, and is ranked by the mean of "
+             "its runs' last "
              f"evaluations. Interval: 95 % Student-t interval of the mean. Against the defaults: {TEST_NAME} "
              f"at {ALPHA}.", ""]
     head = ["rank", "config", "seeds", f"mean {metric}", "95 % interval", "sd", "per seed", "vs defaults", *SHOWN_PARAMS]
@@ -365,7 +369,8 @@ def html_page(md: str, images: dict[str, bytes], title: str = "Leaderboard") -> 
         out.append("</table>")
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px}"
              "td,th{border:1px solid #ccc;padding:3px 6px}th{background:#eee}img{max-width:100%}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(out)}</body></html>"
+    head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
+    return f"<!doctype html><html><head>{head}</head><body>{''.join(out)}</body></html>"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     except NoResults as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps({"report": out["report"], "rows": out["rows"], "best": out["ranked"][0]["trial_id"] if out["ranked"] else None}))
+    best = out["ranked"][0]["trial_id"] if out["ranked"] else None
+    print(json.dumps({"report": out["report"], "rows": out["rows"], "best": best}))
     return 0
 
 

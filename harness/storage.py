@@ -22,7 +22,6 @@ import pyarrow.fs as pafs
 
 from harness.errors import StorageError
 
-
 # Substrings of the errors pyarrow's S3 filesystem raises for failures worth retrying.
 TRANSIENT_MARKERS = ("NETWORK_CONNECTION", "Couldn't connect", "Connection refused", "timed out", "Timeout",
                      "SERVICE_UNAVAILABLE", "SLOW_DOWN", "INTERNAL_FAILURE", "Connection reset", "curlCode",

@@ -337,8 +337,8 @@ def top_stage1_checkpoints(storage_root: str, sweep: SweepConfig) -> list[str]:
     if sweep.search.confirm.enabled:
         confirmed = rank_confirmed(rows, "stage1", metric, mode, config_id(sweep.first_point("stage1")))
         ordered += [(c.config_id, c.best_trial) for c in confirmed if c.diverged < len(c.values)]
-    ordered += [(e["config_id"], e["trial_id"]) for e in rank_trials([r for r in rows if r["source"] == "search"], 1, metric, mode)
-                if e["final_status"] != "diverged"]
+    searched = rank_trials([r for r in rows if r["source"] == "search"], 1, metric, mode)
+    ordered += [(e["config_id"], e["trial_id"]) for e in searched if e["final_status"] != "diverged"]
     parents, seen = [], set()
     for cid, trial_id in ordered:
         if cid in seen:

@@ -8,7 +8,7 @@ and is chosen by name from ``ADVERSARIAL_LOSSES`` (compare_gan style): ``bce`` i
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

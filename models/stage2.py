@@ -167,7 +167,7 @@ class FrozenStage1(nn.Module):
             p.requires_grad_(False)
         self.generator.eval()
 
-    def train(self, mode: bool = True) -> "FrozenStage1":
+    def train(self, mode: bool = True) -> FrozenStage1:
         self.training = False
         self.generator.eval()
         return self

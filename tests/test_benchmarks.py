@@ -84,7 +84,8 @@ def test_attribute_probe_gan_reports_fidelity_and_what_d_checks(tmp_path):
 
 def test_attribute_probe_supervised_d_learns_an_easy_attribute(tmp_path):
     # The background is a whole-image colour: D learns to check it in a couple of hundred steps.
-    first, last = _attribute_probe(tmp_path, "--probe", "d-supervised", "--attribute", "background", "--steps", "200", "--every", "100")
+    first, last = _attribute_probe(tmp_path, "--probe", "d-supervised", "--attribute", "background",
+                                   "--steps", "200", "--every", "100")
     assert last["attribute"] == "background" and last["d_checks"]["prefers_true"] >= 0.9
     assert last["d_checks"]["gap"] > first["d_checks"]["gap"] > 0
 

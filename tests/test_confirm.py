@@ -7,7 +7,12 @@ import math
 import pytest
 
 from harness.confirm import (
-    SeedSummary, compare_to_defaults, config_id, confirmation_candidates, confirmation_seeds, rank_confirmed,
+    SeedSummary,
+    compare_to_defaults,
+    config_id,
+    confirmation_candidates,
+    confirmation_seeds,
+    rank_confirmed,
 )
 
 

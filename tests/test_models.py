@@ -28,8 +28,8 @@ from models.losses import (
     discriminator_loss,
     generator_loss,
     hinge_loss,
-    kl_loss,
     image_similarity,
+    kl_loss,
     mismatched_indices,
 )
 
@@ -181,7 +181,7 @@ def test_hinge_loss_terms():
 
 def test_mismatched_pairs_never_share_a_key():
     gen = torch.Generator().manual_seed(0)
-    for trial in range(200):
+    for _ in range(200):
         keys = torch.randint(0, 3, (16,), generator=gen)
         if keys.unique().numel() < 2:
             continue

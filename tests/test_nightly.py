@@ -10,8 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness import checkpoint, storage
-from harness import nightly
+from harness import checkpoint, nightly, storage
 from harness.leaderboard import NightBest, is_regression, quality, trial_costs
 from harness.results import read_parquet
 from harness.searcher import make_searcher

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-from html import unescape
 import pathlib
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from html import unescape
 
 import psutil
 import pytest
@@ -249,7 +249,8 @@ def _kill_first_train_worker_after_checkpoint(runs: pathlib.Path, killed: list, 
 @pytest.mark.slow
 def test_a_killed_training_worker_resumes_its_trial_from_the_last_checkpoint(ray_local, tmp_path, capsys):
     runs = tmp_path / "runs"
-    sweep = _sweep_file(tmp_path, **{"resources.workers": 1, "stage1.epochs": 6, "search.num_samples": 1, "search.confirm": {"top_k": 1, "seeds": 0},
+    sweep = _sweep_file(tmp_path, **{"resources.workers": 1, "stage1.epochs": 6, "search.num_samples": 1,
+                                     "search.confirm": {"top_k": 1, "seeds": 0},
                                      "search.grace_period": 6, "name": "killed", "search.top_k": 1})
     killed: list = []
     stop = threading.Event()

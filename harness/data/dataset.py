@@ -11,7 +11,7 @@ Both datasets yield the same ``Batch``; the stage loop does not know which it tr
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ class Batch:
     words_BTD: torch.Tensor | None = None  # per-word features, when attention is on
     mask_BT: torch.Tensor | None = None
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(*(move(getattr(self, f.name)) for f in dataclasses.fields(self)))
 
@@ -67,7 +67,7 @@ class TextNorm:
     std_D: torch.Tensor | None = None
 
     @classmethod
-    def over(cls, table_ND: np.ndarray | None) -> "TextNorm":
+    def over(cls, table_ND: np.ndarray | None) -> TextNorm:
         if table_ND is None:
             return cls()
         t = torch.from_numpy(np.asarray(table_ND, np.float32))

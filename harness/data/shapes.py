@@ -132,7 +132,8 @@ def sample_scene(seed: int, scene_id: int, second_object_prob: float = 0.0) -> S
 def _polygon(shape: str, cx: float, cy: float, r: float, rot: float) -> list[tuple[float, float]]:
     def ring(n, radius, offset):
         return [
-            (cx + radius * math.cos(offset + rot + 2 * math.pi * k / n), cy + radius * math.sin(offset + rot + 2 * math.pi * k / n))
+            (cx + radius * math.cos(offset + rot + 2 * math.pi * k / n),
+             cy + radius * math.sin(offset + rot + 2 * math.pi * k / n))
             for k in range(n)
         ]
 
@@ -245,6 +246,7 @@ def captions(scene: Scene, seed: int) -> list[tuple[str, tuple[str, ...]]]:
         text = _fill(template, scene.attributes, pick)
         if len(scene.objects) > 1:
             o = scene.objects[1]
-            text += f" and a {pick(SIZES[o.size][1])} {pick(COLOURS[o.colour][1])} {pick(SHAPES[o.shape])} {_position_phrase(o.position, pick)}"
+            text += (f" and a {pick(SIZES[o.size][1])} {pick(COLOURS[o.colour][1])} {pick(SHAPES[o.shape])} "
+                     f"{_position_phrase(o.position, pick)}")
         out.append((text, mentions))
     return out
