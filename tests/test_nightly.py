@@ -235,7 +235,8 @@ def test_a_night_killed_during_stage2_resumes_on_a_new_pod_and_loses_no_trial(s3
 
     root = f"s3://{s3.bucket}/killed-night"
     # One trial at a time, so the kill lands between Stage-II's first and second search trial.
-    sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "smoke.yaml", **{"search.max_concurrent": 1})
+    sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "smoke.yaml",
+                        **{"search.max_concurrent": 1, "search.confirm": {"top_k": 1, "seeds": 0}})
     cmd = [sys.executable, "harness/nightly.py", "--sweep", sweep, "--storage", root, "--date", "2026-11-27"]
 
     def pod() -> dict:
@@ -283,10 +284,10 @@ def test_a_night_killed_during_stage2_resumes_on_a_new_pod_and_loses_no_trial(s3
 def test_a_tiny_budget_ends_the_night_with_pruned_trials_and_says_so(ray_local, tmp_path, capsys):
     # Trials far longer than the budget: Tune's time budget, not the trials, ends every phase.
     sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "smoke.yaml",
-                        **{"stage1.epochs": 200, "stage2.epochs": 200})
+                        **{"stage1.epochs": 200, "stage2.epochs": 200, "search.confirm": {"top_k": 1, "seeds": 0}})
     root = str(tmp_path / "store")
-    assert nightly.main(["--sweep", sweep, "--storage", root, "--date", "2026-11-28", "--budget-hours", "0.025"]) == 0, \
-        capsys.readouterr().err
+    night = ["--sweep", sweep, "--storage", root, "--date", "2026-11-28", "--budget-hours", "0.015"]  # 54 s
+    assert nightly.main(night) == 0, capsys.readouterr().err
     record = json.loads(storage.read_bytes(f"{root}/nightly/2026-11-28/smoke/sweep.json"))
     assert {"stage1", "stage2"} <= set(record["budget_ended"])
     study = StudyStore(f"{root}/nightly/optuna/smoke.journal")
