@@ -303,8 +303,8 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from harness.cli import start_ray
     from harness.data.ensure import ensure_dataset
-    from harness.tune import start_ray
 
     root = storage.normalize(args.out)
     t0 = time.perf_counter()

@@ -182,7 +182,7 @@ def main() -> int:
     if any(m.startswith("ray") for m in modes):
         import ray
 
-        from harness.tune import worker_pythonpath
+        from harness.cli import worker_pythonpath
 
         ray.init(num_cpus=args.threads, num_gpus=torch.cuda.device_count() if use_gpu else 0,
                  include_dashboard=False, log_to_driver=False,

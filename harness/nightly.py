@@ -12,9 +12,9 @@
 - The leaderboard under <storage>/leaderboard/ gains tonight's row (best trial, cost in CPU- and
   GPU-hours, quality per hour); a new all-time best checkpoint is promoted to leaderboard/best/.
 
-Exit codes: 0 done; 1 the sweep produced nothing to rank; 2 bad input or unusable storage;
-3 tonight's best is worse than the all-time best beyond seed noise: their 95 % intervals over the
-confirmation seeds do not overlap, and the means differ by more than --regression-margin.
+Exit codes (harness/cli.py): 0 done; 1 the sweep produced nothing to rank; 2 bad input or unusable
+storage; 3 tonight's best is worse than the all-time best beyond seed noise: their 95 % intervals over
+the confirmation seeds do not overlap, and the means differ by more than --regression-margin.
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ import time
 if __package__ in (None, ""):  # `python harness/nightly.py` without installing: put the repo on the path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness import REPO_ROOT, storage  # noqa: E402
+from harness import REPO_ROOT, cli, storage  # noqa: E402
 from harness.config import SweepConfig, load_sweep, sweep_from_dict  # noqa: E402
-from harness.errors import ConfigError, HarnessError, NoResults  # noqa: E402
+from harness.errors import ConfigError, HarnessError  # noqa: E402
 from harness.preflight import check_inputs  # noqa: E402
 
-EXIT_REGRESSION = 3
 DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
 
 
@@ -87,50 +86,42 @@ def night_sweep(args, date: str) -> SweepConfig:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    storage.use_endpoint(args.s3_endpoint)
-    args.storage = storage.normalize(args.storage)
-    t0 = time.perf_counter()
-    try:
-        date = night_date(args.date)
-        sweep = night_sweep(args, date)
-        from harness.preflight import preflight
+    cli.use_storage_arguments(args)
+    return cli.run(lambda: _night_command(args))
 
-        preflight(args.storage)
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def _night_command(args) -> int:
+    from harness.preflight import preflight
+
+    t0 = time.perf_counter()
+    date = night_date(args.date)
+    sweep = night_sweep(args, date)
+    preflight(args.storage)
 
     from harness.leaderboard import Leaderboard
     from harness.report import build_report
     from harness.study import StudyStore
-    from harness.tune import SweepFailed, run_sweep, start_ray
+    from harness.tune import run_sweep
 
     night_root = storage.join(args.storage, "nightly", date)
     sweep_root = storage.join(night_root, sweep.name)
     board = Leaderboard(args.storage, sweep.name, sweep.search.objective, sweep.search.mode)
     study = StudyStore(args.study or storage.join(args.storage, "nightly", "optuna", f"{sweep.name}.journal"))
-    try:
-        board.nights()  # refuses a root that holds another nightly sweep before any trial runs
-        if args.report_only:
-            record_uri = storage.join(sweep_root, "sweep.json")
-            if not storage.exists(record_uri):
-                raise HarnessError(f"{record_uri}: not found (no night {date} to report)")
-            record = json.loads(storage.read_bytes(record_uri))
-            sweep = sweep_from_dict(record["sweep"])
-            final_phase = "stage2" if sweep.search.strategy == "staged" else "joint"
-            report = build_report(night_root, sweep, record, study.trials(study.study_name(sweep.name, final_phase)))
-        else:
-            start_ray()
-            print(f"night {date}: {sweep.name} under {night_root}, study {study.location}", flush=True)
-            record, report = run_sweep(sweep, night_root, resume=True, dataset_root=args.storage, study=study)
-        outcome = board.record_night(date, report, sweep_root, record.get("wall_seconds", time.perf_counter() - t0),
-                                     record["seed"], args.regression_margin, record.get("budget_ended", []))
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (SweepFailed, NoResults) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    board.nights()  # refuses a root that holds another nightly sweep before any trial runs
+    if args.report_only:
+        record_uri = storage.join(sweep_root, "sweep.json")
+        if not storage.exists(record_uri):
+            raise HarnessError(f"{record_uri}: not found (no night {date} to report)")
+        record = json.loads(storage.read_bytes(record_uri))
+        sweep = sweep_from_dict(record["sweep"])
+        final_phase = "stage2" if sweep.search.strategy == "staged" else "joint"
+        report = build_report(night_root, sweep, record, study.trials(study.study_name(sweep.name, final_phase)))
+    else:
+        cli.start_ray()
+        print(f"night {date}: {sweep.name} under {night_root}, study {study.location}", flush=True)
+        record, report = run_sweep(sweep, night_root, resume=True, dataset_root=args.storage, study=study)
+    outcome = board.record_night(date, report, sweep_root, record.get("wall_seconds", time.perf_counter() - t0),
+                                 record["seed"], args.regression_margin, record.get("budget_ended", []))
     metric = sweep.search.objective
     print(f"night {date}: best {metric} {outcome.best_value:.4g}, all-time best {outcome.all_time_best:.4g}"
           f"{' (new, promoted to leaderboard/best/)' if outcome.promoted else ''}")
@@ -140,9 +131,8 @@ def main(argv=None) -> int:
         print(f"REGRESSION: tonight's best {metric} {outcome.best_value:.4g} is worse than the all-time best "
               f"{outcome.all_time_best:.4g} beyond seed noise (the 95 % intervals do not overlap) and by more than "
               f"{args.regression_margin:.0%}", file=sys.stderr)
-        return EXIT_REGRESSION
-    return 0
-
+        return cli.EXIT_REGRESSION
+    return cli.EXIT_OK
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,10 +25,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
-from harness import storage  # noqa: E402
+from harness import cli, storage  # noqa: E402
 from harness.config import SweepConfig, sweep_from_dict  # noqa: E402
 from harness.confirm import ALPHA, TEST_NAME, config_id, rank_confirmed  # noqa: E402
-from harness.errors import HarnessError, NoResults  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
 from harness.results import collect_rows, last_evaluations, write_parquet  # noqa: E402
 from harness.searcher import optuna_space  # noqa: E402
 
@@ -380,24 +380,19 @@ def main(argv: list[str] | None = None) -> int:
     storage.add_endpoint_argument(parser)
     parser.add_argument("--sweep", required=True, help="the sweep's name")
     args = parser.parse_args(argv)
-    storage.use_endpoint(args.s3_endpoint)
-    args.storage = storage.normalize(args.storage)
-    try:
-        sweep_uri = storage.join(args.storage, args.sweep, "sweep.json")
-        if not storage.exists(sweep_uri):
-            raise HarnessError(f"{sweep_uri}: not found (no sweep named {args.sweep!r} under {args.storage})")
-        recorded = json.loads(storage.read_bytes(sweep_uri))
-        out = build_report(args.storage, sweep_from_dict(recorded["sweep"]), recorded)
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except NoResults as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    cli.use_storage_arguments(args)
+    return cli.run(lambda: _report_command(args))
+
+
+def _report_command(args) -> int:
+    sweep_uri = storage.join(args.storage, args.sweep, "sweep.json")
+    if not storage.exists(sweep_uri):
+        raise HarnessError(f"{sweep_uri}: not found (no sweep named {args.sweep!r} under {args.storage})")
+    recorded = json.loads(storage.read_bytes(sweep_uri))
+    out = build_report(args.storage, sweep_from_dict(recorded["sweep"]), recorded)
     best = out["ranked"][0]["trial_id"] if out["ranked"] else None
     print(json.dumps({"report": out["report"], "rows": out["rows"], "best": best}))
-    return 0
-
+    return cli.EXIT_OK
 
 if __name__ == "__main__":
     sys.exit(main())

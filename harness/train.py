@@ -20,9 +20,9 @@ import time
 if __package__ in (None, ""):  # `python harness/train.py` without installing: put the repo on the path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness import REPO_ROOT, storage  # noqa: E402
+from harness import REPO_ROOT, cli, storage  # noqa: E402
 from harness.config import StageRunConfig, load_sweep  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
+from harness.errors import HarnessError, NoResults  # noqa: E402
 
 DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
 
@@ -46,52 +46,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    storage.use_endpoint(args.s3_endpoint)
-    args.storage = storage.normalize(args.storage)  # trial processes run in other directories
-    try:
-        sweep = load_sweep(args.sweep)  # validated before Ray starts
-        if args.inception_weights:
-            sweep = dataclasses.replace(sweep, data=dataclasses.replace(sweep.data, inception_weights=args.inception_weights))
-        resources = sweep.resources
-        if args.workers is not None:
-            resources = dataclasses.replace(resources, workers=args.workers)
-        if args.gpus_per_worker is not None:
-            resources = dataclasses.replace(resources, gpus_per_worker=args.gpus_per_worker)
-        if args.cpus_per_worker is not None:
-            resources = dataclasses.replace(resources, cpus_per_worker=args.cpus_per_worker)
-        resources.validate("resources")
-        if args.stage == "2" and not args.stage1_checkpoint:
-            raise HarnessError("--stage1-checkpoint: required with --stage 2")
-        from harness.preflight import check_inputs, preflight
+    cli.use_storage_arguments(args)
+    return cli.run(lambda: _train_command(args))
 
-        check_inputs(sweep.data, args.stage1_checkpoint if args.stage == "2" else None)
-        preflight(args.storage)
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def _train_command(args) -> int:
+    from harness.preflight import check_inputs, preflight
+
+    sweep = load_sweep(args.sweep)  # validated before Ray starts
+    if args.inception_weights:
+        sweep = dataclasses.replace(sweep, data=dataclasses.replace(sweep.data, inception_weights=args.inception_weights))
+    resources = sweep.resources
+    if args.workers is not None:
+        resources = dataclasses.replace(resources, workers=args.workers)
+    if args.gpus_per_worker is not None:
+        resources = dataclasses.replace(resources, gpus_per_worker=args.gpus_per_worker)
+    if args.cpus_per_worker is not None:
+        resources = dataclasses.replace(resources, cpus_per_worker=args.cpus_per_worker)
+    resources.validate("resources")
+    if args.stage == "2" and not args.stage1_checkpoint:
+        raise HarnessError("--stage1-checkpoint: required with --stage 2")
+    check_inputs(sweep.data, args.stage1_checkpoint if args.stage == "2" else None)
+    preflight(args.storage)
 
     import ray.train
 
     from harness.data.ensure import ensure_dataset
-    from harness.tune import start_ray
 
     name = args.name or sweep.name
     root = storage.join(args.storage, name, "train")
-    mode = sweep.search.mode
+    dataset_uri = ensure_dataset(args.storage, sweep.data, sweep.model.profile)
+    cli.start_ray()
     try:
-        dataset_uri = ensure_dataset(args.storage, sweep.data, sweep.model.profile)
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    start_ray()
-    try:
-        return _train(args, sweep, resources, name, root, mode, dataset_uri)
+        return _train(args, sweep, resources, name, root, sweep.search.mode, dataset_uri)
     except (ray.train.TrainingFailedError, HarnessError) as exc:
         # A long storage outage ends here after the retries (and Ray Train's restarts) are spent.
         cause = str(exc).strip().splitlines()[-1][:400]
-        print(f"error: training failed: {cause}\nrun the same command again to resume from the latest "
-              "complete checkpoint", file=sys.stderr)
-        return 1
+        raise NoResults(f"training failed: {cause}\nrun the same command again to resume from the latest "
+                        "complete checkpoint") from exc
 
 
 def _train(args, sweep, resources, name: str, root: str, mode: str, dataset_uri: str) -> int:
@@ -109,7 +101,7 @@ def _train(args, sweep, resources, name: str, root: str, mode: str, dataset_uri:
         if stage1_ckpt is None:
             print(f"error: Stage-I produced no checkpoint ({summary['stage1'].get('status')})", file=sys.stderr)
             print(json.dumps(summary, indent=2, default=str))
-            return 1
+            return cli.EXIT_NO_RESULT
     if args.stage in ("2", "both"):
         run = StageRunConfig.from_sweep(sweep, 2, storage.join(root, "stage2"), dataset_uri,
                         args.epochs_stage2 or sweep.stage2.epochs, sweep.defaults(2), stage1_ckpt)

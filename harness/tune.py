@@ -23,9 +23,9 @@ import time
 if __package__ in (None, ""):  # `python harness/tune.py` without installing: put the repo on the path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness import REPO_ROOT, storage  # noqa: E402
+from harness import REPO_ROOT, cli, storage  # noqa: E402
 from harness.config import SweepConfig, load_sweep  # noqa: E402
-from harness.errors import ConfigError, HarnessError, NoResults  # noqa: E402
+from harness.errors import ConfigError, NoResults  # noqa: E402
 from harness.preflight import check_inputs  # noqa: E402
 
 DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
@@ -65,25 +65,11 @@ def resolve_sweep(args) -> SweepConfig:
     return sweep
 
 
-CREDENTIAL_ENV_VARS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"}
-
-
-def keep_credentials_out_of_runtime_env() -> None:
-    """Ray Tune copies the driver's AWS key variables into every trial actor's runtime_env
-    (ray/tune/execution/class_cache.py), and Ray's runtime-env agent writes runtime_envs to its log.
-    Credentials must appear in neither: trials take them from their node (environment or instance
-    role), as Ray Train workers already do. Found by the secret scan in tests/test_sweep.py."""
-    from harness import ray_compat
-
-    # The endpoint is no secret, and remote trials need it.
-    ray_compat.keep_env_vars_out_of_trials(drop=CREDENTIAL_ENV_VARS, add=set(storage.ENDPOINT_ENV_VARS))
-
-
 BUDGET_REACHED = 0.98  # a Tune run that lasted this share of its time budget was stopped by it
 
 
-class SweepFailed(RuntimeError):
-    """The sweep ran but produced nothing to rank (every trial diverged or none reported)."""
+class SweepFailed(NoResults):
+    """The sweep ran but produced nothing to rank (every trial diverged or none reported): exit 1."""
 
 
 def _fit(name: str, ctx, sweep: SweepConfig, resume: bool, make_tuner):
@@ -174,23 +160,6 @@ def confirm_phase(phase: str, ctx, sweep: SweepConfig, resume: bool, budget_s: f
         )
 
     return _fit(f"{phase}-confirm", ctx, sweep, resume, make_tuner)
-
-
-def start_ray() -> None:
-    """Joins the cluster (RAY_ADDRESS, as under `ray job submit`) or starts a local one; used by every command."""
-    import ray
-
-    keep_credentials_out_of_runtime_env()
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init()  # under `ray job submit`: the entrypoint is told the cluster's address
-        else:
-            ray.init(runtime_env={"env_vars": {"PYTHONPATH": worker_pythonpath(), **storage.endpoint_env()}})
-
-
-def worker_pythonpath() -> str:
-    """The repo first, then whatever PYTHONPATH the driver has (a user's site dir must reach workers too)."""
-    return os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
 
 
 def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, dataset_root: str | None = None,
@@ -291,27 +260,19 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    storage.use_endpoint(args.s3_endpoint)
-    args.storage = storage.normalize(args.storage)  # trial processes run in other directories
-    try:
-        sweep = resolve_sweep(args)  # validated before Ray starts
-        from harness.preflight import preflight
+    cli.use_storage_arguments(args)
+    return cli.run(lambda: _sweep_command(args))
 
-        preflight(args.storage)  # before Ray and before any trial: fail fast on unusable storage
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    start_ray()
-    try:
-        record, out = run_sweep(sweep, args.storage, resume=args.resume)
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SweepFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+
+def _sweep_command(args) -> int:
+    from harness.preflight import preflight
+
+    sweep = resolve_sweep(args)  # validated before Ray starts
+    preflight(args.storage)  # before Ray and before any trial: fail fast on unusable storage
+    cli.start_ray()
+    record, out = run_sweep(sweep, args.storage, resume=args.resume)
     print_leaderboard(out, sweep, record)
-    return 0
+    return cli.EXIT_OK
 
 
 def search_ranking(storage_root: str, sweep: SweepConfig, phase: str) -> list[dict]:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness import checkpoint, nightly, storage
+from harness import checkpoint, cli, nightly, storage
 from harness.leaderboard import NightBest, is_regression, quality, trial_costs
 from harness.results import read_parquet
 from harness.searcher import make_searcher
@@ -206,7 +206,7 @@ def test_two_nights_on_s3_continue_one_study_and_share_a_leaderboard(ray_local, 
     storage.write_bytes(f"{root}/leaderboard/nights.parquet", buf.getvalue())
     rc = nightly.main(["--sweep", SMOKE, "--storage", root, "--date", "2026-11-26", "--report-only"])
     captured = capsys.readouterr()
-    assert rc == nightly.EXIT_REGRESSION, captured.err[-2000:]
+    assert rc == cli.EXIT_REGRESSION, captured.err[-2000:]
     assert "REGRESSION" in captured.err
     md = storage.read_bytes(f"{root}/leaderboard/leaderboard.md").decode()
     assert "**REGRESSION on 2026-11-26**" in md

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from harness.errors import HarnessError
+from harness import cli
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -45,30 +45,30 @@ def main(argv: list[str] | None = None) -> int:
     j.add_argument("--resolution", type=int, default=64)
     j.add_argument("--save-to", help="also copy the judge and its report into this directory")
     args = parser.parse_args(argv)
+    return cli.run(lambda: _data_command(args))
+
+
+def _data_command(args) -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731  JSON goes to stdout
-    try:
-        if args.command == "build":
-            from harness.data.shapes_store import BuildSpec, build
+    if args.command == "build":
+        from harness.data.shapes_store import BuildSpec, build
 
-            spec = BuildSpec(args.n, args.seed, args.resolutions, args.encoders, args.second_object_prob, args.shards)
-            t0 = time.perf_counter()
-            meta = build(spec, args.out, workers=args.workers, log=log)
-            log(f"built {args.n} scenes at {list(args.resolutions)} px into {args.out} in {time.perf_counter() - t0:.0f} s")
-            print(json.dumps({k: meta[k] for k in ("kind", "n", "splits", "encoders", "resolutions", "build_seconds")}))
-        elif args.command == "inspect":
-            from harness.data.inspect import inspect
+        spec = BuildSpec(args.n, args.seed, args.resolutions, args.encoders, args.second_object_prob, args.shards)
+        t0 = time.perf_counter()
+        meta = build(spec, args.out, workers=args.workers, log=log)
+        log(f"built {args.n} scenes at {list(args.resolutions)} px into {args.out} in {time.perf_counter() - t0:.0f} s")
+        print(json.dumps({k: meta[k] for k in ("kind", "n", "splits", "encoders", "resolutions", "build_seconds")}))
+    elif args.command == "inspect":
+        from harness.data.inspect import inspect
 
-            print(json.dumps(inspect(args.kind, args.root), indent=2))
-        elif args.command == "judge":
-            from harness.data.judge import save_judge, train_judge
+        print(json.dumps(inspect(args.kind, args.root), indent=2))
+    elif args.command == "judge":
+        from harness.data.judge import save_judge, train_judge
 
-            judge, report = train_judge(args.root, args.resolution, log=log)
-            save_judge(judge, report, args.save_to or args.root)
-            print(json.dumps(report, indent=2))
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        judge, report = train_judge(args.root, args.resolution, log=log)
+        save_judge(judge, report, args.save_to or args.root)
+        print(json.dumps(report, indent=2))
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":
