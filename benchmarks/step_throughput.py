@@ -27,10 +27,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from shapes_setup import pick_device  # noqa: E402
 
 from harness.config import ResourcesConfig, StageRunConfig, sweep_from_dict  # noqa: E402
 from harness.data.dataset import Batch  # noqa: E402
@@ -163,7 +161,8 @@ def main() -> int:
     p.add_argument("--compile", action="store_true", help="plain mode only: torch.compile G and D (use --warmup >= 2)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    want_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if want_cuda else "cpu")
     use_gpu = device.type == "cuda"
     batches = {1: args.batch_stage1, 2: args.batch_stage2}
     report = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),

@@ -1,6 +1,6 @@
 """Caption fidelity against training steps for Stage-I of a shapes sweep file, without Ray.
 
-    python benchmarks/fidelity_curve.py [--sweep search_spaces/shapes.yaml] [--storage runs]
+    python -m experiments.fidelity_curve [--sweep search_spaces/shapes.yaml] [--storage runs]
                                         [--steps 6000] [--every 1000] [--seconds S] [--batch-size B]
                                         [--param NAME=VALUE]
                                         [--device auto|cpu|cuda]
@@ -14,17 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-
-import shapes_setup  # noqa: E402
-
-from harness.evaluate import chance_fidelity, shapes_metrics  # noqa: E402
-from harness.loop import StageLoop  # noqa: E402
+from experiments import shapes_setup
+from harness.evaluate import chance_fidelity, shapes_metrics
+from harness.loop import StageLoop
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """Stage-II from scratch (the paper) against Stage-II as a residual on its parent, at equal steps, without Ray.
 
-    python benchmarks/stage2_init.py [--sweep search_spaces/shapes.yaml] [--storage runs]
+    python -m experiments.stage2_init [--sweep search_spaces/shapes.yaml] [--storage runs]
         [--stage1-steps 3000] [--steps 450,900,1800] [--seeds 3] [--inits scratch,residual]
         [--device auto|cpu|cuda]
 
@@ -16,20 +16,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import shapes_setup  # noqa: E402
-
-from harness.config import StageRunConfig  # noqa: E402
-from harness.data.dataset import ShapesData  # noqa: E402
-from harness.evaluate import shapes_metrics  # noqa: E402
-from harness.loop import StageLoop  # noqa: E402
-from models.config import STAGE2_INITS, get_profile  # noqa: E402
+from experiments import shapes_setup
+from harness.config import StageRunConfig
+from harness.data.dataset import ShapesData
+from harness.evaluate import shapes_metrics
+from harness.loop import StageLoop
+from models.config import STAGE2_INITS, get_profile
 
 KEYS = ("fid", "fidelity", "fidelity_shape", "fidelity_colour", "fidelity_size", "fidelity_position",
         "fidelity_background")

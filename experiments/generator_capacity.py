@@ -1,6 +1,6 @@
 """Can a profile's Stage-I generator draw every shapes attribute at all? A supervised probe, no GAN.
 
-    python benchmarks/generator_capacity.py [--sweep search_spaces/shapes.yaml] [--storage runs]
+    python -m experiments.generator_capacity [--sweep search_spaces/shapes.yaml] [--storage runs]
                                             [--steps 4000] [--every 500] [--ngf N] [--image-size PX]
                                             [--device auto|cpu|cuda]
 
@@ -17,19 +17,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch
 
-import shapes_setup  # noqa: E402
-import torch  # noqa: E402
-
-from harness.evaluate import shapes_metrics  # noqa: E402
-from harness.loop import build_profile  # noqa: E402
-from models import Stage1Generator  # noqa: E402
+from experiments import shapes_setup
+from harness.evaluate import shapes_metrics
+from harness.loop import build_profile
+from models import Stage1Generator
 
 OBJECT_WEIGHT = 20.0
 FULL_CAPTION = 0  # caption 0 of every scene names all five attributes (harness/data/shapes.py)

@@ -1,6 +1,6 @@
 """Why does a shapes attribute stay at chance? Probes of Stage-I that take G and D apart, without Ray.
 
-    python benchmarks/attribute_probe.py --probe gan|d-supervised|g-judge
+    python -m experiments.attribute_probe --probe gan|d-supervised|g-judge
                                          [--sweep search_spaces/shapes.yaml] [--storage runs]
                                          [--steps 4000] [--every 1000] [--seconds S] [--batch-size B]
                                          [--attribute shape] [--param NAME=VALUE] [--device auto|cpu|cuda]
@@ -25,23 +25,19 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+import torch
+from torch import nn
 
-import numpy as np  # noqa: E402
-import shapes_setup  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from harness.data import shapes  # noqa: E402
-from harness.data.text import get_encoder  # noqa: E402
-from harness.evaluate import shapes_metrics  # noqa: E402
-from harness.loop import StageLoop, build_profile  # noqa: E402
-from models import Stage1Discriminator, Stage1Generator  # noqa: E402
-from models.losses import kl_loss  # noqa: E402
+from experiments import shapes_setup
+from harness.data import shapes
+from harness.data.text import get_encoder
+from harness.evaluate import shapes_metrics
+from harness.loop import StageLoop, build_profile
+from models import Stage1Discriminator, Stage1Generator
+from models.losses import kl_loss
 
 PROBES = ("gan", "d-supervised", "g-judge")
 
