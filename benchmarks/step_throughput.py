@@ -7,9 +7,9 @@
 Prints one JSON object: per stage and mode, img/s and ms/step (median over the measured steps),
 peak RSS per process, and the Ray Train overhead against the plain loop with the same threads.
 Batches are synthetic (random images and embeddings): this measures the model step, not data loading.
-Defaults follow REFERENCE.md: Stage-I at batch 64, Stage-II at batch 16. The report adds the device's
+Defaults follow docs/REFERENCE.md: Stage-I at batch 64, Stage-II at batch 16. The report adds the device's
 measured matrix-product rate in the step's precision (bf16 or fp32) and, for the paper profile, the
-fraction of it a training step achieves (REFERENCE.md's FLOP counts); ray2 needs 2 GPUs.
+fraction of it a training step achieves (docs/REFERENCE.md's FLOP counts); ray2 needs 2 GPUs.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from models.config import get_profile  # noqa: E402
 
 BATCH = {1: 64, 2: 16}
 TEXT_DIM = 1024
-GFLOP_PER_IMAGE_STEP = {1: 10.2, 2: 128.7}  # REFERENCE.md, paper profile
+GFLOP_PER_IMAGE_STEP = {1: 10.2, 2: 128.7}  # docs/REFERENCE.md, paper profile
 
 
 def _loop(stage: int, profile: str, precision: str, device: torch.device) -> StageLoop:
@@ -202,7 +202,7 @@ def main() -> int:
             print(f"stage {stage} {mode}: {res[mode]}", file=sys.stderr, flush=True)
         if "plain" in res and "ray1" in res:
             res["ray1_overhead_pct"] = round((res["ray1"]["ms_per_step"] / res["plain"]["ms_per_step"] - 1) * 100, 1)
-        if args.profile == "paper" and "plain" in res:  # REFERENCE.md's FLOP counts are the paper networks'
+        if args.profile == "paper" and "plain" in res:  # docs/REFERENCE.md's FLOP counts are the paper networks'
             res["gflop_per_image_step"] = GFLOP_PER_IMAGE_STEP[stage]
             achieved = res["plain"]["img_per_s"] * GFLOP_PER_IMAGE_STEP[stage]
             res["plain"]["achieved_gflop_per_s"] = round(achieved, 1)

@@ -20,7 +20,7 @@ STAGE_PARAMS = {
     1: ("kl_weight", "lr_g", "lr_d", "z_dim", "c_dim"),
     2: ("kl_weight", "lr_g", "lr_d", "c_dim", "z_dim_stage2", "attention", "stage2_init"),
 }
-# The paper's values (REFERENCE.md): the first point every sweep evaluates. stage2_init (models/config.py
+# The paper's values (docs/REFERENCE.md): the first point every sweep evaluates. stage2_init (models/config.py
 # Stage2Config.init) is not in the paper: scratch is the paper's Stage-II, residual starts from its parent.
 PAPER_DEFAULTS = {"kl_weight": 2.0, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 100, "c_dim": 128, "z_dim_stage2": 0,
                   "attention": False, "stage2_init": "scratch"}
@@ -166,7 +166,7 @@ class TrainSettings:
     batch_size: int = field(64, int)
     eval_every: int = field(1, int)  # epochs between evaluations (and checkpoints)
     keep_checkpoints: int = field(2, int)  # the last k are kept, plus the best by the stage metric
-    lr_decay_every: int = field(100, int)  # epochs; REFERENCE.md: x0.5 every 100 (paper)
+    lr_decay_every: int = field(100, int)  # epochs; docs/REFERENCE.md: x0.5 every 100 (paper)
     lr_decay_factor: float = field(0.5, float)
     deterministic: bool = field(False, bool)  # bitwise-reproducible CPU runs (slower)
     precision: str = field("auto", str)  # auto: bf16 autocast on GPU, fp32 on CPU

@@ -30,7 +30,7 @@ def optuna_space(specs: dict[str, ParamSpec], prefix: str = "") -> dict[str, opt
 
 def derive_seed(seed: int | None, day: datetime.date | None = None) -> int:
     """The sweep's seed, or one derived from the date: a resumed persistent study with a fixed seed
-    replays the same start-up configurations every night (DESIGN.md), so the default varies by day."""
+    replays the same start-up configurations every night (docs/DESIGN.md), so the default varies by day."""
     if seed is not None:
         return seed
     day = day or datetime.date.today()

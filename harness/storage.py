@@ -8,7 +8,7 @@ Every S3 operation here retries transient failures (endpoint unreachable, timeou
 with exponential backoff for about 25 s, so a short outage only pauses the run; after that the
 error is a StorageError and the trial fails cleanly (``tune.py --resume`` continues it later).
 Ray does not retry its own uploads, and pyarrow's retry strategy is lost when a filesystem is
-pickled to a worker (DESIGN.md), so the retries live here.
+pickled to a worker (docs/DESIGN.md), so the retries live here.
 """
 
 from __future__ import annotations

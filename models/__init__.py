@@ -1,4 +1,4 @@
-"""StackGAN architecture: pure torch, no distribution, storage or Ray code (see DESIGN.md)."""
+"""StackGAN architecture: pure torch, no distribution, storage or Ray code (see docs/DESIGN.md)."""
 
 from models.config import PROFILES, ModelProfile, Stage1Config, Stage2Config, get_profile
 from models.stage1 import Stage1Discriminator, Stage1Generator

@@ -1,7 +1,7 @@
 """Typed architecture configs for the two StackGAN stages, and the named profiles.
 
 Every width, noise size, text size and resolution is a field because the sweeps search them.
-The ``paper`` profile reproduces the StackGAN paper's networks (REFERENCE.md); ``small`` is a CPU
+The ``paper`` profile reproduces the StackGAN paper's networks (docs/REFERENCE.md); ``small`` is a CPU
 profile sized so the demo sweep and the tests train in minutes on two cores.
 """
 

@@ -290,7 +290,7 @@ def test_bad_profile_overrides_are_rejected_with_the_field_named():
         get_profile("huge")
 
 
-# REFERENCE.md: parameters and forward GFLOP per image of the reference port (paper profile).
+# docs/REFERENCE.md: parameters and forward GFLOP per image of the reference port (paper profile).
 REFERENCE_SIZES = {
     "stage1_generator": (10.30e6, 2.44),
     "stage1_discriminator": (5.72e6 + 0.13e6, 0.30),  # + the TF-style text projection inside D
