@@ -51,8 +51,10 @@ def ray_head(s3, tmp_path):
         while True:  # the node's job agent comes up some seconds after `ray start` (and after `job list` answers)
             ready = subprocess.run(["ray", "job", "submit", "--address", address, "--no-wait", "--", "true"],
                                    env=env, capture_output=True, timeout=60)
-            if ready.returncode == 0 or time.time() > deadline:
+            if ready.returncode == 0:
                 break
+            if time.time() > deadline:
+                pytest.fail(f"the head's job agent did not accept a job within 240 s: {ready.stderr.decode()[-500:]}")
             time.sleep(2)
         yield {"env": env, "address": address, "home": home}
     finally:
