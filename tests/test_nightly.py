@@ -224,7 +224,8 @@ def _keys(s3, prefix: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_night_killed_during_stage2_resumes_on_a_new_pod_and_loses_no_trial(s3, tmp_path):
+@pytest.mark.parametrize("phase", ["stage1", "stage2"])
+def test_a_killed_night_resumes_on_a_new_pod_and_loses_no_trial(s3, tmp_path, phase):
     import os
     import shutil
     import signal
@@ -233,8 +234,8 @@ def test_a_night_killed_during_stage2_resumes_on_a_new_pod_and_loses_no_trial(s3
     import tempfile
     import time
 
-    root = f"s3://{s3.bucket}/killed-night"
-    # One trial at a time, so the kill lands between Stage-II's first and second search trial.
+    root = f"s3://{s3.bucket}/killed-night-{phase}"
+    # One trial at a time, so the kill lands between the phase's first and second search trial.
     sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "smoke.yaml",
                         **{"search.max_concurrent": 1, "search.confirm": {"top_k": 1, "seeds": 0}})
     cmd = [sys.executable, "harness/nightly.py", "--sweep", sweep, "--storage", root, "--date", "2026-11-27"]
@@ -248,28 +249,30 @@ def test_a_night_killed_during_stage2_resumes_on_a_new_pod_and_loses_no_trial(s3
     proc = subprocess.Popen(cmd, cwd=ROOT, env=first_pod, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        # Killed once a Stage-II trial has finished and Tune has saved the Stage-II run's state, so
+        # Killed once one trial of the phase has finished and Tune has saved the phase's state, so
         # the next pod restores that run (and its searcher) instead of starting it afresh.
         deadline = time.time() + 400
         ready = False
+        epochs = 2 if phase == "stage1" else 1  # smoke.yaml's epochs per stage
         while time.time() < deadline and not ready and proc.poll() is None:
-            keys = _keys(s3, "killed-night/nightly/2026-11-27/smoke/")
-            stage2_done = {k.split("/trials/")[1].split("/")[0] for k in keys if "/stage2/metrics/" in k}
-            ready = len(stage2_done) == 1 and any("tune/stage2/experiment_state" in k for k in keys)
+            keys = _keys(s3, f"killed-night-{phase}/nightly/2026-11-27/smoke/")
+            done = {k.split("/trials/")[1].split("/")[0] for k in keys
+                    if f"/{phase}/metrics/epoch-{epochs:04d}.json" in k}
+            ready = len(done) == 1 and any(f"tune/{phase}/experiment_state" in k for k in keys)
             time.sleep(0.5)
-        assert ready, "no Stage-II trial finished before the deadline"
+        assert ready, f"no {phase} trial finished before the deadline"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started die together
         proc.wait()
         shutil.rmtree(first_pod["TMPDIR"], ignore_errors=True)  # the pod and its disk are gone
     store = StudyStore(f"{root}/nightly/optuna/smoke.journal")
-    told_before = [t for t in store.trials("smoke-stage1") if t.state.is_finished()]
-    assert len(told_before) == 2, "the Stage-I search trials reached the journal before the kill"
+    told_before = [t for t in store.trials(f"smoke-{phase}") if t.state.is_finished()]
+    assert len(told_before) >= 1, f"the finished {phase} trial reached the journal before the kill"
 
     second_pod = pod()
     out = subprocess.run(cmd, cwd=ROOT, env=second_pod, capture_output=True, text=True, timeout=900)
     shutil.rmtree(second_pod["TMPDIR"], ignore_errors=True)
-    assert "resuming stage2" in out.stdout, out.stdout[-3000:]
+    assert f"resuming {phase}" in out.stdout, out.stdout[-3000:]
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = read_parquet(f"{root}/nightly/2026-11-27/smoke/results.parquet")
     store = StudyStore(f"{root}/nightly/optuna/smoke.journal")
