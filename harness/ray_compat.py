@@ -63,6 +63,11 @@ def tell_optuna_pruned(searcher, trial_id: str) -> None:
     searcher._completed_trials.add(trial_id)
 
 
+def mark_optuna_told(searcher, trial_id: str) -> None:
+    """Records in OptunaSearch's ``_completed_trials`` that a trial's outcome is in the study."""
+    searcher._completed_trials.add(trial_id)
+
+
 def optuna_search_has_told(searcher, trial_id: str) -> bool:
     """Whether OptunaSearch has already told the study this trial's outcome (``_completed_trials``)."""
     return trial_id in searcher._completed_trials

@@ -51,14 +51,25 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._final_stage = final_stage
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            ray_compat.mark_optuna_told(self, trial_id)  # finished before the driver died (below)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         ran_to_end = result is not None and (
             result.get("status") == "diverged"
             or (result.get("status") == "finished" and result.get("stage") == self._final_stage))
-        if error or not result or ran_to_end or ray_compat.optuna_search_has_told(self, trial_id):
-            super().on_trial_complete(trial_id, result, error)
-            return
-        ray_compat.tell_optuna_pruned(self, trial_id)
+        try:
+            if error or not result or ran_to_end or ray_compat.optuna_search_has_told(self, trial_id):
+                super().on_trial_complete(trial_id, result, error)
+            else:
+                ray_compat.tell_optuna_pruned(self, trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Told before the driver died: Tune restored this searcher from a state saved before the
+            # tell, and the restored run reports the trial's end again. The study already has it.
+            ray_compat.mark_optuna_told(self, trial_id)
 
 
 def make_sampler(name: str, seed: int, startup_trials: int = 10) -> optuna.samplers.BaseSampler:

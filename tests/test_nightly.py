@@ -301,3 +301,17 @@ def test_a_tiny_budget_ends_the_night_with_pruned_trials_and_says_so(ray_local, 
     night = read_parquet(f"{root}/leaderboard/nights.parquet")[-1]
     assert night["ended_by"].startswith("time budget (stage1") and "stage2" in night["ended_by"]
     assert "time budget (stage1" in storage.read_bytes(f"{root}/leaderboard/leaderboard.md").decode()
+
+
+def test_a_restored_searcher_that_tells_a_finished_trial_again_keeps_one_outcome(tmp_path):
+    import pickle
+
+    store, searcher = _searcher(tmp_path)
+    searcher.suggest("t")
+    saved = pickle.dumps(searcher)  # Tune saved the searcher, then the trial finished, then the driver died
+    searcher.on_trial_complete("t", {"fid": 40.0, "status": "finished", "stage": 1, "training_iteration": 1})
+    restored = pickle.loads(saved)
+    restored.on_trial_result("t", {"fid": 41.0, "training_iteration": 1})
+    restored.on_trial_complete("t", {"fid": 40.0, "status": "finished", "stage": 1, "training_iteration": 1})
+    restored.on_trial_complete("t", {"fid": 40.0, "status": "running", "stage": 1, "training_iteration": 1})
+    assert [(t.state, t.value) for t in store.trials("s")] == [(optuna.trial.TrialState.COMPLETE, 40.0)]
