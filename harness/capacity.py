@@ -24,20 +24,10 @@ from harness.errors import ConfigError
 AUTOSCALER_REPORT_WAIT_S = 60.0  # Ray's monitor reports every 5 s; a slow head start takes longer
 
 
-def _node_groups() -> list[dict]:
-    return ray_compat.reported_node_groups()
-
-
-def _autoscaler_status() -> dict | None:
-    return ray_compat.autoscaler_status()
-
-
 def _node_type_mapping() -> dict[str, str]:
     """{node ip: node type} from the autoscaler's report; empty before its first report of nodes."""
-    try:
-        return dict((_autoscaler_status() or {})["autoscaler_report"]["node_type_mapping"] or {})
-    except (KeyError, TypeError, ValueError):
-        return {}
+    report = (ray_compat.autoscaler_status() or {}).get("autoscaler_report") or {}
+    return dict(report.get("node_type_mapping") or {})
 
 
 def autoscaler_can_add_nodes() -> bool:
@@ -50,7 +40,7 @@ def autoscaler_can_add_nodes() -> bool:
 def _wait_for_autoscaler_report(wait_s: float) -> None:
     """Returns once the autoscaler has reported node types or its nodes, or after ``wait_s``."""
     deadline = time.monotonic() + wait_s
-    while not (_node_groups() or _node_type_mapping()) and time.monotonic() < deadline:
+    while not (ray_compat.reported_node_groups() or _node_type_mapping()) and time.monotonic() < deadline:
         time.sleep(1.0)
 
 
@@ -67,11 +57,11 @@ def _offers(groups: list[dict]) -> list[dict]:
 def check_cluster_fits(resources: ResourcesConfig, wait_s: float = AUTOSCALER_REPORT_WAIT_S) -> None:
     """Rejects per-worker resources that no node has and no known node type can bring (the trial
     would wait forever). Waits up to ``wait_s`` for an autoscaler that has not reported yet."""
-    groups = _node_groups()
+    groups = ray_compat.reported_node_groups()
     if _missing(resources, _offers(groups)) and not (groups or _node_type_mapping()):
         print(f"note: waiting up to {wait_s:.0f} s for the autoscaler's first report", flush=True)
         _wait_for_autoscaler_report(wait_s)
-        groups = _node_groups()
+        groups = ray_compat.reported_node_groups()
     for name, (amount, best) in _missing(resources, _offers(groups)).items():
         if not groups and autoscaler_can_add_nodes():
             print(f"note: no node offers {amount} {name} yet; the autoscaler is trusted to add one", flush=True)
@@ -84,7 +74,7 @@ def cluster_capacity() -> dict[str, float]:
     """Total resources now, or the most the autoscaler's node types can reach when they are known."""
     total = dict(ray.cluster_resources())
     grown: dict[str, float] = {}
-    for group in _node_groups():
+    for group in ray_compat.reported_node_groups():
         count = group["max_count"] if group["max_count"] >= 0 else sys.maxsize
         for name, amount in group["resources"].items():
             grown[name] = grown.get(name, 0) + amount * count

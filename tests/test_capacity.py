@@ -37,8 +37,8 @@ def cluster(monkeypatch):
         state["sleeps"] += 1
 
     monkeypatch.setattr(capacity.ray, "nodes", lambda: HEAD)
-    monkeypatch.setattr(capacity, "_node_groups", lambda: [])
-    monkeypatch.setattr(capacity, "_autoscaler_status", status)
+    monkeypatch.setattr(capacity.ray_compat, "reported_node_groups", lambda: [])
+    monkeypatch.setattr(capacity.ray_compat, "autoscaler_status", status)
     monkeypatch.setattr(capacity.time, "sleep", sleep)
     return state
 
