@@ -37,10 +37,40 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         session.exitstatus = 1
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def token_auth_env(tmp_path: pathlib.Path) -> dict:
+    """The environment of a test's own Ray cluster: token auth on, the token generated under a
+    HOME of its own (never the user's ~/.ray), this venv's `ray` on PATH, no inherited RAY_ADDRESS."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "PATH": f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}",
+           "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run(["ray", "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
+    return env
+
+
+def stop_processes_naming(marker: str) -> None:
+    """Ends what a test started and only that: the processes whose command line names ``marker``
+    (its own temp dir), SIGTERM first, then SIGKILL after 15 s."""
+    import signal
+
+    import psutil
+
+    mine = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+    for p in mine:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(mine, timeout=15)
+    for p in alive:
+        p.kill()
 
 
 class S3Server:
@@ -91,7 +121,7 @@ def write_sweep(base: pathlib.Path, path: pathlib.Path, **overrides) -> str:
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):
     """Starts moto on a free port, creates a bucket, and points the standard AWS variables at it."""
-    server = S3Server(_free_port(), tmp_path_factory.mktemp("moto") / "moto.log")
+    server = S3Server(free_port(), tmp_path_factory.mktemp("moto") / "moto.log")
     server.start()
     saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}
     os.environ.update(

@@ -7,7 +7,6 @@ so they can run only on worker nodes the autoscaler starts, and those go away 12
 
 from __future__ import annotations
 
-import os
 import pathlib
 import shutil
 import signal
@@ -21,7 +20,7 @@ import psutil
 import pytest
 
 from harness.results import read_parquet
-from tests.conftest import ROOT, write_sweep
+from tests.conftest import ROOT, token_auth_env, write_sweep
 
 FAKE_NODE_ID = "--node-id=" + "f" * 40  # the provider's node ids: only fake clusters use them
 WATCH = """
@@ -64,12 +63,7 @@ def fake_cluster(tmp_path):
     if _port_in_use(6379):
         pytest.skip("port 6379 is taken: the fake multi-node provider's nodes can only join a head there")
     temp = tempfile.mkdtemp(prefix="fm-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {**os.environ, "HOME": str(home), "PATH": f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}",
-           "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
-    subprocess.run(["ray", "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
+    env = token_auth_env(tmp_path)
     try:
         subprocess.run(
             ["ray", "start", "--head", "--port=6379", "--num-cpus=1", "--node-ip-address=127.0.0.1",

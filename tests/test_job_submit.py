@@ -6,39 +6,24 @@ from the cluster's environment (here the test's virtualenv on PATH, on a real cl
 
 from __future__ import annotations
 
-import os
 import pathlib
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 
-import psutil
 import pytest
 
 from harness.results import read_parquet
-from tests.conftest import ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import ROOT, free_port, stop_processes_naming, token_auth_env
 
 
 @pytest.fixture()
 def ray_head(s3, tmp_path):
     temp = tempfile.mkdtemp(prefix="rj-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
-    home = tmp_path / "home"  # the cluster's auth token lands in $HOME/.ray, not the user's
-    home.mkdir()
-    env = {**os.environ, "HOME": str(home), "PATH": f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}",
-           "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
-    port, dash = _free_port(), _free_port()
-    subprocess.run(["ray", "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
+    env = token_auth_env(tmp_path)  # the cluster's auth token lands in $HOME/.ray, not the user's
+    home = pathlib.Path(env["HOME"])
+    port, dash = free_port(), free_port()
     subprocess.run(
         ["ray", "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
          f"--dashboard-port={dash}", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats",
@@ -58,16 +43,7 @@ def ray_head(s3, tmp_path):
             time.sleep(2)
         yield {"env": env, "address": address, "home": home}
     finally:
-        # End only what this fixture started: the processes whose command line names its temp dir.
-        mine = [p for p in psutil.process_iter(["cmdline"]) if temp in " ".join(p.info["cmdline"] or [])]
-        for p in mine:
-            try:
-                p.send_signal(signal.SIGTERM)
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(mine, timeout=15)
-        for p in alive:
-            p.kill()
+        stop_processes_naming(temp)  # end only what this fixture started
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -8,11 +8,8 @@ with every trial: Tune retries the trials the dead node held, and they resume fr
 
 from __future__ import annotations
 
-import os
-import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,14 +19,7 @@ import psutil
 import pytest
 
 from harness.results import read_parquet
-from tests.conftest import ROOT, write_sweep
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from tests.conftest import ROOT, free_port, stop_processes_naming, token_auth_env, write_sweep
 
 COUNT_SLOT_NODES = """
 import ray
@@ -68,13 +58,8 @@ def _kill_tree(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
 @pytest.fixture()
 def two_nodes(tmp_path):
     temp = tempfile.mkdtemp(prefix="nf-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {**os.environ, "HOME": str(home), "PATH": f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}",
-           "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
-    port = _free_port()
-    subprocess.run(["ray", "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
+    env = token_auth_env(tmp_path)
+    port = free_port()
     subprocess.run(["ray", "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
                     f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=false"],
                    env=env, check=True, capture_output=True, timeout=120)
@@ -93,15 +78,7 @@ def two_nodes(tmp_path):
     finally:
         for node in nodes:
             _kill_tree(node, signal.SIGTERM)
-        mine = [p for p in psutil.process_iter(["cmdline"]) if temp in " ".join(p.info["cmdline"] or [])]
-        for p in mine:
-            try:
-                p.send_signal(signal.SIGTERM)
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(mine, timeout=15)
-        for p in alive:
-            p.kill()
+        stop_processes_naming(temp)
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -17,7 +17,7 @@ import torch
 from harness import checkpoint, storage
 from harness.errors import StorageError
 from harness.preflight import preflight
-from tests.conftest import ROOT, S3Server, _free_port, write_sweep
+from tests.conftest import ROOT, S3Server, free_port, write_sweep
 from tests.tcp_proxy import TcpProxy
 
 
@@ -36,7 +36,7 @@ def test_preflight_names_the_cause_within_the_time_limit(s3, monkeypatch, case, 
     if case == "missing_bucket":
         uri = "s3://no-such-bucket-here/prefix"
     elif case == "wrong_endpoint":
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     else:
         for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             monkeypatch.delenv(var)
@@ -53,7 +53,7 @@ def test_preflight_names_the_cause_within_the_time_limit(s3, monkeypatch, case, 
 
 
 def test_tune_exits_non_zero_with_one_line_on_unusable_storage(s3):
-    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}"}
+    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "harness/tune.py", "--smoke-test", "--storage", "s3://harness-test/x"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
@@ -67,7 +67,7 @@ def s3_with_auth(tmp_path, monkeypatch):
     """A second endpoint that checks credentials: an IAM user with no S3 permission, a bucket."""
     import boto3
 
-    server = S3Server(_free_port(), tmp_path / "moto-auth.log", env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"})
+    server = S3Server(free_port(), tmp_path / "moto-auth.log", env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"})
     server.start()
     try:
         kw = dict(endpoint_url=server.endpoint, region_name="us-east-1",
@@ -187,7 +187,7 @@ def test_a_ten_second_outage_mid_run_is_retried_and_the_run_goes_on(s3, tmp_path
 
 def test_s3_endpoint_flag_takes_the_place_of_the_environment(s3):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
-    bad = f"http://127.0.0.1:{_free_port()}"
+    bad = f"http://127.0.0.1:{free_port()}"
     out = subprocess.run([sys.executable, "harness/tune.py", "--smoke-test", "--storage", "s3://harness-test/x",
                           "--s3-endpoint", bad], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and f"endpoint unreachable ({bad})" in out.stderr, out.stderr
