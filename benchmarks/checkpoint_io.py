@@ -28,12 +28,10 @@ import sys
 import time
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from benchmarks.step_throughput import _loop  # noqa: E402
-from harness import checkpoint, storage  # noqa: E402
+from benchmarks.step_throughput import _loop
+from harness import checkpoint, storage
 
 
 def stage2_state(profile: str) -> dict:

@@ -26,7 +26,6 @@ curves with interquartile bands; confirmed picks) under --out.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import platform
@@ -34,15 +33,14 @@ import sys
 import time
 import warnings
 
-if __package__ in (None, ""):  # `python benchmarks/search_efficiency.py`: the repo on the path
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import pyarrow.fs as pafs
+import yaml
+from ray import tune
 
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
-from ray import tune  # noqa: E402
-
-from harness import REPO_ROOT, storage  # noqa: E402
-from harness.config import SweepConfig, sweep_from_dict  # noqa: E402
+from harness import REPO_ROOT, storage
+from harness.config import SweepConfig, sweep_from_dict
+from harness.run_layout import SweepLayout
 
 METHODS = {  # name -> (search.sampler, search.scheduler)
     "random": ("random", "none"),
@@ -71,7 +69,7 @@ class EpochBudget(tune.Stopper):
         return self.spent >= self.budget
 
 
-def anytime(rep_root: str, max_epochs: int, metric: str, mode: str, started: float) -> dict:
+def anytime(layout: SweepLayout, max_epochs: int, metric: str, mode: str, started: float) -> dict:
     """A repetition's anytime curve, from what its trials wrote: every evaluation (one per epoch) in the
     order it reached storage counts one trial-epoch; after each trial's last evaluation, a point with the
     budget spent, the wall seconds and the incumbent (the best objective among trials that ran the full
@@ -79,11 +77,11 @@ def anytime(rep_root: str, max_epochs: int, metric: str, mode: str, started: flo
     kept in the driver, so an interrupted benchmark resumes with every finished repetition intact."""
     sign = 1 if mode == "min" else -1
     events = []  # (written at, trial, epoch, value)
-    for path in glob.glob(os.path.join(rep_root, "trials", "*", "stage1", "metrics", "epoch-*.json")):
-        with open(path) as f:
-            m = json.load(f)
-        trial = path.split(os.sep)[-4]
-        events.append((os.path.getmtime(path), trial, int(m["epoch"]), m.get(metric)))
+    for trial in storage.list_names(layout.trials_dir, pafs.FileType.Directory):
+        for path in storage.list_files(layout.trial(trial).stage(1).metrics_dir, ".json"):
+            with open(path) as f:
+                m = json.load(f)
+            events.append((os.path.getmtime(path), trial, int(m["epoch"]), m.get(metric)))
     events.sort()
     last = {trial: i for i, (_, trial, _, _) in enumerate(events)}
     points, incumbent = [], None
@@ -96,7 +94,7 @@ def anytime(rep_root: str, max_epochs: int, metric: str, mode: str, started: flo
                        "incumbent": None if incumbent is None else incumbent[0]})
     pick = None
     if incumbent is not None:
-        with open(os.path.join(rep_root, "trials", incumbent[1], "params.json")) as f:
+        with open(layout.trial(incumbent[1]).params) as f:
             pick = json.load(f)["params"]
     return {"points": points, "trials": len(last), "trial_epochs": len(events),
             "final_incumbent": None if incumbent is None else incumbent[0], "pick": pick}
@@ -127,13 +125,13 @@ def run_repetition(args, root: str, dataset_uri: str, method: str, rep: int) -> 
 
     sampler, scheduler = METHODS[method]
     sweep = bench_sweep(args, f"{method.replace('+', '-')}-r{rep}", sampler, scheduler)
-    rep_root = os.path.join(root, sweep.name)
-    done = os.path.join(rep_root, "repetition.json")
+    layout = SweepLayout(root, sweep.name)
+    done = storage.join(layout.uri, "repetition.json")  # the benchmark's own file, beside the sweep's
     if os.path.exists(done):
         with open(done) as f:
             record = json.load(f)
     else:
-        ctx = PhaseContext(sweep=sweep, sweep_root=rep_root, storage_root=root, dataset_uri=dataset_uri, phase="stage1")
+        ctx = PhaseContext(sweep=sweep, layout=layout, dataset_uri=dataset_uri, phase="stage1")
         started, t0 = time.time(), time.perf_counter()
         run_phase("stage1", ctx, optuna_space(sweep.stage1.search), sweep.first_point("stage1"), sweep, rep,
                   args.epochs, False, None, stop=EpochBudget(args.budget))
@@ -141,7 +139,7 @@ def run_repetition(args, root: str, dataset_uri: str, method: str, rep: int) -> 
                   "wall_s": round(time.perf_counter() - t0, 1)}
         with open(done, "w") as f:
             json.dump(record, f)
-    return {**record, **anytime(rep_root, args.epochs, sweep.search.objective, sweep.search.mode, record["started"])}
+    return {**record, **anytime(layout, args.epochs, sweep.search.objective, sweep.search.mode, record["started"])}
 
 
 def confirm_picks(args, root: str, dataset_uri: str, reps: list[dict]) -> dict[str, dict]:
@@ -158,10 +156,10 @@ def confirm_picks(args, root: str, dataset_uri: str, reps: list[dict]) -> dict[s
         if r["pick"] is not None and config_id(r["pick"]) not in seen:
             seen.add(config_id(r["pick"]))
             candidates.append(r["pick"])
-    ctx = PhaseContext(sweep=sweep, sweep_root=storage.join(root, sweep.name), storage_root=root,
-                       dataset_uri=dataset_uri, phase="stage1", candidates=tuple(candidates))
+    layout = SweepLayout(root, sweep.name)
+    ctx = PhaseContext(sweep=sweep, layout=layout, dataset_uri=dataset_uri, phase="stage1", candidates=tuple(candidates))
     confirm_phase("stage1", ctx, sweep, False, None)
-    ranked = rank_confirmed(collect_rows(root, sweep), "stage1", sweep.search.objective, sweep.search.mode,
+    ranked = rank_confirmed(collect_rows(layout, sweep), "stage1", sweep.search.objective, sweep.search.mode,
                             config_id(defaults))
     return {c.config_id: {"mean": c.summary.mean, "sd": c.summary.sd, "ci": [c.summary.low, c.summary.high],
                           "values": list(c.values), "is_default": c.is_default} for c in ranked}

@@ -26,15 +26,14 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from harness.config import ResourcesConfig, StageRunConfig, sweep_from_dict  # noqa: E402
-from harness.data.dataset import Batch  # noqa: E402
-from harness.loop import StageLoop  # noqa: E402
-from models import Stage1Generator  # noqa: E402
-from models.config import get_profile  # noqa: E402
+from harness.config import ResourcesConfig, sweep_from_dict
+from harness.data.dataset import Batch
+from harness.hyperparams import paper_defaults
+from harness.loop import LoopSpec, StageLoop
+from models import Stage1Generator
+from models.config import get_profile
 
 BATCH = {1: 64, 2: 16}
 TEXT_DIM = 1024
@@ -43,12 +42,11 @@ GFLOP_PER_IMAGE_STEP = {1: 10.2, 2: 128.7}  # docs/REFERENCE.md, paper profile
 
 def _loop(stage: int, profile: str, precision: str, device: torch.device) -> StageLoop:
     sweep = sweep_from_dict({"model": {"profile": profile}, "train": {"precision": precision}})
-    run = StageRunConfig(stage=stage, run_uri="-", dataset_uri="-", data=sweep.data, profile=profile, loss="bce",
-                         train=sweep.train, epochs=1, params={}, stage1_checkpoint="-" if stage == 2 else None)
+    spec = LoopSpec.from_sweep(sweep, paper_defaults(stage))
     stage1 = None
     if stage == 2:  # an untrained Stage-I of the profile: its cost is what matters here
         stage1 = Stage1Generator(dataclasses.replace(get_profile(profile).stage1, text_dim=TEXT_DIM))
-    return StageLoop(run, TEXT_DIM, 0, device, stage1)
+    return StageLoop(spec, TEXT_DIM, 0, device, stage1)
 
 
 def _time_steps(loop: StageLoop, batch: int, warmup: int, steps: int) -> tuple[float, bool]:

@@ -98,17 +98,17 @@ def main() -> int:
     shapes_setup.add_stage1_arguments(p)
     args = p.parse_args()
     s = shapes_setup.load(p, args)
-    run = shapes_setup.stage1_run(p, s, args.param, args.batch_size)
+    spec = shapes_setup.stage1_spec(p, s, args.param, args.batch_size)
     device, evals = s.device, s.evals
-    contrast = ContrastCaptions(s.data, run.train.seed)
+    contrast = ContrastCaptions(s.data, spec.train.seed)
     heldout = heldout_attributes(evals)
     real = evals.real_images_B3HW.to(device)
     probe_pairs = {a: tuple(t.to(device) for t in contrast.pair(heldout, a)) for a in shapes.ATTRIBUTES}
-    torch.manual_seed(run.train.seed)
+    torch.manual_seed(spec.train.seed)
 
     end_epoch = lambda: None  # noqa: E731  (only the GAN's learning rates decay per epoch)
     if args.probe == "gan":
-        loop = StageLoop(run, s.data.text_dim, 0, device)
+        loop = StageLoop(spec, s.data.text_dim, 0, device)
         end_epoch = loop.end_epoch
 
         def step(batch):
@@ -119,8 +119,8 @@ def main() -> int:
             return {**_fidelity(s.judge, fake, evals),
                     "d_checks": {a: logit_gap(loop.d, real, *probe_pairs[a]) for a in shapes.ATTRIBUTES}}
     elif args.probe == "d-supervised":
-        d = Stage1Discriminator(build_profile(run, s.data.text_dim, 0).stage1).to(device)
-        opt = torch.optim.Adam(d.parameters(), lr=run.value("lr_d"), betas=(0.5, 0.999))
+        d = Stage1Discriminator(build_profile(spec, s.data.text_dim, 0).stage1).to(device)
+        opt = torch.optim.Adam(d.parameters(), lr=spec.hparams.lr_d, betas=(0.5, 0.999))
         bce = nn.BCEWithLogitsLoss()
 
         def step(batch):
@@ -136,10 +136,10 @@ def main() -> int:
         def report():
             return {"attribute": args.attribute, "d_checks": logit_gap(d, real, *probe_pairs[args.attribute])}
     else:  # g-judge
-        profile = build_profile(run, s.data.text_dim, 0).stage1
+        profile = build_profile(spec, s.data.text_dim, 0).stage1
         g = Stage1Generator(profile).to(device)
         critic = copy.deepcopy(s.judge).to(device).eval().requires_grad_(False)  # s.judge stays on the CPU to score
-        opt = torch.optim.Adam(g.parameters(), lr=run.value("lr_g"), betas=(0.5, 0.999))
+        opt = torch.optim.Adam(g.parameters(), lr=spec.hparams.lr_g, betas=(0.5, 0.999))
         names = shapes.ATTRIBUTES
 
         def step(batch):
@@ -149,7 +149,7 @@ def main() -> int:
             fake, mu, logvar = g(text, torch.randn(text.shape[0], profile.z_dim, device=device))
             logits = critic(fake)
             loss = sum(nn.functional.cross_entropy(logits[a], target[a]) for a in names)
-            loss = loss + run.value("kl_weight") * kl_loss(mu, logvar)
+            loss = loss + spec.hparams.kl_weight * kl_loss(mu, logvar)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -167,7 +167,7 @@ def main() -> int:
     def evaluate(step_n: int, epoch: int, seconds: float) -> None:
         print(json.dumps({"probe": args.probe, "step": step_n, "seconds": round(seconds, 1), **report()}), flush=True)
 
-    shapes_setup.train_until(s.data, run.train.batch_size, args.steps, args.seconds, args.every, step, evaluate, end_epoch)
+    shapes_setup.train_until(s.data, spec.train.batch_size, args.steps, args.seconds, args.every, step, evaluate, end_epoch)
     return 0
 
 

@@ -31,8 +31,8 @@ def main() -> int:
     args = p.parse_args()
     s = shapes_setup.load(p, args)
     data, evals, judge = s.data, s.evals, s.judge
-    run = shapes_setup.stage1_run(p, s, args.param, args.batch_size)
-    loop = StageLoop(run, data.text_dim, 0, s.device)
+    spec = shapes_setup.stage1_spec(p, s, args.param, args.batch_size)
+    loop = StageLoop(spec, data.text_dim, 0, s.device)
 
     def evaluate(step: int, epoch: int, seconds: float) -> None:
         fake, _ = loop.sample(evals.text_BD)
@@ -40,7 +40,7 @@ def main() -> int:
         print(json.dumps({"step": step, "epoch": epoch, "seconds": round(seconds, 1),
                           **{k: round(v, 3) for k, v in m.items()}}), flush=True)
 
-    shapes_setup.train_until(data, run.train.batch_size, args.steps, args.seconds, args.every,
+    shapes_setup.train_until(data, spec.train.batch_size, args.steps, args.seconds, args.every,
                              loop.train_step, evaluate, loop.end_epoch)
     print(json.dumps({"chance": {k: round(v, 4) for k, v in chance_fidelity().items()}, "device": str(s.device)}))
     return 0

@@ -42,7 +42,7 @@ def main() -> int:
     args = p.parse_args()
     s = shapes_setup.load(p, args, args.image_size)
     sweep, device, data, evals, judge = s.sweep, s.device, s.data, s.evals, s.judge
-    base = build_profile(shapes_setup.stage1_run(p, s), data.text_dim, 0).stage1  # the sweep's Stage-I defaults
+    base = build_profile(shapes_setup.stage1_spec(p, s), data.text_dim, 0).stage1  # the sweep's Stage-I defaults
     cfg = dataclasses.replace(base, ngf=args.ngf or base.ngf, image_size=args.image_size or base.image_size)
     g = Stage1Generator(cfg).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(g.parameters(), lr=1e-3, betas=(0.5, 0.999))

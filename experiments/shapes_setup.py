@@ -1,4 +1,4 @@
-"""Setup shared by the benchmarks that train on the shapes dataset outside Ray."""
+"""Setup shared by the research probes that train on the shapes dataset outside Ray."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from collections.abc import Callable
 
 import torch
 
-from harness.config import StageRunConfig, SweepConfig, load_sweep
+from harness import hyperparams
+from harness.config import SweepConfig, load_sweep
 from harness.data.dataset import EvalSet, ShapesData
 from harness.data.ensure import ensure_dataset
 from harness.data.judge import JudgeNet, load_or_train_judge
 from harness.data.shapes_store import read_meta
+from harness.errors import ConfigError
+from harness.loop import LoopSpec
 from models.config import get_profile
 
 
@@ -38,20 +41,22 @@ def add_stage1_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a Stage-I searched value's default, e.g. kl_weight=0.1 (repeatable)")
 
 
-def stage1_run(p: argparse.ArgumentParser, s: ShapesStage1, param_items: list[str] = (),
-               batch_size: int | None = None) -> StageRunConfig:
-    """The sweep's Stage-I run: its defaults with ``--param NAME=VALUE`` items and a batch-size
+def stage1_spec(p: argparse.ArgumentParser, s: ShapesStage1, param_items: list[str] = (),
+                batch_size: int | None = None) -> LoopSpec:
+    """The sweep's Stage-I loop: its defaults with ``--param NAME=VALUE`` items and a batch-size
     override applied (a usage error names a bad item)."""
-    params = s.sweep.defaults(1)
+    values = s.sweep.defaults(1)
     for item in param_items:
         name, _, value = item.partition("=")
-        if name not in params or not value:
-            p.error(f"--param {item}: expected NAME=VALUE with NAME one of {sorted(params)}")
-        params[name] = type(params[name])(value)
-    run = StageRunConfig.from_sweep(s.sweep, 1, "-", s.data.uri, epochs=0, params=params)
-    if batch_size:
-        run = dataclasses.replace(run, train=dataclasses.replace(run.train, batch_size=batch_size))
-    return run
+        if name not in hyperparams.names(1) or not value:
+            p.error(f"--param {item}: expected NAME=VALUE with NAME one of {', '.join(hyperparams.names(1))}")
+        values[name] = hyperparams.kind(1, name)(value)
+    try:
+        hp = hyperparams.from_sampled(1, values)
+    except ConfigError as exc:
+        p.error(f"--param: {exc}")
+    train = dataclasses.replace(s.sweep.train, batch_size=batch_size) if batch_size else None
+    return LoopSpec.from_sweep(s.sweep, hp, train)
 
 
 def train_until(

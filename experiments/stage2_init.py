@@ -20,10 +20,10 @@ import statistics
 import sys
 
 from experiments import shapes_setup
-from harness.config import StageRunConfig
 from harness.data.dataset import ShapesData
 from harness.evaluate import shapes_metrics
-from harness.loop import StageLoop
+from harness.hyperparams import from_sampled
+from harness.loop import LoopSpec, StageLoop
 from models.config import STAGE2_INITS, get_profile
 
 KEYS = ("fid", "fidelity", "fidelity_shape", "fidelity_colour", "fidelity_size", "fidelity_position",
@@ -46,9 +46,9 @@ def main(argv=None) -> int:
     sweep, judge = s.sweep, s.judge
 
     # The parent: Stage-I with the sweep's defaults.
-    run1 = StageRunConfig.from_sweep(sweep, 1, "-", s.data.uri, epochs=0, params=sweep.defaults(1))
-    stage1 = StageLoop(run1, s.data.text_dim, 0, s.device)
-    shapes_setup.train_until(s.data, run1.train.batch_size, args.stage1_steps, float("inf"), args.stage1_steps,
+    spec1 = LoopSpec.from_sweep(sweep, from_sampled(1, sweep.defaults(1)))
+    stage1 = StageLoop(spec1, s.data.text_dim, 0, s.device)
+    shapes_setup.train_until(s.data, spec1.train.batch_size, args.stage1_steps, float("inf"), args.stage1_steps,
                              stage1.train_step, lambda *a: None, stage1.end_epoch)
     fake, _ = stage1.sample(s.evals.text_BD)
     parent = {k: round(v, 4) for k, v in shapes_metrics(judge, fake, s.evals).items() if k in KEYS}
@@ -60,10 +60,9 @@ def main(argv=None) -> int:
     results: dict[tuple[str, int], list[dict]] = {}
     for init in inits:
         for seed in range(1, args.seeds + 1):
-            params = {**sweep.defaults(2), "stage2_init": init}
-            run2 = StageRunConfig.from_sweep(sweep, 2, "-", s.data.uri, epochs=0, params=params, stage1_checkpoint="-",
-                                             train=dataclasses.replace(sweep.train, seed=seed))
-            loop = StageLoop(run2, data2.text_dim, 0, s.device, stage1.g)
+            hp = dataclasses.replace(from_sampled(2, sweep.defaults(2)), stage2_init=init)
+            spec2 = LoopSpec.from_sweep(sweep, hp, dataclasses.replace(sweep.train, seed=seed))
+            loop = StageLoop(spec2, data2.text_dim, 0, s.device, stage1.g)
 
             def evaluate(step: int, epoch: int, seconds: float, loop=loop, init=init, seed=seed) -> None:
                 if step not in steps:
@@ -74,7 +73,7 @@ def main(argv=None) -> int:
                 print(json.dumps({"init": init, "seed": seed, "step": step, "seconds": round(seconds, 1), **m}),
                       flush=True)
 
-            shapes_setup.train_until(data2, run2.train.batch_size, steps[-1], float("inf"), steps[0] if len(steps) == 1
+            shapes_setup.train_until(data2, spec2.train.batch_size, steps[-1], float("inf"), steps[0] if len(steps) == 1
                                      else _gcd(steps), loop.train_step, evaluate, loop.end_epoch)
     for (init, step), ms in sorted(results.items()):
         print(json.dumps({"summary": init, "step": step, "runs": len(ms),

@@ -1,6 +1,6 @@
 """Self-describing checkpoints that are complete or absent.
 
-A checkpoint is a directory ``<run>/checkpoints/epoch-NNNN/`` holding
+A checkpoint is a directory ``<run>/checkpoints/epoch-NNNN/`` (harness/run_layout.py names it) holding
     state.pt      G, D, both optimizers and schedulers, RNG states (torch.save; loads with weights_only=True)
     meta.json     epoch, stage, metrics, the full run config, the model architecture, the code version
     COMMITTED     written last: a checkpoint without it (a killed upload) is never loaded
@@ -22,6 +22,7 @@ import torch
 
 from harness import storage
 from harness.errors import StorageError
+from harness.run_layout import StageLayout, checkpoint_epoch
 
 MARKER = "COMMITTED"
 _SOURCE_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -38,10 +39,6 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def _dir(run_uri: str, epoch: int) -> str:
-    return storage.join(run_uri, "checkpoints", f"epoch-{epoch:04d}")
-
-
 def serialize(state: dict) -> bytes:
     """The checkpoint's bytes: a snapshot, so training may go on changing the tensors afterwards."""
     buf = io.BytesIO()
@@ -49,12 +46,12 @@ def serialize(state: dict) -> bytes:
     return buf.getvalue()
 
 
-def write(run_uri: str, epoch: int, payload: bytes, meta: dict) -> str:
+def write(run: StageLayout, epoch: int, payload: bytes, meta: dict) -> str:
     """Uploads serialized state and meta, then the marker; returns the checkpoint URI.
 
     storage retries transient failures; a write that still fails leaves no marker, so the
     checkpoint is never loaded."""
-    ckpt = _dir(run_uri, epoch)
+    ckpt = run.checkpoint(epoch)
     meta = {**meta, "epoch": epoch, "code_version": code_version(), "saved_at": time.time()}
     storage.write_bytes(storage.join(ckpt, "state.pt"), payload)
     storage.write_bytes(storage.join(ckpt, "meta.json"), json.dumps(meta, indent=2).encode())
@@ -62,9 +59,9 @@ def write(run_uri: str, epoch: int, payload: bytes, meta: dict) -> str:
     return ckpt
 
 
-def save(run_uri: str, epoch: int, state: dict, meta: dict) -> str:
+def save(run: StageLayout, epoch: int, state: dict, meta: dict) -> str:
     """Serializes and writes a checkpoint, blocking until it is complete; returns its URI."""
-    return write(run_uri, epoch, serialize(state), meta)
+    return write(run, epoch, serialize(state), meta)
 
 
 def _copy_tensors(obj):
@@ -92,20 +89,20 @@ class AsyncCheckpointWriter:
         self._pending: list[concurrent.futures.Future] = []
         self.blocked_seconds = 0.0  # time submit() held the caller, summed
 
-    def submit(self, run_uri: str, epoch: int, state: dict, meta: dict, after=None) -> str:
+    def submit(self, run: StageLayout, epoch: int, state: dict, meta: dict, after=None) -> str:
         t0 = time.perf_counter()
         self._raise_failures()
         snapshot = _copy_tensors(state)  # training goes on changing the originals in place
         self.blocked_seconds += time.perf_counter() - t0
 
         def upload():
-            ckpt = write(run_uri, epoch, serialize(snapshot), meta)
+            ckpt = write(run, epoch, serialize(snapshot), meta)
             if after is not None:
                 after()
             return ckpt
 
         self._pending.append(self._pool.submit(upload))
-        return _dir(run_uri, epoch)
+        return run.checkpoint(epoch)
 
     def _raise_failures(self) -> None:
         done = [f for f in self._pending if f.done()]
@@ -127,15 +124,15 @@ def is_complete(ckpt_uri: str) -> bool:
     return storage.exists(storage.join(ckpt_uri, MARKER))
 
 
-def list_complete(run_uri: str) -> list[str]:
+def list_complete(run: StageLayout) -> list[str]:
     """Complete checkpoints of a run, oldest first."""
-    root = storage.join(run_uri, "checkpoints")
-    names = storage.list_names(root, pafs.FileType.Directory)
-    return [storage.join(root, n) for n in names if n.startswith("epoch-") and is_complete(storage.join(root, n))]
+    epochs = sorted(e for e in map(checkpoint_epoch, storage.list_names(run.checkpoints_dir, pafs.FileType.Directory))
+                    if e is not None)
+    return [run.checkpoint(e) for e in epochs if is_complete(run.checkpoint(e))]
 
 
-def latest(run_uri: str) -> str | None:
-    done = list_complete(run_uri)
+def latest(run: StageLayout) -> str | None:
+    done = list_complete(run)
     return done[-1] if done else None
 
 
@@ -162,9 +159,9 @@ def _best_of(checkpoints: list[str], metric: str, mode: str) -> str | None:
     return min(scored)[1] if scored else None
 
 
-def prune(run_uri: str, keep: int, metric: str, mode: str) -> None:
+def prune(run: StageLayout, keep: int, metric: str, mode: str) -> None:
     """Keeps the newest ``keep`` checkpoints and the best by ``metric``; deletes the rest."""
-    done = list_complete(run_uri)
+    done = list_complete(run)
     if len(done) <= keep:
         return
     keep_set = set(done[-keep:]) | {_best_of(done, metric, mode)}
@@ -174,6 +171,15 @@ def prune(run_uri: str, keep: int, metric: str, mode: str) -> None:
             storage.delete(ckpt)
 
 
-def best(run_uri: str, metric: str, mode: str) -> str | None:
+def copy(src: str, dst: str) -> None:
+    """Copies a complete checkpoint to ``dst``: the old marker there goes first and the new one last,
+    so ``dst`` is never a loadable mix of two checkpoints."""
+    storage.delete(storage.join(dst, MARKER))
+    names = storage.list_names(src, pafs.FileType.File)
+    for name in [n for n in names if n != MARKER] + [MARKER]:
+        storage.write_bytes(storage.join(dst, name), storage.read_bytes(storage.join(src, name)))
+
+
+def best(run: StageLayout, metric: str, mode: str) -> str | None:
     """The run's complete checkpoint with the best ``metric`` (None when none has it)."""
-    return _best_of(list_complete(run_uri), metric, mode)
+    return _best_of(list_complete(run), metric, mode)

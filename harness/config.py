@@ -1,7 +1,9 @@
-"""Typed, validated configuration: a sweep file (YAML) -> SweepConfig; a trial -> StageRunConfig.
+"""Typed, validated configuration: a sweep file (YAML) -> SweepConfig.
 
-Validation happens once, here, before Ray starts. Every error is a ConfigError whose message
+Validation happens once, here, before Ray starts, in each section's ``__post_init__`` (through
+``config_fields.build``, which adds the field's path). Every error is a ConfigError whose message
 starts with the field's path (``stage1.search.lr_g.low: ...``), so a user sees what to fix.
+Search spaces are checked against the stages' hyperparameter dataclasses (harness/hyperparams.py).
 """
 
 from __future__ import annotations
@@ -12,18 +14,11 @@ from typing import Any
 
 import yaml
 
+from harness import hyperparams
 from harness.config_fields import DuplicateKeyError, build, field, load_yaml
 from harness.errors import ConfigError
-from models.config import PROFILES, STAGE2_INITS
+from models.config import PROFILES
 
-STAGE_PARAMS = {
-    1: ("kl_weight", "lr_g", "lr_d", "z_dim", "c_dim"),
-    2: ("kl_weight", "lr_g", "lr_d", "c_dim", "z_dim_stage2", "attention", "stage2_init"),
-}
-# The paper's values (docs/REFERENCE.md): the first point every sweep evaluates. stage2_init (models/config.py
-# Stage2Config.init) is not in the paper: scratch is the paper's Stage-II, residual starts from its parent.
-PAPER_DEFAULTS = {"kl_weight": 2.0, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 100, "c_dim": 128, "z_dim_stage2": 0,
-                  "attention": False, "stage2_init": "scratch"}
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "categorical")
 OBJECTIVES = {"fid": "min", "fidelity": "max", "inception_score": "max"}
 
@@ -38,49 +33,68 @@ class ParamSpec:
     high: float | None = field(None, (int, float), optional=True)
     choices: list | None = field(None, list, optional=True)
 
-    def validate(self, path: str) -> None:
+    def __post_init__(self) -> None:
         if self.distribution not in DISTRIBUTIONS:
-            raise ConfigError(f"{path}.distribution: {self.distribution!r} is not one of {', '.join(DISTRIBUTIONS)}")
+            raise ConfigError(f"distribution: {self.distribution!r} is not one of {', '.join(DISTRIBUTIONS)}")
         if self.distribution == "categorical":
             if not self.choices:
-                raise ConfigError(f"{path}.choices: a categorical parameter needs a non-empty list")
+                raise ConfigError("choices: a categorical parameter needs a non-empty list")
             if self.default not in self.choices:
-                raise ConfigError(f"{path}.default: {self.default!r} is not among the choices {self.choices}")
+                raise ConfigError(f"default: {self.default!r} is not among the choices {self.choices}")
             return
         if self.low is None or self.high is None:
-            raise ConfigError(f"{path}: a {self.distribution} parameter needs low and high")
+            raise ConfigError(f"a {self.distribution} parameter needs low and high")
         for name in ("low", "high", "default"):
             value = getattr(self, name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
-                raise ConfigError(f"{path}.{name}: must be a finite number, got {value}")
+                raise ConfigError(f"{name}: must be a finite number, got {value}")
         if self.low >= self.high:
-            raise ConfigError(f"{path}.low: must be below high ({self.low} >= {self.high})")
+            raise ConfigError(f"low: must be below high ({self.low} >= {self.high})")
         if self.distribution == "loguniform" and self.low <= 0:
-            raise ConfigError(f"{path}.low: a loguniform range must be > 0, got {self.low}")
+            raise ConfigError(f"low: a loguniform range must be > 0, got {self.low}")
         if self.distribution == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
-            raise ConfigError(f"{path}: an int range needs integer low and high")
+            raise ConfigError("an int range needs integer low and high")
         if self.default is None or isinstance(self.default, (bool, str)):
-            raise ConfigError(f"{path}.default: a {self.distribution} parameter needs a numeric default")
+            raise ConfigError(f"default: a {self.distribution} parameter needs a numeric default")
         if not self.low <= self.default <= self.high:
-            raise ConfigError(f"{path}.default: {self.default} is outside [{self.low}, {self.high}]")
+            raise ConfigError(f"default: {self.default} is outside [{self.low}, {self.high}]")
+
+
+def _check_against_hyperparams(stage: int, name: str, spec: ParamSpec) -> None:
+    """Every value the spec can yield is a valid value of the stage's hyperparameter ``name``."""
+    kind = hyperparams.kind(stage, name)
+    if kind in (bool, str) and spec.distribution != "categorical":
+        raise ConfigError(f"distribution: {name} takes {kind.__name__} values: give it categorical choices")
+    if kind is int and spec.distribution not in ("int", "categorical"):
+        raise ConfigError(f"distribution: {name} is an integer: use int or categorical, not {spec.distribution}")
+    where = ("choices", spec.choices) if spec.distribution == "categorical" else ("low", [spec.low, spec.high])
+    for value in where[1]:
+        try:
+            hyperparams.CLASSES[stage](**{name: value})
+        except ConfigError as exc:
+            raise ConfigError(f"{where[0]}: {str(exc).removeprefix(name + ': ')}") from exc
 
 
 def _search(stage: int):
+    allowed = hyperparams.names(stage)
+
     def parse(data: Any, path: str) -> dict[str, ParamSpec]:
         data = data or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of parameter -> spec")
         specs = {}
         for name, spec in data.items():
-            if name not in STAGE_PARAMS[stage]:
-                hint = " (Stage-II's noise is z_dim_stage2)" if stage == 2 and name == "z_dim" else ""
-                raise ConfigError(f"{path}.{name}: unknown parameter{hint}; allowed: {', '.join(STAGE_PARAMS[stage])}")
+            if name not in allowed:
+                other = hyperparams.names(3 - stage)
+                hint = f" (it is a Stage-{'I' * (3 - stage)} parameter)" if name in other else ""
+                raise ConfigError(f"{path}.{name}: unknown parameter{hint}; allowed: {', '.join(allowed)}")
             if not isinstance(spec, dict):  # a bare value fixes the parameter
                 spec = {"distribution": "categorical", "choices": [spec], "default": spec}
             specs[name] = build(ParamSpec, spec, f"{path}.{name}")
-            if name == "stage2_init" and not set(specs[name].choices or ()) <= set(STAGE2_INITS):
-                raise ConfigError(f"{path}.{name}.choices: each must be one of {', '.join(STAGE2_INITS)}, "
-                                  f"got {specs[name].choices}")
+            try:
+                _check_against_hyperparams(stage, name, specs[name])
+            except ConfigError as exc:
+                raise ConfigError(f"{path}.{name}.{exc}") from exc
         return specs
 
     return parse
@@ -99,19 +113,19 @@ class DataConfig:
     # with the training split's statistics (harness/data/dataset.py TextNorm says why)
     text_norm: str = field("none", str)
 
-    def validate(self, path: str) -> None:
+    def __post_init__(self) -> None:
         if self.kind not in ("shapes", "cub", "flowers"):
-            raise ConfigError(f"{path}.kind: {self.kind!r} is not one of shapes, cub, flowers")
+            raise ConfigError(f"kind: {self.kind!r} is not one of shapes, cub, flowers")
         if self.kind != "shapes" and not self.uri:
-            raise ConfigError(f"{path}.uri: {self.kind} needs the release directory")
+            raise ConfigError(f"uri: {self.kind} needs the release directory")
         if self.kind != "shapes" and self.encoder != "precomputed":
-            raise ConfigError(f"{path}.encoder: {self.kind} uses the 'precomputed' char-CNN-RNN embeddings")
+            raise ConfigError(f"encoder: {self.kind} uses the 'precomputed' char-CNN-RNN embeddings")
         if self.kind == "shapes" and self.encoder not in ("hash", "minilm"):
-            raise ConfigError(f"{path}.encoder: shapes supports hash or minilm, got {self.encoder!r}")
+            raise ConfigError(f"encoder: shapes supports hash or minilm, got {self.encoder!r}")
         if self.text_norm not in ("none", "standardize"):
-            raise ConfigError(f"{path}.text_norm: {self.text_norm!r} is not one of none, standardize")
+            raise ConfigError(f"text_norm: {self.text_norm!r} is not one of none, standardize")
         if self.n < 20 or self.eval_samples < 2:
-            raise ConfigError(f"{path}.n: needs at least 20 scenes and eval_samples >= 2")
+            raise ConfigError("n: needs at least 20 scenes and eval_samples >= 2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,11 +133,11 @@ class ModelSection:
     profile: str = field("small", str)
     loss: str = field("bce", str)
 
-    def validate(self, path: str) -> None:
+    def __post_init__(self) -> None:
         if self.profile not in PROFILES:
-            raise ConfigError(f"{path}.profile: {self.profile!r} is not one of {', '.join(PROFILES)}")
+            raise ConfigError(f"profile: {self.profile!r} is not one of {', '.join(PROFILES)}")
         if self.loss not in ("bce", "hinge"):
-            raise ConfigError(f"{path}.loss: {self.loss!r} is not one of bce, hinge")
+            raise ConfigError(f"loss: {self.loss!r} is not one of bce, hinge")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,12 +154,12 @@ class ResourcesConfig:
             need["GPU"] = self.gpus_per_worker
         return need
 
-    def validate(self, path: str) -> None:
+    def __post_init__(self) -> None:
         for name, least in (("workers", 0), ("cpus_per_worker", 1), ("gpus_per_worker", 0)):
             if getattr(self, name) < least:
-                raise ConfigError(f"{path}.{name}: must be >= {least}, got {getattr(self, name)}")
+                raise ConfigError(f"{name}: must be >= {least}, got {getattr(self, name)}")
         if self.workers == 0 and self.gpus_per_worker > 1:
-            raise ConfigError(f"{path}.gpus_per_worker: local mode (workers: 0) drives at most one GPU")
+            raise ConfigError("gpus_per_worker: local mode (workers: 0) drives at most one GPU")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,11 +167,11 @@ class DivergenceConfig:
     collapse_loss: float = field(1e-3, float)  # D loss below this counts as a collapsed discriminator
     collapse_steps: int = field(200, int)  # consecutive collapsed steps that end the run
 
-    def validate(self, path: str) -> None:
+    def __post_init__(self) -> None:
         if self.collapse_steps < 1:
-            raise ConfigError(f"{path}.collapse_steps: must be >= 1, got {self.collapse_steps}")
+            raise ConfigError(f"collapse_steps: must be >= 1, got {self.collapse_steps}")
         if not self.collapse_loss > 0:
-            raise ConfigError(f"{path}.collapse_loss: must be > 0, got {self.collapse_loss}")
+            raise ConfigError(f"collapse_loss: must be > 0, got {self.collapse_loss}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,18 +191,18 @@ class TrainSettings:
     # Multi-worker runs: BatchNorm statistics over the global batch, as the paper's single-GPU batch
     # of 64 had, instead of each worker's share (harness/sync_batchnorm.py). No effect with one worker.
     sync_batchnorm: bool = field(False, bool)
-    divergence: DivergenceConfig = field(None, DivergenceConfig)
+    divergence: DivergenceConfig = field(dataclasses.MISSING, DivergenceConfig, default_factory=DivergenceConfig)
 
-    def validate(self, path: str) -> None:
+    def __post_init__(self) -> None:
         if self.batch_size < 2:
-            raise ConfigError(f"{path}.batch_size: must be >= 2 (mismatched pairs need two captions)")
+            raise ConfigError("batch_size: must be >= 2 (mismatched pairs need two captions)")
         for name in ("eval_every", "keep_checkpoints", "lr_decay_every"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{path}.{name}: must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.hard_negatives <= 1.0:
-            raise ConfigError(f"{path}.hard_negatives: must be in [0, 1], got {self.hard_negatives}")
+            raise ConfigError(f"hard_negatives: must be in [0, 1], got {self.hard_negatives}")
         if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"{path}.precision: {self.precision!r} is not one of auto, fp32, bf16")
+            raise ConfigError(f"precision: {self.precision!r} is not one of auto, fp32, bf16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,9 +210,9 @@ class StageSection:
     epochs: int = field(2, int)
     search: dict = field(dataclasses.MISSING, dict, default_factory=dict)
 
-    def validate(self, path: str) -> None:
+    def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ConfigError(f"{path}.epochs: must be >= 1")
+            raise ConfigError("epochs: must be >= 1")
 
 
 
@@ -216,11 +230,11 @@ class ConfirmConfig:
     top_k: int = field(2, int)
     seeds: int = field(0, int)  # 0: off
 
-    def validate(self, path: str) -> None:
+    def __post_init__(self) -> None:
         if self.top_k < 1:
-            raise ConfigError(f"{path}.top_k: must be >= 1, got {self.top_k}")
+            raise ConfigError(f"top_k: must be >= 1, got {self.top_k}")
         if self.seeds < 0 or self.seeds == 1:
-            raise ConfigError(f"{path}.seeds: must be 0 (off) or >= 2 (one seed gives no interval), got {self.seeds}")
+            raise ConfigError(f"seeds: must be 0 (off) or >= 2 (one seed gives no interval), got {self.seeds}")
 
     @property
     def enabled(self) -> bool:
@@ -243,31 +257,31 @@ class SearchConfig:
     startup_trials: int = field(10, int)  # tpe/gp: random trials before the model is used (Optuna's default)
     scheduler: str = field("asha", str)  # Ray Tune's early stopping; none runs every trial to the end
     reduction_factor: int = field(4, int)  # asha/hyperband: keep 1/reduction_factor at each rung (Ray's default)
-    confirm: ConfirmConfig = field(None, ConfirmConfig)
+    confirm: ConfirmConfig = field(dataclasses.MISSING, ConfirmConfig, default_factory=ConfirmConfig)
 
-    def validate(self, path: str) -> None:
+    def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
-            raise ConfigError(f"{path}.sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+            raise ConfigError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if self.scheduler not in SCHEDULERS:
-            raise ConfigError(f"{path}.scheduler: {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+            raise ConfigError(f"scheduler: {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
         if self.reduction_factor < 2:
-            raise ConfigError(f"{path}.reduction_factor: must be >= 2, got {self.reduction_factor}")
+            raise ConfigError(f"reduction_factor: must be >= 2, got {self.reduction_factor}")
         if self.startup_trials < 1:
-            raise ConfigError(f"{path}.startup_trials: must be >= 1, got {self.startup_trials}")
+            raise ConfigError(f"startup_trials: must be >= 1, got {self.startup_trials}")
         if self.strategy not in ("staged", "joint"):
-            raise ConfigError(f"{path}.strategy: {self.strategy!r} is not one of staged, joint")
+            raise ConfigError(f"strategy: {self.strategy!r} is not one of staged, joint")
         if self.num_samples < 1:
-            raise ConfigError(f"{path}.num_samples: must be >= 1, got {self.num_samples}")
+            raise ConfigError(f"num_samples: must be >= 1, got {self.num_samples}")
         if self.confirm is not None and self.confirm.enabled and self.confirm.top_k > self.num_samples:
-            raise ConfigError(f"{path}.confirm.top_k: {self.confirm.top_k} configs to confirm, but the search runs "
+            raise ConfigError(f"confirm.top_k: {self.confirm.top_k} configs to confirm, but the search runs "
                               f"only num_samples = {self.num_samples} trials")
         if self.objective not in OBJECTIVES:
-            raise ConfigError(f"{path}.objective: {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
+            raise ConfigError(f"objective: {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise ConfigError(f"{path}.max_concurrent: must be >= 1")
+            raise ConfigError("max_concurrent: must be >= 1")
         for name in ("top_k", "grace_period"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{path}.{name}: must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
 
     @property
     def mode(self) -> str:
@@ -277,15 +291,15 @@ class SearchConfig:
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
     name: str = field("sweep", str)
-    data: DataConfig = field(None, DataConfig)
-    model: ModelSection = field(None, ModelSection)
-    resources: ResourcesConfig = field(None, ResourcesConfig)
-    train: TrainSettings = field(None, TrainSettings)
-    stage1: StageSection = field(None, StageSection)
-    stage2: StageSection = field(None, StageSection)
-    search: SearchConfig = field(None, SearchConfig)
+    data: DataConfig = field(dataclasses.MISSING, DataConfig, default_factory=DataConfig)
+    model: ModelSection = field(dataclasses.MISSING, ModelSection, default_factory=ModelSection)
+    resources: ResourcesConfig = field(dataclasses.MISSING, ResourcesConfig, default_factory=ResourcesConfig)
+    train: TrainSettings = field(dataclasses.MISSING, TrainSettings, default_factory=TrainSettings)
+    stage1: StageSection = field(dataclasses.MISSING, StageSection, default_factory=StageSection)
+    stage2: StageSection = field(dataclasses.MISSING, StageSection, default_factory=StageSection)
+    search: SearchConfig = field(dataclasses.MISSING, SearchConfig, default_factory=SearchConfig)
 
-    def validate(self, path: str) -> None:
+    def __post_init__(self) -> None:
         if not self.name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"name: {self.name!r} may hold only letters, digits, '-' and '_'")
         if self.data.kind != "shapes" and self.search.objective == "fidelity":
@@ -299,9 +313,10 @@ class SweepConfig:
                 if len(numeric) < 2:  # Optuna's CMA-ES samples categoricals independently; one dim has no covariance
                     raise ConfigError(f"search.sampler: cmaes needs at least two numeric parameters to search, "
                                       f"stage{stage}.search has {len(numeric)}")
-        attention = self.stage2.search.get("attention")
-        if attention is not None and True in (attention.choices or []) and self.data.encoder == "precomputed":
-            raise ConfigError("stage2.search.attention: the precomputed embeddings have no word features")
+        if self.data.encoder == "precomputed":
+            for name, spec in self.stage2.search.items():
+                if any(hyperparams.Stage2Hyperparams(**{name: c}).uses_word_features for c in spec.choices or ()):
+                    raise ConfigError(f"stage2.search.{name}: the precomputed embeddings have no word features")
 
     def require_search_space(self) -> None:
         """A sweep (tune.py, nightly.py) needs something to search in each stage it trains; Tune would
@@ -364,66 +379,3 @@ def load_sweep(path: str) -> SweepConfig:
         return sweep_from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-
-
-@dataclasses.dataclass(frozen=True)
-class StageRunConfig:
-    """Everything one training run of one stage needs; a plain dict of it crosses into Ray workers."""
-
-    stage: int
-    run_uri: str  # where this run's checkpoints, samples and metrics live
-    dataset_uri: str
-    data: DataConfig
-    profile: str
-    loss: str
-    train: TrainSettings
-    epochs: int
-    params: dict  # the searched values: kl_weight, lr_g, lr_d, z_dim/c_dim or z_dim_stage2/attention
-    stage1_checkpoint: str | None = None  # Stage-II: the frozen Stage-I generator's checkpoint URI
-    metric: str = "fid"
-
-    def __post_init__(self) -> None:
-        if self.stage == 2 and not self.stage1_checkpoint:
-            raise ConfigError("stage1_checkpoint: Stage-II needs a trained Stage-I checkpoint")
-
-    @classmethod
-    def from_sweep(cls, sweep: SweepConfig, stage: int, run_uri: str, dataset_uri: str, epochs: int, params: dict,
-                   stage1_checkpoint: str | None = None, train: TrainSettings | None = None) -> StageRunConfig:
-        """``train`` replaces the sweep's training settings (a confirmation run's own seed)."""
-        return cls(stage=stage, run_uri=run_uri, dataset_uri=dataset_uri, data=sweep.data, profile=sweep.model.profile,
-                   loss=sweep.model.loss, train=train or sweep.train, epochs=epochs, params=params,
-                   stage1_checkpoint=stage1_checkpoint, metric=sweep.search.objective)
-
-    def value(self, name: str) -> Any:
-        """A searched value, or the paper's when the sweep does not search it."""
-        return self.params[name] if name in self.params else PAPER_DEFAULTS[name]
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> StageRunConfig:
-        d = dict(d)
-        d["data"] = DataConfig(**d["data"])
-        train = dict(d["train"])
-        train["divergence"] = DivergenceConfig(**train["divergence"])
-        d["train"] = TrainSettings(**train)
-        return cls(**d)
-
-
-def check_param_value(name: str, value: Any) -> Any:
-    """Sampled values arrive as numpy/float; dims must be positive ints."""
-    if name in ("z_dim", "c_dim", "z_dim_stage2"):
-        value = int(round(value))
-        if value < (0 if name == "z_dim_stage2" else 1):
-            raise ConfigError(f"{name}: {value} is out of range")
-    elif name == "attention":
-        value = bool(value)
-    elif name == "stage2_init":
-        if value not in STAGE2_INITS:
-            raise ConfigError(f"{name}: {value!r} is not one of {', '.join(STAGE2_INITS)}")
-    else:
-        value = float(value)
-        if not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"{name}: {value} must be a positive number")
-    return value

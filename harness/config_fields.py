@@ -1,9 +1,10 @@
 """Typed dataclasses from YAML mappings, with errors that name the field's path.
 
 A config dataclass declares each plain field with ``field(default, type)``; ``build`` checks that a
-mapping holds only known keys, type-checks each value (YAML's ``2e-4`` string is a float; a boolean is
-never a number) and calls the dataclass's ``validate(path)``. Nested sections are built by the callables
-passed as keyword arguments.
+mapping holds only known keys and type-checks each value (YAML's ``2e-4`` string is a float; a boolean is
+never a number). The dataclass validates itself in ``__post_init__`` (so ``dataclasses.replace`` checks
+too), naming its own field; ``build`` puts the section's path in front. Nested sections are built by the
+callables passed as keyword arguments.
 """
 
 from __future__ import annotations
@@ -78,10 +79,29 @@ def build(cls, raw: Any, path: str, **nested):
             value = data[f.name]
             kind = f.metadata["type"]
             kwargs[f.name] = None if value is None and f.metadata.get("optional") else _typed(value, kind, p)
-    obj = cls(**kwargs)
-    obj.validate(path)
-    return obj
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(_under(path, cls, str(exc))) from exc
+
+
+def _under(path: str, cls, message: str) -> str:
+    """``message`` from ``cls.__post_init__`` ("field: why", or just "why") with the section's path added."""
+    if not path:
+        return message
+    head = message.split(":", 1)[0].split(".", 1)[0]
+    if head in {f.name for f in dataclasses.fields(cls)}:
+        return f"{path}.{message}"
+    return f"{path}: {message}"
 
 
 def field(default, kind, optional: bool = False, **kw):
     return dataclasses.field(default=default, metadata={"type": kind, "optional": optional}, **kw)
+
+
+def replaced(obj, path: str, **changes):
+    """``dataclasses.replace`` (which re-runs ``__post_init__``) with the section's path in an error."""
+    try:
+        return dataclasses.replace(obj, **changes)
+    except ConfigError as exc:
+        raise ConfigError(_under(path, type(obj), str(exc))) from exc

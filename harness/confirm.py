@@ -28,6 +28,14 @@ ALPHA = 0.05
 TEST_NAME = "one-sided Welch's t-test"
 
 
+PARAM_PREFIX = "param."  # a results row's columns of the config's searched values
+
+
+def params_of(row: dict) -> dict:
+    """The searched values of a results row (its ``param.*`` columns), by name."""
+    return {k.removeprefix(PARAM_PREFIX): v for k, v in row.items() if k.startswith(PARAM_PREFIX)}
+
+
 def config_id(params: dict) -> str:
     """A stable short id of a config (its searched values), shared by its search and confirmation runs.
     Numbers compare as floats: a YAML default of 2 and a sampled 2.0 are the same config."""
@@ -118,7 +126,7 @@ class ConfirmedConfig:
                 "trial_ids": list(self.trial_ids), "values": list(self.values), "n_seeds": s.n, "diverged": self.diverged,
                 f"{metric}_mean": s.mean, f"{metric}_sd": s.sd, "ci_low": s.low, "ci_high": s.high,
                 "verdict": self.verdict.outcome, "p_value": self.verdict.p_value, "sentence": self.verdict.sentence,
-                "best_trial": self.best_trial, **{f"param.{k}": v for k, v in self.params.items()}}
+                "best_trial": self.best_trial, **{PARAM_PREFIX + k: v for k, v in self.params.items()}}
 
 
 def _final_score(trial_rows: list[dict], final_stage: int, metric: str) -> tuple[float, bool] | None:
@@ -146,7 +154,7 @@ def rank_confirmed(rows: list[dict], phase: str, metric: str, mode: str, default
             continue
         cid = trial_rows[0]["config_id"]
         runs.setdefault(cid, []).append((int(trial_rows[0]["train_seed"]), tid, *scored))
-        params[cid] = {k.split(".", 1)[1]: v for k, v in trial_rows[0].items() if k.startswith("param.")}
+        params[cid] = params_of(trial_rows[0])
     default_values = [v for _, _, v, _ in sorted(runs.get(default_id, []))]
     sign = 1 if mode == "min" else -1
     out = []
@@ -171,7 +179,7 @@ def confirmation_candidates(search_ranked: list[dict], defaults: dict, top_k: in
     for entry in search_ranked:
         if len(candidates) > top_k or entry["final_status"] == "diverged":
             continue
-        params = {k.split(".", 1)[1]: v for k, v in entry.items() if k.startswith("param.")}
+        params = params_of(entry)
         if config_id(params) not in seen:
             seen.add(config_id(params))
             candidates.append(params)

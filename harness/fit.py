@@ -6,7 +6,8 @@ from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from harness import storage
-from harness.config import ResourcesConfig, StageRunConfig
+from harness.config import ResourcesConfig
+from harness.stage_run import StageRunConfig
 from harness.worker import read_latest_metrics, train_fn_per_worker
 
 
@@ -22,15 +23,13 @@ def scaling_config(resources: ResourcesConfig) -> ScalingConfig:
 def fit_stage(
     run: StageRunConfig,
     resources: ResourcesConfig,
-    name: str,
-    storage_root: str,
     max_failures: int = 2,
     in_tune: bool = False,
 ) -> dict:
     """Trains ``run`` to its last epoch (resuming from its latest checkpoint) and returns the last metrics.
 
-    Ray Train's own run state goes to ``<storage_root>/<name>``, which is ``run.run_uri``: same
-    storage, named by the trial, so a restarted run finds both Train's state and our checkpoints.
+    Ray Train's own run state goes to the run's own directory (``run.layout``, named by the trial),
+    so a restarted run finds both Train's state and our checkpoints.
     """
     callbacks = []
     report_to = "train"
@@ -43,16 +42,16 @@ def fit_stage(
             callbacks.append(TuneReportCallback())
     trainer = TorchTrainer(
         train_fn_per_worker,
-        train_loop_config={"run": run.to_dict(), "report_to": report_to, "threads": resources.cpus_per_worker,
+        train_loop_config={"run": run, "report_to": report_to, "threads": resources.cpus_per_worker,
                            "use_gpu": resources.gpus_per_worker > 0},
         scaling_config=scaling_config(resources),
         run_config=RunConfig(
-            name=name,
-            storage_path=storage.normalize(storage_root),
+            name=run.layout.ray_name,
+            storage_path=storage.normalize(run.layout.storage_root),
             # controller_failure_limit: the default (-1) retries forever when workers cannot be placed.
             failure_config=FailureConfig(max_failures=max_failures, controller_failure_limit=3),
             callbacks=callbacks,
         ),
     )
     trainer.fit()
-    return read_latest_metrics(run.run_uri)
+    return read_latest_metrics(run.layout)

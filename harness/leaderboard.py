@@ -22,12 +22,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pyarrow.fs as pafs  # noqa: E402
 
 from harness import checkpoint, storage  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.report import html_page  # noqa: E402
 from harness.results import last_evaluations, read_parquet, write_parquet  # noqa: E402
+from harness.run_layout import NightlyLayout, SweepLayout  # noqa: E402
 
 
 def quality(value: float | None, mode: str) -> float | None:
@@ -106,7 +106,7 @@ class NightOutcome:
 
 class Leaderboard:
     def __init__(self, root: str, sweep_name: str, metric: str, mode: str) -> None:
-        self.uri = storage.join(root, "leaderboard")
+        self.uri = NightlyLayout(root).leaderboard_dir
         self.sweep_name, self.metric, self.mode = sweep_name, metric, mode
 
     def _read(self, name: str) -> list[dict]:
@@ -124,11 +124,11 @@ class Leaderboard:
                                "use one storage root per nightly sweep")
         return sorted(rows, key=lambda r: r["date"])
 
-    def record_night(self, date: str, report: dict, sweep_root: str, wall_seconds: float, seed: int,
+    def record_night(self, date: str, report: dict, night: SweepLayout, wall_seconds: float, seed: int,
                      margin: float, budget_ended: list[str] = ()) -> NightOutcome:
         """Adds (or replaces) tonight's rows, judges regression, promotes a new all-time best, renders."""
         if not report["ranked"]:
-            raise HarnessError(f"{sweep_root}: the night has no ranked trial")
+            raise HarnessError(f"{night.uri}: the night has no ranked trial")
         best = report["ranked"][0]
         tonight, best_trial, final_stage = tonights_best(report, self.metric)
         costs = trial_costs(report["results"])
@@ -151,7 +151,7 @@ class Leaderboard:
         value = tonight.value
         regression = is_regression(tonight, all_time_before, self.mode, margin)
         all_time = tonight if all_time_before is None or self._better(value, all_time_before.value) else all_time_before
-        ckpt = checkpoint.best(storage.join(sweep_root, "trials", best_trial, f"stage{final_stage}"), self.metric, self.mode)
+        ckpt = checkpoint.best(night.trial(best_trial).stage(final_stage), self.metric, self.mode)
         q = quality(value, self.mode)
         confirmed = report["confirmed"][0] if report["confirmed"] else None
         night = {"date": date, "sweep": self.sweep_name, "objective": self.metric, "mode": self.mode,
@@ -208,7 +208,7 @@ class Leaderboard:
         if storage.exists(info_uri) and json.loads(storage.read_bytes(info_uri))["sources"] == sources:
             return  # already promoted (a night reported again): no need to copy gigabytes once more
         for name, src in sources.items():
-            _copy_checkpoint(src, storage.join(best_uri, name))
+            checkpoint.copy(src, storage.join(best_uri, name))
         storage.write_bytes(info_uri, json.dumps({**info, "sources": sources}, indent=2).encode())
 
     def render(self, nights: list[dict], trial_rows: list[dict], tonight: dict) -> None:
@@ -288,9 +288,3 @@ def _interval(night: dict) -> str:
     b = NightBest.of_row(night)
     return f"[{_fmt(b.low)}, {_fmt(b.high)}]" if b.n > 1 else "(one seed)"
 
-
-def _copy_checkpoint(src: str, dst: str) -> None:
-    storage.delete(storage.join(dst, checkpoint.MARKER))
-    names = storage.list_names(src, pafs.FileType.File)
-    for name in [n for n in names if n != checkpoint.MARKER] + [checkpoint.MARKER]:
-        storage.write_bytes(storage.join(dst, name), storage.read_bytes(storage.join(src, name)))

@@ -14,8 +14,10 @@ import math
 import torch
 from torch import nn
 
-from harness.config import StageRunConfig
+from harness.config import SweepConfig, TrainSettings
 from harness.data.dataset import Batch
+from harness.errors import ConfigError
+from harness.hyperparams import CLASSES, Hyperparams
 from models import FrozenStage1, Stage1Discriminator, Stage1Generator, Stage2Discriminator, Stage2Generator
 from models.config import ModelProfile, get_profile
 from models.losses import (
@@ -32,24 +34,39 @@ class Diverged(RuntimeError):
     """The run left the regime where training makes progress; the message says how."""
 
 
-def build_profile(run: StageRunConfig, text_dim: int, word_dim: int, stage1_cfg: dict | None = None) -> ModelProfile:
+@dataclasses.dataclass(frozen=True)
+class LoopSpec:
+    """What the loop trains: no URIs, no Ray, nothing about where the run is stored."""
+
+    stage: int
+    profile: str  # models/config.py PROFILES
+    loss: str  # bce | hinge
+    train: TrainSettings
+    hparams: Hyperparams  # Stage1Hyperparams or Stage2Hyperparams, matching ``stage``
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hparams, CLASSES[self.stage]):
+            raise ConfigError(f"hparams: Stage-{'I' * self.stage} needs {CLASSES[self.stage].__name__}, "
+                              f"got {type(self.hparams).__name__}")
+
+    @classmethod
+    def from_sweep(cls, sweep: SweepConfig, hparams: Hyperparams, train: TrainSettings | None = None) -> LoopSpec:
+        stage = next(s for s, c in CLASSES.items() if isinstance(hparams, c))
+        return cls(stage=stage, profile=sweep.model.profile, loss=sweep.model.loss, train=train or sweep.train,
+                   hparams=hparams)
+
+
+def build_profile(spec: LoopSpec, text_dim: int, word_dim: int, stage1_cfg: dict | None = None) -> ModelProfile:
     """The model profile with this run's searched values and the dataset's text sizes filled in.
 
     Stage-II takes Stage-I's architecture from its checkpoint (``stage1_cfg``), whatever this run searches.
     """
-    if run.stage == 1:
-        stage1 = {"text_dim": text_dim, "z_dim": run.value("z_dim"), "c_dim": run.value("c_dim")}
-    else:
-        stage1 = dict(stage1_cfg)
-    stage2 = {
-        "text_dim": text_dim,
-        "c_dim": run.value("c_dim"),
-        "z_dim": run.value("z_dim_stage2"),
-        "attention": run.value("attention"),
-        "word_dim": word_dim if run.value("attention") else 0,
-        "init": run.value("stage2_init"),
-    }
-    return get_profile(run.profile, stage1=stage1, stage2=stage2)
+    hp = spec.hparams
+    if spec.stage == 1:
+        return get_profile(spec.profile, stage1=dict(text_dim=text_dim, z_dim=hp.z_dim, c_dim=hp.c_dim))
+    stage2 = dict(text_dim=text_dim, c_dim=hp.c_dim, z_dim=hp.z_dim_stage2, attention=hp.attention,
+                  word_dim=word_dim if hp.uses_word_features else 0, init=hp.stage2_init)
+    return get_profile(spec.profile, stage1=dict(stage1_cfg), stage2=stage2)
 
 
 @dataclasses.dataclass
@@ -69,16 +86,16 @@ class DivergenceGuard:
 class StageLoop:
     def __init__(
         self,
-        run: StageRunConfig,
+        spec: LoopSpec,
         text_dim: int,
         word_dim: int,
         device: torch.device,
         stage1_generator: Stage1Generator | None = None,
     ) -> None:
-        self.run, self.stage, self.device = run, run.stage, device
+        self.spec, self.stage, self.device = spec, spec.stage, device
         stage1_cfg = dataclasses.asdict(stage1_generator.cfg) if stage1_generator is not None else None
-        self.profile = build_profile(run, text_dim, word_dim, stage1_cfg)
-        torch.manual_seed(run.train.seed)
+        self.profile = build_profile(spec, text_dim, word_dim, stage1_cfg)
+        torch.manual_seed(spec.train.seed)
         if self.stage == 1:
             self.g: nn.Module = Stage1Generator(self.profile.stage1)
             self.d: nn.Module = Stage1Discriminator(self.profile.stage1)
@@ -96,18 +113,18 @@ class StageLoop:
         # -> 4.06 s on 2 cores, docs/PERFORMANCE.md); on GPU it feeds tensor cores.
         self.g.to(device, memory_format=torch.channels_last)
         self.d.to(device, memory_format=torch.channels_last)
-        precision = run.train.precision
+        precision = spec.train.precision
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and cuda) else None
         betas = (0.5, 0.999)  # DCGAN/StackGAN
-        self.opt_g = torch.optim.Adam([p for p in self.g.parameters() if p.requires_grad], lr=run.value("lr_g"), betas=betas)
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=run.value("lr_d"), betas=betas)
-        decay = dict(step_size=run.train.lr_decay_every, gamma=run.train.lr_decay_factor)
+        self.opt_g = torch.optim.Adam([p for p in self.g.parameters() if p.requires_grad], lr=spec.hparams.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=spec.hparams.lr_d, betas=betas)
+        decay = dict(step_size=spec.train.lr_decay_every, gamma=spec.train.lr_decay_factor)
         self.sched_g = torch.optim.lr_scheduler.StepLR(self.opt_g, **decay)
         self.sched_d = torch.optim.lr_scheduler.StepLR(self.opt_d, **decay)
-        self.adversarial = get_adversarial_loss(run.loss)
-        self.kl_weight = run.value("kl_weight")
-        self.rng = torch.Generator(device="cpu").manual_seed(run.train.seed + 1)
-        self.guard = DivergenceGuard(run.train.divergence.collapse_loss, run.train.divergence.collapse_steps)
+        self.adversarial = get_adversarial_loss(spec.loss)
+        self.kl_weight = spec.hparams.kl_weight
+        self.rng = torch.Generator(device="cpu").manual_seed(spec.train.seed + 1)
+        self.guard = DivergenceGuard(spec.train.divergence.collapse_loss, spec.train.divergence.collapse_steps)
         self.g_train, self.d_train = self.g, self.d  # replaced by DDP wrappers in worker.py
 
     def wrap(self, wrap_fn) -> None:
@@ -138,7 +155,7 @@ class StageLoop:
     def train_step(self, batch: Batch) -> dict[str, float]:
         batch = batch.to(self.device)
         real, text = batch.images_B3HW.contiguous(memory_format=torch.channels_last), batch.text_BD
-        hard = self.run.train.hard_negatives
+        hard = self.spec.train.hard_negatives
         similar = image_similarity(batch.images_B3HW).cpu() if hard > 0 else None
         wrong = mismatched_indices(batch.keys_B.cpu(), self.rng, similar, hard)
         wrong_text = text[wrong.to(self.device)]

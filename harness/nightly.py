@@ -20,20 +20,21 @@ the confirmation seeds do not overlap, and the means differ by more than --regre
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
 import sys
 import time
 
-if __package__ in (None, ""):  # `python harness/nightly.py` without installing: put the repo on the path
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ""):  # `python harness/x.py`: see harness/_script_path.py
+    import _script_path  # noqa: F401
 
 from harness import REPO_ROOT, cli, storage  # noqa: E402
 from harness.config import SweepConfig, load_sweep, sweep_from_dict  # noqa: E402
+from harness.config_fields import replaced  # noqa: E402
 from harness.errors import ConfigError, HarnessError  # noqa: E402
 from harness.preflight import check_inputs  # noqa: E402
+from harness.run_layout import NightlyLayout  # noqa: E402
 
 DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
 
@@ -81,7 +82,7 @@ def night_sweep(args, date: str) -> SweepConfig:
     # A fixed seed would make the continued study replay the same start-up points every night.
     seed = derive_seed(None, datetime.date.fromisoformat(date)) + (sweep.search.seed or 0)
     budget = args.budget_hours * 3600 if args.budget_hours is not None else sweep.search.time_budget_s
-    return dataclasses.replace(sweep, search=dataclasses.replace(sweep.search, seed=seed, time_budget_s=budget))
+    return replaced(sweep, "", search=replaced(sweep.search, "search", seed=seed, time_budget_s=budget))
 
 
 def main(argv=None) -> int:
@@ -103,24 +104,24 @@ def _night_command(args) -> int:
     from harness.study import StudyStore
     from harness.tune import run_sweep
 
-    night_root = storage.join(args.storage, "nightly", date)
-    sweep_root = storage.join(night_root, sweep.name)
+    nightly = NightlyLayout(args.storage)
+    night_root, night = nightly.night_root(date), nightly.night(date, sweep.name)
     board = Leaderboard(args.storage, sweep.name, sweep.search.objective, sweep.search.mode)
-    study = StudyStore(args.study or storage.join(args.storage, "nightly", "optuna", f"{sweep.name}.journal"))
+    study = StudyStore(args.study or nightly.study_journal(sweep.name))
     board.nights()  # refuses a root that holds another nightly sweep before any trial runs
     if args.report_only:
-        record_uri = storage.join(sweep_root, "sweep.json")
+        record_uri = night.record
         if not storage.exists(record_uri):
             raise HarnessError(f"{record_uri}: not found (no night {date} to report)")
         record = json.loads(storage.read_bytes(record_uri))
         sweep = sweep_from_dict(record["sweep"])
         final_phase = "stage2" if sweep.search.strategy == "staged" else "joint"
-        report = build_report(night_root, sweep, record, study.trials(study.study_name(sweep.name, final_phase)))
+        report = build_report(night, sweep, record, study.trials(study.study_name(sweep.name, final_phase)))
     else:
         cli.start_ray()
         print(f"night {date}: {sweep.name} under {night_root}, study {study.location}", flush=True)
         record, report = run_sweep(sweep, night_root, resume=True, dataset_root=args.storage, study=study)
-    outcome = board.record_night(date, report, sweep_root, record.get("wall_seconds", time.perf_counter() - t0),
+    outcome = board.record_night(date, report, night, record.get("wall_seconds", time.perf_counter() - t0),
                                  record["seed"], args.regression_margin, record.get("budget_ended", []))
     metric = sweep.search.objective
     print(f"night {date}: best {metric} {outcome.best_value:.4g}, all-time best {outcome.all_time_best:.4g}"

@@ -27,13 +27,14 @@ import optuna  # noqa: E402
 
 from harness import cli, storage  # noqa: E402
 from harness.config import SweepConfig, sweep_from_dict  # noqa: E402
-from harness.confirm import ALPHA, TEST_NAME, config_id, rank_confirmed  # noqa: E402
+from harness.confirm import ALPHA, TEST_NAME, config_id, params_of, rank_confirmed  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
+from harness.hyperparams import ALL_NAMES  # noqa: E402
 from harness.results import collect_rows, last_evaluations, write_parquet  # noqa: E402
+from harness.run_layout import SweepLayout  # noqa: E402
 from harness.searcher import optuna_space  # noqa: E402
 
-SHOWN_PARAMS = ("kl_weight", "lr_g", "lr_d", "z_dim", "c_dim", "z_dim_stage2", "attention", "stage2_init",
-                "stage1_parent")
+SHOWN_PARAMS = (*ALL_NAMES, "stage1_parent")
 
 
 def _better(mode: str):
@@ -70,14 +71,11 @@ def rank_trials(rows: list[dict], stage: int, metric: str, mode: str) -> list[di
 def paper_default_trial(entries: list[dict], first_point: dict) -> dict | None:
     """The trial that evaluated the sweep's defaults (the paper's values): its params equal them."""
     for e in entries:
-        params = _params_of(e)
+        params = params_of(e)
         if all(k in params and params[k] == v for k, v in first_point.items()):
             return e
     return None
 
-
-def _params_of(entry: dict) -> dict:
-    return {k.split(".", 1)[1]: v for k, v in entry.items() if k.startswith("param.")}
 
 
 def _fmt(v) -> str:
@@ -136,7 +134,7 @@ def importances(entries: list[dict], sweep: SweepConfig, phase: str, metric: str
     for e in entries:
         if e["final_status"] == "diverged":
             continue
-        params = {k: v for k, v in _params_of(e).items() if k in space}
+        params = {k: v for k, v in params_of(e).items() if k in space}
         try:
             params = {k: (int(v) if isinstance(space[k], optuna.distributions.IntDistribution) else v) for k, v in params.items()}
             trials.append(optuna.trial.create_trial(params=params, distributions={k: space[k] for k in params},
@@ -181,14 +179,13 @@ def confirmed_png(confirmed: list, stage1_confirmed: list, metric: str, mode: st
     return _png(fig)
 
 
-def build_report(storage_root: str, sweep: SweepConfig, summary: dict | None = None,
+def build_report(layout: SweepLayout, sweep: SweepConfig, summary: dict | None = None,
                  study_trials: list | None = None) -> dict:
     """Writes results.parquet and report/leaderboard.{md,html}; returns where and the rankings.
 
     ``study_trials``: a persistent study's trials (nightly), over which importances are computed."""
-    rows = collect_rows(storage_root, sweep)
-    root = storage.join(storage_root, sweep.name)
-    write_parquet(rows, storage.join(root, "results.parquet"))
+    rows = collect_rows(layout, sweep)
+    write_parquet(rows, layout.results)
     metric, mode = sweep.search.objective, sweep.search.mode
     phases = sorted({r["phase"] for r in rows})
     final_phase = "joint" if "joint" in phases else ("stage2" if "stage2" in phases else "stage1")
@@ -214,17 +211,16 @@ def build_report(storage_root: str, sweep: SweepConfig, summary: dict | None = N
             name = f"best{i + 1}_{e['trial_id'][-8:]}.png"
             images[name] = storage.read_bytes(grid)
             best_grids.append((name, e))
-    report_uri = storage.join(root, "report")
     for name, data in images.items():
-        storage.write_bytes(storage.join(report_uri, "images", name), data)
+        storage.write_bytes(layout.report_image(name), data)
     imp, imp_trials = importances(ranked, sweep, final_phase, metric, mode, study_trials)
     cost = _cost(rows)
     paper = paper_default_trial(ranked, sweep.first_point(final_phase))
     md = _markdown(sweep, ranked, stage1_ranked, (imp, imp_trials), cost, paper, metric, best_grids, summary or {},
                    confirmed, stage1_confirmed)
-    storage.write_bytes(storage.join(report_uri, "leaderboard.md"), md.encode())
-    storage.write_bytes(storage.join(report_uri, "leaderboard.html"), html_page(md, images).encode())
-    return {"report": storage.join(report_uri, "leaderboard.html"), "rows": len(rows), "results": rows, "ranked": ranked,
+    storage.write_bytes(layout.report_file("leaderboard.md"), md.encode())
+    storage.write_bytes(layout.report_file("leaderboard.html"), html_page(md, images).encode())
+    return {"report": layout.report_file("leaderboard.html"), "rows": len(rows), "results": rows, "ranked": ranked,
             "stage1_ranked": stage1_ranked, "confirmed": confirmed, "stage1_confirmed": stage1_confirmed,
             "importances": imp, "importance_trials": imp_trials, "cost": cost}
 
@@ -246,7 +242,7 @@ def _table(entries: list[dict], metric: str, extra: tuple[str, ...]) -> list[str
     head = ["rank", "trial", "status", "epoch", metric, *extra, *SHOWN_PARAMS, "CPU s", "GPU s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, e in enumerate(entries, 1):
-        p = _params_of(e)
+        p = params_of(e)
         flat = {k.split(".", 1)[-1]: v for k, v in p.items()}
         cost = e["trial_cost"]
         cells = [str(i), e["trial_id"], e["final_status"], str(e["epoch"]), _fmt(e.get(metric)),
@@ -385,11 +381,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report_command(args) -> int:
-    sweep_uri = storage.join(args.storage, args.sweep, "sweep.json")
+    layout = SweepLayout(args.storage, args.sweep)
+    sweep_uri = layout.record
     if not storage.exists(sweep_uri):
         raise HarnessError(f"{sweep_uri}: not found (no sweep named {args.sweep!r} under {args.storage})")
     recorded = json.loads(storage.read_bytes(sweep_uri))
-    out = build_report(args.storage, sweep_from_dict(recorded["sweep"]), recorded)
+    out = build_report(layout, sweep_from_dict(recorded["sweep"]), recorded)
     best = out["ranked"][0]["trial_id"] if out["ranked"] else None
     print(json.dumps({"report": out["report"], "rows": out["rows"], "best": best}))
     return cli.EXIT_OK

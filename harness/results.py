@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 
 from harness import storage
 from harness.config import SweepConfig
-from harness.confirm import config_id
+from harness.confirm import PARAM_PREFIX, config_id
 from harness.errors import NoResults
+from harness.run_layout import SweepLayout
 
 
 def _flatten(prefix: str, obj, out: dict) -> None:
@@ -36,26 +37,24 @@ def _subdirs(uri: str) -> list[str]:
     return storage.list_names(uri, pafs.FileType.Directory)
 
 
-def collect_rows(storage_root: str, sweep: SweepConfig) -> list[dict]:
-    trials_uri = storage.join(storage_root, sweep.name, "trials")
+def collect_rows(layout: SweepLayout, sweep: SweepConfig) -> list[dict]:
     fixed: dict = {}
     _flatten("sweep", {k: v for k, v in dataclasses.asdict(sweep).items() if k not in ("stage1", "stage2")}, fixed)
     fixed["sweep.stage1.epochs"], fixed["sweep.stage2.epochs"] = sweep.stage1.epochs, sweep.stage2.epochs
     rows = []
-    for trial_id in _subdirs(trials_uri):
-        trial_uri = storage.join(trials_uri, trial_id)
-        params_uri = storage.join(trial_uri, "params.json")
-        if not storage.exists(params_uri):
+    for trial_id in _subdirs(layout.trials_dir):
+        trial = layout.trial(trial_id)
+        if not storage.exists(trial.params):
             continue
-        info = json.loads(storage.read_bytes(params_uri))
+        info = json.loads(storage.read_bytes(trial.params))
         searched: dict = {}
-        _flatten("param", info["params"], searched)
+        _flatten(PARAM_PREFIX.rstrip("."), info["params"], searched)
         # Where the row came from: a search trial (the sweep's training seed) or a confirmation run.
         # Sweeps written before confirmation runs existed have search trials only.
         origin = {"source": info.get("source", "search"), "train_seed": int(info.get("train_seed", sweep.train.seed)),
                   "config_id": info.get("config_id") or config_id(info["params"])}
         for stage in (1, 2):
-            files = storage.list_files(storage.join(trial_uri, f"stage{stage}", "metrics"), ".json")
+            files = storage.list_files(trial.stage(stage).metrics_dir, ".json")
             planned = sweep.stage1.epochs if stage == 1 else sweep.stage2.epochs
             for i, f in enumerate(files):
                 m = json.loads(storage.read_bytes(f))

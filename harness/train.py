@@ -17,12 +17,14 @@ import os
 import sys
 import time
 
-if __package__ in (None, ""):  # `python harness/train.py` without installing: put the repo on the path
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ""):  # `python harness/x.py`: see harness/_script_path.py
+    import _script_path  # noqa: F401
 
 from harness import REPO_ROOT, cli, storage  # noqa: E402
-from harness.config import StageRunConfig, load_sweep  # noqa: E402
+from harness.config import load_sweep  # noqa: E402
+from harness.config_fields import replaced  # noqa: E402
 from harness.errors import HarnessError, NoResults  # noqa: E402
+from harness.run_layout import SweepLayout  # noqa: E402
 
 DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
 
@@ -56,14 +58,8 @@ def _train_command(args) -> int:
     sweep = load_sweep(args.sweep)  # validated before Ray starts
     if args.inception_weights:
         sweep = dataclasses.replace(sweep, data=dataclasses.replace(sweep.data, inception_weights=args.inception_weights))
-    resources = sweep.resources
-    if args.workers is not None:
-        resources = dataclasses.replace(resources, workers=args.workers)
-    if args.gpus_per_worker is not None:
-        resources = dataclasses.replace(resources, gpus_per_worker=args.gpus_per_worker)
-    if args.cpus_per_worker is not None:
-        resources = dataclasses.replace(resources, cpus_per_worker=args.cpus_per_worker)
-    resources.validate("resources")
+    flags = {"workers": args.workers, "gpus_per_worker": args.gpus_per_worker, "cpus_per_worker": args.cpus_per_worker}
+    resources = replaced(sweep.resources, "resources", **{k: v for k, v in flags.items() if v is not None})
     if args.stage == "2" and not args.stage1_checkpoint:
         raise HarnessError("--stage1-checkpoint: required with --stage 2")
     check_inputs(sweep.data, args.stage1_checkpoint if args.stage == "2" else None)
@@ -74,11 +70,11 @@ def _train_command(args) -> int:
     from harness.data.ensure import ensure_dataset
 
     name = args.name or sweep.name
-    root = storage.join(args.storage, name, "train")
+    layout = SweepLayout(args.storage, name)
     dataset_uri = ensure_dataset(args.storage, sweep.data, sweep.model.profile)
     cli.start_ray()
     try:
-        return _train(args, sweep, resources, name, root, sweep.search.mode, dataset_uri)
+        return _train(args, sweep, resources, layout, dataset_uri)
     except (ray.train.TrainingFailedError, HarnessError) as exc:
         # A long storage outage ends here after the retries (and Ray Train's restarts) are spent.
         cause = str(exc).strip().splitlines()[-1][:400]
@@ -86,26 +82,28 @@ def _train_command(args) -> int:
                         "complete checkpoint") from exc
 
 
-def _train(args, sweep, resources, name: str, root: str, mode: str, dataset_uri: str) -> int:
+def _train(args, sweep, resources, layout: SweepLayout, dataset_uri: str) -> int:
     from harness.checkpoint import best
     from harness.fit import fit_stage
+    from harness.hyperparams import from_sampled
+    from harness.stage_run import StageRunConfig
 
-    summary: dict = {"name": name, "dataset": dataset_uri}
+    summary: dict = {"name": layout.name, "dataset": dataset_uri}
     t0 = time.perf_counter()
     stage1_ckpt = args.stage1_checkpoint
     if args.stage in ("1", "both"):
-        run = StageRunConfig.from_sweep(sweep, 1, storage.join(root, "stage1"), dataset_uri,
-                        args.epochs_stage1 or sweep.stage1.epochs, sweep.defaults(1))
-        summary["stage1"] = fit_stage(run, resources, f"{name}/train/stage1", args.storage, sweep.search.max_failures)
-        stage1_ckpt = best(run.run_uri, sweep.search.objective, mode)
+        run = StageRunConfig.from_sweep(sweep, layout.train_run(1), dataset_uri, args.epochs_stage1 or sweep.stage1.epochs,
+                                        from_sampled(1, sweep.defaults(1)))
+        summary["stage1"] = fit_stage(run, resources, sweep.search.max_failures)
+        stage1_ckpt = best(run.layout, sweep.search.objective, sweep.search.mode)
         if stage1_ckpt is None:
             print(f"error: Stage-I produced no checkpoint ({summary['stage1'].get('status')})", file=sys.stderr)
             print(json.dumps(summary, indent=2, default=str))
             return cli.EXIT_NO_RESULT
     if args.stage in ("2", "both"):
-        run = StageRunConfig.from_sweep(sweep, 2, storage.join(root, "stage2"), dataset_uri,
-                        args.epochs_stage2 or sweep.stage2.epochs, sweep.defaults(2), stage1_ckpt)
-        summary["stage2"] = fit_stage(run, resources, f"{name}/train/stage2", args.storage, sweep.search.max_failures)
+        run = StageRunConfig.from_sweep(sweep, layout.train_run(2), dataset_uri, args.epochs_stage2 or sweep.stage2.epochs,
+                                        from_sampled(2, sweep.defaults(2)), stage1_ckpt)
+        summary["stage2"] = fit_stage(run, resources, sweep.search.max_failures)
     summary["stage1_checkpoint"] = stage1_ckpt
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(summary, indent=2, default=str))

@@ -15,9 +15,12 @@ from ray import tune
 
 from harness import storage
 from harness.checkpoint import best
-from harness.config import STAGE_PARAMS, StageRunConfig, SweepConfig, check_param_value
+from harness.config import SweepConfig
 from harness.confirm import config_id
 from harness.fit import fit_stage
+from harness.hyperparams import from_sampled
+from harness.run_layout import SweepLayout
+from harness.stage_run import StageRunConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,18 +28,13 @@ class PhaseContext:
     """Everything a trial needs besides its sampled values; passed once through the object store."""
 
     sweep: SweepConfig
-    sweep_root: str  # <storage>/<sweep name>
-    storage_root: str
+    layout: SweepLayout
     dataset_uri: str
     phase: str  # stage1 | stage2 | joint
     stage1_parents: tuple[str, ...] = ()  # stage2: the top-k Stage-I checkpoint URIs
     # A confirmation run of the phase when set: the trial's config is {candidate: index, train_seed: seed}
     # and trains candidates[index] (a search config's values) with that training seed.
     candidates: tuple[dict, ...] = ()
-
-
-def _params(config: dict, stage: int, prefix: str = "") -> dict:
-    return {p: check_param_value(p, config[prefix + p]) for p in STAGE_PARAMS[stage] if prefix + p in config}
 
 
 def stage_trial(config: dict, ctx: PhaseContext) -> None:
@@ -47,28 +45,25 @@ def stage_trial(config: dict, ctx: PhaseContext) -> None:
         source, config, train_seed = "confirm", dict(ctx.candidates[int(config["candidate"])]), int(config["train_seed"])
     else:
         source, train_seed = "search", sweep.train.seed
-    trial_rel = f"{sweep.name}/trials/{trial_id}"
-    trial_uri = storage.join(ctx.storage_root, trial_rel)
+    trial = ctx.layout.trial(trial_id)
     info = {"trial_id": trial_id, "phase": ctx.phase, "params": config, "source": source, "train_seed": train_seed,
             "config_id": config_id(config)}
-    storage.write_bytes(storage.join(trial_uri, "params.json"), json.dumps(info, default=str).encode())
+    storage.write_bytes(trial.params, json.dumps(info, default=str).encode())
     train = dataclasses.replace(sweep.train, seed=train_seed)
 
-    def fit(stage: int, params: dict, epochs: int, parent: str | None) -> None:
-        run = StageRunConfig.from_sweep(sweep, stage, storage.join(trial_uri, f"stage{stage}"), ctx.dataset_uri, epochs,
-                                        params, parent, train=train)
-        fit_stage(run, sweep.resources, f"{trial_rel}/stage{stage}", ctx.storage_root,
-                  sweep.search.max_failures, in_tune=True)
+    def fit(stage: int, prefix: str, epochs: int, parent: str | None) -> None:
+        run = StageRunConfig.from_sweep(sweep, trial.stage(stage), ctx.dataset_uri, epochs,
+                                        from_sampled(stage, config, prefix), parent, train=train)
+        fit_stage(run, sweep.resources, sweep.search.max_failures, in_tune=True)
 
     if ctx.phase == "stage1":
-        fit(1, _params(config, 1), sweep.stage1.epochs, None)
+        fit(1, "", sweep.stage1.epochs, None)
     elif ctx.phase == "stage2":
         rank = min(int(config["stage1_parent"]), len(ctx.stage1_parents) - 1)  # fewer survivors than top_k
-        parent = ctx.stage1_parents[rank]
-        fit(2, _params(config, 2), sweep.stage2.epochs, parent)
+        fit(2, "", sweep.stage2.epochs, ctx.stage1_parents[rank])
     else:
-        fit(1, _params(config, 1, "s1."), sweep.stage1.epochs, None)
-        parent = best(storage.join(trial_uri, "stage1"), sweep.search.objective, mode)
+        fit(1, "s1.", sweep.stage1.epochs, None)
+        parent = best(trial.stage(1), sweep.search.objective, mode)
         if parent is None:  # Stage-I diverged: its worst-case result is already reported
             return
-        fit(2, _params(config, 2, "s2."), sweep.stage2.epochs, parent)
+        fit(2, "s2.", sweep.stage2.epochs, parent)

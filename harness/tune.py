@@ -20,13 +20,15 @@ import os
 import sys
 import time
 
-if __package__ in (None, ""):  # `python harness/tune.py` without installing: put the repo on the path
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ""):  # `python harness/x.py`: see harness/_script_path.py
+    import _script_path  # noqa: F401
 
 from harness import REPO_ROOT, cli, storage  # noqa: E402
 from harness.config import SweepConfig, load_sweep  # noqa: E402
+from harness.config_fields import replaced  # noqa: E402
 from harness.errors import ConfigError, NoResults  # noqa: E402
 from harness.preflight import check_inputs  # noqa: E402
+from harness.run_layout import SweepLayout  # noqa: E402
 
 DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
 SMOKE_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "smoke.yaml")
@@ -58,11 +60,8 @@ def resolve_sweep(args) -> SweepConfig:
     search = sweep.search
     overrides = {"num_samples": args.num_samples, "max_concurrent": args.max_concurrent,
                  "time_budget_s": args.time_budget, "strategy": args.strategy}
-    search = dataclasses.replace(search, **{k: v for k, v in overrides.items() if v is not None})
-    search.validate("search")
-    sweep = dataclasses.replace(sweep, search=search, name=args.name or sweep.name)
-    sweep.validate("")
-    return sweep
+    search = replaced(search, "search", **{k: v for k, v in overrides.items() if v is not None})
+    return replaced(sweep, "", search=search, name=args.name or sweep.name)
 
 
 BUDGET_REACHED = 0.98  # a Tune run that lasted this share of its time budget was stopped by it
@@ -80,8 +79,8 @@ def _fit(name: str, ctx, sweep: SweepConfig, resume: bool, make_tuner):
     from harness.searcher import trial_resources
     from harness.trial import stage_trial
 
-    tune_root = storage.join(ctx.sweep_root, "tune")
-    tune_path = storage.join(tune_root, name)  # the storage root is already absolute (main normalises it)
+    tune_root = ctx.layout.tune_dir
+    tune_path = ctx.layout.tune_run(name)  # the storage root is already absolute (main normalises it)
     trainable = tune.with_parameters(tune.with_resources(stage_trial, trial_resources(sweep.resources)), ctx=ctx)
     if resume and tune.Tuner.can_restore(tune_path):
         print(f"resuming {name} from {tune_path}", flush=True)
@@ -179,8 +178,8 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
 
     t0 = time.perf_counter()
     check_cluster_fits(sweep.resources)
-    sweep_root = storage.join(storage_root, sweep.name)
-    record_uri = storage.join(sweep_root, "sweep.json")
+    layout = SweepLayout(storage_root, sweep.name)
+    record_uri = layout.record
     if resume and storage.exists(record_uri):
         record = json.loads(storage.read_bytes(record_uri))
     else:
@@ -195,7 +194,7 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
         """Seconds for the next phase: ``share`` of what is left of the sweep's time budget."""
         return None if budget is None else max(1.0, share * (budget - (time.perf_counter() - t0)))
 
-    base = dict(sweep=sweep, sweep_root=sweep_root, storage_root=storage_root, dataset_uri=dataset_uri)
+    base = dict(sweep=sweep, layout=layout, dataset_uri=dataset_uri)
     confirming = sweep.search.confirm.enabled
     # Shares of what is left of a time budget: each stage's search leaves room for its confirmations,
     # and Stage-I leaves Stage-II its turn.
@@ -220,7 +219,7 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
         if confirming:
             key = f"{phase}_confirm_candidates"  # recorded, so a resumed sweep confirms the same configs
             if key not in record:
-                record[key] = confirmation_candidates(search_ranking(storage_root, sweep, phase), sweep.first_point(phase),
+                record[key] = confirmation_candidates(search_ranking(layout, sweep, phase), sweep.first_point(phase),
                                                       sweep.search.confirm.top_k)
                 storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
             confirm_budget = budget_left(share)
@@ -230,7 +229,7 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     if sweep.search.strategy == "staged":
         search_and_confirm("stage1", PhaseContext(phase="stage1", **base), optuna_space(sweep.stage1.search),
                            sweep.stage1.epochs, seed, 0.5)
-        parents = top_stage1_checkpoints(storage_root, sweep)
+        parents = top_stage1_checkpoints(layout, sweep)
         if not parents:
             raise SweepFailed("no Stage-I trial produced a checkpoint (all diverged?)")
         import optuna
@@ -252,7 +251,7 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     # A persistent study holds every night's trials: importances rest on all of them.
     study_trials = study.trials(study.study_name(sweep.name, final_phase)) if study is not None else None
     try:
-        report = build_report(storage_root, sweep, record, study_trials)
+        report = build_report(layout, sweep, record, study_trials)
     except NoResults as exc:
         raise SweepFailed(str(exc)) from exc
     return record, report
@@ -275,16 +274,16 @@ def _sweep_command(args) -> int:
     return cli.EXIT_OK
 
 
-def search_ranking(storage_root: str, sweep: SweepConfig, phase: str) -> list[dict]:
+def search_ranking(layout: SweepLayout, sweep: SweepConfig, phase: str) -> list[dict]:
     """The search trials of ``phase``, best first (one seed each, at the budget the scheduler gave them)."""
     from harness.report import rank_trials
     from harness.results import collect_rows
 
-    rows = [r for r in collect_rows(storage_root, sweep) if r["phase"] == phase and r["source"] == "search"]
+    rows = [r for r in collect_rows(layout, sweep) if r["phase"] == phase and r["source"] == "search"]
     return rank_trials(rows, 1 if phase == "stage1" else 2, sweep.search.objective, sweep.search.mode)
 
 
-def top_stage1_checkpoints(storage_root: str, sweep: SweepConfig) -> list[str]:
+def top_stage1_checkpoints(layout: SweepLayout, sweep: SweepConfig) -> list[str]:
     """The best checkpoints of the top-k Stage-I configs, best first: by confirmed mean over seeds when
     confirmation runs are on (each config's best seed run), then by the search's ranking."""
     from harness.checkpoint import best
@@ -293,7 +292,7 @@ def top_stage1_checkpoints(storage_root: str, sweep: SweepConfig) -> list[str]:
     from harness.results import collect_rows
 
     metric, mode = sweep.search.objective, sweep.search.mode
-    rows = [r for r in collect_rows(storage_root, sweep) if r["phase"] == "stage1"]
+    rows = [r for r in collect_rows(layout, sweep) if r["phase"] == "stage1"]
     ordered: list[tuple[str, str]] = []  # (config id, trial id) in rank order
     if sweep.search.confirm.enabled:
         confirmed = rank_confirmed(rows, "stage1", metric, mode, config_id(sweep.first_point("stage1")))
@@ -304,7 +303,7 @@ def top_stage1_checkpoints(storage_root: str, sweep: SweepConfig) -> list[str]:
     for cid, trial_id in ordered:
         if cid in seen:
             continue
-        ckpt = best(storage.join(storage_root, sweep.name, "trials", trial_id, "stage1"), metric, mode)
+        ckpt = best(layout.trial(trial_id).stage(1), metric, mode)
         if ckpt:
             seen.add(cid)
             parents.append(ckpt)
@@ -314,6 +313,8 @@ def top_stage1_checkpoints(storage_root: str, sweep: SweepConfig) -> list[str]:
 
 
 def print_leaderboard(out: dict, sweep: SweepConfig, record: dict) -> None:
+    from harness.confirm import params_of
+
     metric = sweep.search.objective
     print(f"\n=== Leaderboard: {sweep.name} ({sweep.search.strategy}, {metric}, {sweep.search.mode}) ===")
     if out["confirmed"]:
@@ -325,7 +326,7 @@ def print_leaderboard(out: dict, sweep: SweepConfig, record: dict) -> None:
             print(f"    {c.verdict.sentence}")
         print("search trials (one seed each):")
     for i, e in enumerate(out["ranked"], 1):
-        params = {k.split(".", 1)[1]: v for k, v in e.items() if k.startswith("param.")}
+        params = params_of(e)
         fid = f" fidelity={e['fidelity']:.3f}" if "fidelity" in e else ""
         print(f"{i:2d}. {e['trial_id']}  {metric}={e[metric]:.4g}{fid}  [{e['final_status']}, epoch {e['epoch']}]  "
               f"{_shown_params(params)}")

@@ -19,10 +19,12 @@ import torch
 import torch.distributed as dist
 
 from harness import checkpoint, storage
-from harness.config import OBJECTIVES, StageRunConfig
+from harness.config import OBJECTIVES
 from harness.data.dataset import open_train_data
 from harness.evaluate import chance_fidelity, inception_metrics, load_inception, sample_grid, shapes_metrics
-from harness.loop import Diverged, StageLoop
+from harness.loop import Diverged, LoopSpec, StageLoop
+from harness.run_layout import StageLayout
+from harness.stage_run import StageRunConfig
 from harness.sync_batchnorm import convert_sync_batchnorm
 from models import Stage1Config, Stage1Generator
 from models.config import get_profile
@@ -67,7 +69,7 @@ def _device(use_gpu: bool, world: int) -> torch.device:
 
 
 def train_fn_per_worker(config: dict) -> None:
-    run = StageRunConfig.from_dict(config["run"])
+    run: StageRunConfig = config["run"]
     report_to = config["report_to"]
     if report_to == "tune":  # local mode inside a Tune trial, where ray.train.get_context() is unavailable
         rank, world = 0, 1
@@ -81,15 +83,15 @@ def train_fn_per_worker(config: dict) -> None:
 
     stage1_g = load_stage1_generator(run.stage1_checkpoint) if run.stage == 2 else None
     data = open_train_data(
-        run.data.kind, run.dataset_uri, run.data.encoder, stage_resolution(run), rank, world,
-        with_words=run.stage == 2 and run.value("attention"), seed=run.train.seed, text_norm=run.data.text_norm,
+        run.data.kind, run.dataset_uri, run.data.encoder, stage_resolution(run.spec), rank, world,
+        with_words=run.stage == 2 and run.spec.hparams.uses_word_features, seed=run.train.seed, text_norm=run.data.text_norm,
     )
-    loop = StageLoop(run, data.text_dim, data.word_dim, device, stage1_g)
+    loop = StageLoop(run.spec, data.text_dim, data.word_dim, device, stage1_g)
     if world > 1:
         distribute(loop, device, run.train.sync_batchnorm)
 
     start_epoch = 0
-    latest = checkpoint.latest(run.run_uri)
+    latest = checkpoint.latest(run.layout)
     if latest is not None:
         state, meta = checkpoint.load(latest, map_location=device)
         loop.load_state_dict(state)
@@ -97,7 +99,7 @@ def train_fn_per_worker(config: dict) -> None:
     if start_epoch >= run.epochs:
         # Restored after it had finished (e.g. the sweep driver died first): report the final
         # result again so Tune records it, without training anything.
-        _report(read_latest_metrics(run.run_uri), report_to)
+        _report(read_latest_metrics(run.layout), report_to)
         return
 
     evaluator = None
@@ -128,7 +130,7 @@ def train_fn_per_worker(config: dict) -> None:
                         run.metric: WORST[run.metric]}
             if evaluator is not None:
                 evaluator.close()  # earlier checkpoints finish uploading: the best of them stays usable
-                write_metrics(run.run_uri, epoch + 1, diverged)
+                write_metrics(run.layout, epoch + 1, diverged)
             _report(diverged, report_to)
             return
         loop.end_epoch()
@@ -163,10 +165,10 @@ def distribute(loop: StageLoop, device: torch.device, sync_batchnorm: bool) -> N
     loop.wrap(wrap)
 
 
-def stage_resolution(run: StageRunConfig) -> int:
+def stage_resolution(spec: LoopSpec) -> int:
     """Image side the stage trains at (resolutions are fixed by the profile, never searched)."""
-    profile = get_profile(run.profile)
-    return profile.stage1.image_size if run.stage == 1 else profile.stage2.image_size
+    profile = get_profile(spec.profile)
+    return profile.stage1.image_size if spec.stage == 1 else profile.stage2.image_size
 
 
 class _Evaluator:
@@ -199,7 +201,7 @@ class _Evaluator:
             metrics = inception_metrics(self.inception, fake, ev.real_images_B3HW)
         else:
             metrics = {}
-        grid_uri = storage.join(run.run_uri, "samples", f"epoch-{epoch:04d}.png")
+        grid_uri = run.layout.sample_grid(epoch)
         n = min(GRID_SAMPLES, len(fake))
         storage.write_bytes(grid_uri, sample_grid(fake[:n], ev.captions[:n], None if attention is None else attention[:n]))
         all_metrics = {**train_metrics, **metrics, "sample_grid": grid_uri}
@@ -211,22 +213,21 @@ class _Evaluator:
                              "stage2": dataclasses.asdict(self.loop.profile.stage2)},
         }
         # Uploaded in the background (the loop waits only for serialization); retention runs after it.
-        ckpt = self.writer.submit(run.run_uri, epoch, self.loop.state_dict(), meta, after=lambda: checkpoint.prune(
-            run.run_uri, run.train.keep_checkpoints, run.metric, OBJECTIVES[run.metric]))
+        ckpt = self.writer.submit(run.layout, epoch, self.loop.state_dict(), meta, after=lambda: checkpoint.prune(
+            run.layout, run.train.keep_checkpoints, run.metric, OBJECTIVES[run.metric]))
         if train_metrics["status"] == "finished":
             self.writer.wait()  # "finished" promises a complete checkpoint: Stage-II or a resume may read it now
-        write_metrics(run.run_uri, epoch, {**all_metrics, "checkpoint_path": ckpt})
+        write_metrics(run.layout, epoch, {**all_metrics, "checkpoint_path": ckpt})
         return {**metrics, "sample_grid": grid_uri, "checkpoint_path": ckpt}
 
 
-def write_metrics(run_uri: str, epoch: int, metrics: dict) -> None:
+def write_metrics(run: StageLayout, epoch: int, metrics: dict) -> None:
     """Rank 0's report of this evaluation, kept with the run (results.py reads the history back;
-    Train V2's Result carries only metrics attached to Ray-managed checkpoints)."""
+    Train V2's Result carries only metrics attached to Ray-managed checkpoints: docs/DESIGN.md)."""
     data = json.dumps(metrics).encode()
-    storage.write_bytes(storage.join(run_uri, "metrics", f"epoch-{epoch:04d}.json"), data)
-    storage.write_bytes(storage.join(run_uri, "latest_metrics.json"), data)
+    storage.write_bytes(run.metrics(epoch), data)
+    storage.write_bytes(run.latest_metrics, data)
 
 
-def read_latest_metrics(run_uri: str) -> dict:
-    uri = storage.join(run_uri, "latest_metrics.json")
-    return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else {}
+def read_latest_metrics(run: StageLayout) -> dict:
+    return json.loads(storage.read_bytes(run.latest_metrics)) if storage.exists(run.latest_metrics) else {}

@@ -9,6 +9,7 @@ import torch
 
 from harness import checkpoint, storage
 from harness.errors import StorageError
+from harness.run_layout import stage_run
 
 
 def _state(v: float) -> dict:
@@ -16,7 +17,7 @@ def _state(v: float) -> dict:
 
 
 def test_round_trip_is_exact_and_loads_with_weights_only(tmp_path):
-    run = str(tmp_path / "run")
+    run = stage_run(str(tmp_path / "run"))
     state = _state(1.5)
     ckpt = checkpoint.save(run, 1, state, {"stage": 1, "metrics": {"fid": 3.0}, "config": {"a": 1}})
     loaded, meta = checkpoint.load(ckpt)
@@ -26,7 +27,7 @@ def test_round_trip_is_exact_and_loads_with_weights_only(tmp_path):
 
 
 def test_a_checkpoint_without_its_marker_is_never_loaded(tmp_path):
-    run = str(tmp_path / "run")
+    run = stage_run(str(tmp_path / "run"))
     checkpoint.save(run, 1, _state(1), {"stage": 1, "metrics": {}})
     ckpt2 = checkpoint.save(run, 2, _state(2), {"stage": 1, "metrics": {}})
     (tmp_path / "run" / "checkpoints" / "epoch-0002" / checkpoint.MARKER).unlink()  # upload killed before the marker
@@ -36,7 +37,7 @@ def test_a_checkpoint_without_its_marker_is_never_loaded(tmp_path):
 
 
 def test_retention_keeps_last_k_and_the_best(tmp_path):
-    run = str(tmp_path / "run")
+    run = stage_run(str(tmp_path / "run"))
     for epoch, fid in enumerate([5.0, 1.0, 4.0, 3.0, 6.0], start=1):
         checkpoint.save(run, epoch, _state(epoch), {"stage": 1, "metrics": {"fid": fid}})
         checkpoint.prune(run, keep=2, metric="fid", mode="min")
@@ -46,7 +47,7 @@ def test_retention_keeps_last_k_and_the_best(tmp_path):
 
 
 def test_round_trip_on_the_s3_endpoint(s3):
-    run = f"s3://{s3.bucket}/ckpt-test/run"
+    run = stage_run(f"s3://{s3.bucket}/ckpt-test/run")
     ckpt = checkpoint.save(run, 3, _state(7), {"stage": 2, "metrics": {"fid": 1.0}})
     loaded, meta = checkpoint.load(ckpt)
     assert torch.equal(loaded["generator"]["w"], torch.full((3,), 7.0)) and meta["stage"] == 2
@@ -55,7 +56,7 @@ def test_round_trip_on_the_s3_endpoint(s3):
 
 
 def test_async_writer_saves_the_state_as_it_was_at_submit(tmp_path):
-    run = str(tmp_path / "run")
+    run = stage_run(str(tmp_path / "run"))
     weights = torch.zeros(1000)
     writer = checkpoint.AsyncCheckpointWriter()
     ckpt = writer.submit(run, 1, {"w": weights, "opt": {"state": {0: {"m": weights * 2}}, "lr": [0.1]}},

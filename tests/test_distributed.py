@@ -61,19 +61,20 @@ def _global_batchnorm_matches_one_process(rank: int, init_file: str) -> None:
 
 
 def _train_and_compare_ranks(rank: int, init_file: str, dataset_uri: str, sync_batchnorm: bool, steps: int) -> None:
-    from harness.config import StageRunConfig, load_sweep
+    from harness.config import load_sweep
     from harness.data.dataset import open_train_data
-    from harness.loop import StageLoop
+    from harness.hyperparams import from_sampled
+    from harness.loop import LoopSpec, StageLoop
     from harness.worker import distribute, stage_resolution
 
     _init(rank, init_file)
     try:
         sweep = load_sweep(str(ROOT / "search_spaces" / "tiny.yaml"))
         sweep = dataclasses.replace(sweep, train=dataclasses.replace(sweep.train, sync_batchnorm=sync_batchnorm))
-        run = StageRunConfig.from_sweep(sweep, 1, "-", dataset_uri, epochs=1, params=sweep.defaults(1))
-        data = open_train_data(run.data.kind, dataset_uri, run.data.encoder, stage_resolution(run), rank, WORLD,
-                               with_words=False, seed=run.train.seed, text_norm=run.data.text_norm)
-        loop = StageLoop(run, data.text_dim, data.word_dim, torch.device("cpu"))
+        spec = LoopSpec.from_sweep(sweep, from_sampled(1, sweep.defaults(1)))
+        data = open_train_data(sweep.data.kind, dataset_uri, sweep.data.encoder, stage_resolution(spec), rank, WORLD,
+                               with_words=False, seed=spec.train.seed, text_norm=sweep.data.text_norm)
+        loop = StageLoop(spec, data.text_dim, data.word_dim, torch.device("cpu"))
         if rank == 1:  # a different start on rank 1: DDP must broadcast rank 0's weights
             with torch.no_grad():
                 for p in loop.g.parameters():
@@ -83,7 +84,7 @@ def _train_and_compare_ranks(rank: int, init_file: str, dataset_uri: str, sync_b
         assert norms and all(isinstance(m, GlobalBatchNorm) == sync_batchnorm for m in norms)
         start = torch.cat([p.detach().flatten() for p in loop.g.parameters()]).clone()
         done = 0
-        for batch in data.batches(run.train.batch_size, 0):
+        for batch in data.batches(spec.train.batch_size, 0):
             loop.train_step(batch)
             done += 1
             if done == steps:

@@ -194,7 +194,7 @@ def test_two_nights_on_s3_continue_one_study_and_share_a_leaderboard(ray_local, 
     Stage2Generator(Stage2Config(**meta2["architecture"]["stage2"])).load_state_dict(state2["generator"])
     Stage1Generator(Stage1Config(**meta1["architecture"]["stage1"])).load_state_dict(state1["generator"])
     # best.json holds the confirmed mean; the checkpoint is the best seed run of that config.
-    assert f"/trials/{best['trial_id']}/stage2" in meta2["config"]["run_uri"] and best["seeds"] == 2
+    assert f"/trials/{best['trial_id']}/stage2" in meta2["config"]["layout"]["ray_name"] and best["seeds"] == 2
     assert best["ci"][0] <= best["fid"] <= best["ci"][1]
 
     # A forced regression: an earlier night whose best tonight cannot reach. Rebuilding night 2's

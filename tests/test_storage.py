@@ -17,6 +17,7 @@ import torch
 from harness import checkpoint, storage
 from harness.errors import StorageError
 from harness.preflight import preflight
+from harness.run_layout import stage_run
 from tests.conftest import ROOT, S3Server, free_port, write_sweep
 from tests.tcp_proxy import TcpProxy
 
@@ -104,7 +105,7 @@ def _objects(s3, prefix: str) -> list[str]:
 
 
 def test_a_checkpoint_without_its_marker_is_never_loaded(s3):
-    run = f"s3://{s3.bucket}/partial/run"
+    run = stage_run(f"s3://{s3.bucket}/partial/run")
     ckpt = checkpoint.save(run, 1, {"w": torch.ones(3)}, {"stage": 1, "metrics": {}})
     storage.delete(f"{ckpt}/{checkpoint.MARKER}")  # state.pt and meta.json uploaded, the marker not
     assert checkpoint.latest(run) is None
@@ -116,9 +117,10 @@ def test_a_checkpoint_without_its_marker_is_never_loaded(s3):
 def test_a_killed_upload_leaves_no_loadable_checkpoint(s3):
     import boto3
 
-    run = f"s3://{s3.bucket}/killed-upload/run"
-    code = ("import torch; from harness import checkpoint; "
-            f"checkpoint.save({run!r}, 1, {{'w': torch.randn(100_000_000)}}, {{'stage': 1, 'metrics': {{}}}})")
+    uri = f"s3://{s3.bucket}/killed-upload/run"
+    run = stage_run(uri)
+    code = ("import torch; from harness import checkpoint; from harness.run_layout import stage_run; "
+            f"checkpoint.save(stage_run({uri!r}), 1, {{'w': torch.randn(100_000_000)}}, {{'stage': 1, 'metrics': {{}}}})")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     client = boto3.client("s3", endpoint_url=s3.endpoint)
     try:
@@ -136,7 +138,7 @@ def test_a_killed_upload_leaves_no_loadable_checkpoint(s3):
     assert not any(k.endswith(checkpoint.MARKER) for k in _objects(s3, "killed-upload/"))
     assert checkpoint.latest(run) is None and checkpoint.list_complete(run) == []
     with pytest.raises(StorageError):
-        checkpoint.load(f"{run}/checkpoints/epoch-0001")
+        checkpoint.load(run.checkpoint(1))
 
 
 @pytest.mark.slow

@@ -301,7 +301,14 @@ MALFORMED = [  # (file contents as bytes, the field or file the one-line error n
 MALFORMED_FIELDS = [  # the smoke sweep with one field made wrong
     ({"search": [1, 2]}, "search: expected a mapping, got list"),
     ({"stage2.search.stage2_init": {"distribution": "categorical", "choices": ["residual", "copy"], "default": "residual"}},
-     "stage2.search.stage2_init.choices: each must be one of scratch, residual"),
+     "stage2.search.stage2_init.choices: 'copy' is not one of scratch, residual"),
+    ({"stage1.search.z_dim": {"distribution": "uniform", "low": 16, "high": 64, "default": 32}},
+     "stage1.search.z_dim.distribution: z_dim is an integer: use int or categorical, not uniform"),
+    ({"stage2.search.attention": {"distribution": "uniform", "low": 0, "high": 1, "default": 0.5}},
+     "stage2.search.attention.distribution: attention takes bool values"),
+    ({"stage1.search.lr_g": {"distribution": "uniform", "low": -0.1, "high": 0.1, "default": 0.01}},
+     "stage1.search.lr_g.low: must be > 0.0, got -0.1"),
+    ({"stage2.search.z_dim": 8}, "stage2.search.z_dim: unknown parameter (it is a Stage-I parameter)"),
     ({"data": {"kind": "cub", "uri": "/data/birds", "encoder": "precomputed"}},
      "data.inception_weights: cub is scored by FID and IS"),
     ({"stage1.epochs": "six"}, "stage1.epochs: expected int, got str"),
@@ -419,3 +426,33 @@ def test_a_cub_layout_sweep_trains_both_stages_and_reports_fid_and_is(ray_local,
         assert finished and all(r["fid"] > 0 and r["inception_score"] >= 1.0 for r in finished), stage
     report = (runs / "birds" / "report" / "leaderboard.md").read_text()
     assert "| epoch | fid | inception_score |" in report, report[:3000]
+
+
+def test_a_replaced_section_is_validated_again_and_names_the_field():
+    """Validation lives in __post_init__, so dataclasses.replace (CLI overrides, nightly) cannot skip it."""
+    import dataclasses
+
+    from harness.config import ConfigError, load_sweep
+    from harness.config_fields import replaced
+
+    sweep = load_sweep(str(ROOT / "search_spaces" / "smoke.yaml"))
+    with pytest.raises(ConfigError, match=r"^batch_size: must be >= 2"):
+        dataclasses.replace(sweep.train, batch_size=1)
+    with pytest.raises(ConfigError, match=r"^search\.num_samples: must be >= 1, got 0$"):
+        replaced(sweep.search, "search", num_samples=0)
+
+
+def test_sampled_values_become_typed_hyperparameters_and_a_bad_one_is_named():
+    import numpy as np
+
+    from harness.errors import ConfigError
+    from harness.hyperparams import Stage1Hyperparams, Stage2Hyperparams, from_sampled
+
+    hp = from_sampled(1, {"s1.lr_g": np.float64(1e-3), "s1.z_dim": np.int64(37), "s2.lr_g": 5.0}, prefix="s1.")
+    assert hp == Stage1Hyperparams(lr_g=1e-3, z_dim=37) and type(hp.z_dim) is int and type(hp.lr_g) is float
+    assert hp.kl_weight == 2.0 and hp.c_dim == 128, "unsampled values keep the paper's"
+    assert from_sampled(2, {"attention": np.bool_(True)}).uses_word_features is True
+    with pytest.raises(ConfigError, match=r"^lr_d: must be > 0.0, got -1.0$"):
+        from_sampled(1, {"lr_d": -1.0})
+    with pytest.raises(ConfigError, match=r"^stage2_init: 'copy' is not one of scratch, residual$"):
+        Stage2Hyperparams(stage2_init="copy")

@@ -10,8 +10,9 @@ import sys
 import pytest
 import torch
 
-from harness import checkpoint, storage
+from harness import checkpoint
 from harness import train as train_cmd
+from harness.run_layout import stage_run, storage
 from tests.conftest import ROOT, write_sweep
 
 TINY = ROOT / "search_spaces" / "tiny.yaml"
@@ -46,7 +47,7 @@ def test_two_worker_ddp_run_reports_metrics_and_checkpoints(ray_local, tmp_path,
 
 
 def _final_generator(run_dir: pathlib.Path) -> dict:
-    state, _ = checkpoint.load(checkpoint.latest(str(run_dir)))
+    state, _ = checkpoint.load(checkpoint.latest(stage_run(str(run_dir))))
     return state["generator"]
 
 
