@@ -1,8 +1,9 @@
 """Preflight before Ray starts: the storage URI is writable and every input a sweep names exists.
 
-``preflight`` writes, reads back and deletes a marker object. On failure it raises StorageError with
-one line that names the URI and the cause (no credentials, no such bucket, access denied, endpoint
-unreachable), never a secret, within about 30 s (short connect/read timeouts, two attempts).
+``preflight`` writes, reads back and deletes a marker object through the same pyarrow filesystem the
+runs use (harness/storage.py), with fewer retries and short timeouts. On failure it raises StorageError
+with one line that names the URI and the cause (no credentials, no such bucket, access denied, endpoint
+unreachable), never a secret, within about 30 s.
 ``check_inputs`` refuses, with the field named, a dataset root, Inception weights or Stage-I
 checkpoint that is missing or unreadable: otherwise every trial would fail on it, three times each.
 """
@@ -17,34 +18,35 @@ from urllib.parse import urlparse
 from harness import storage
 from harness.errors import ConfigError, StorageError
 
+# Preflight's own budget: two attempts with short timeouts keep a dead endpoint's answer under 30 s.
+PREFLIGHT_ATTEMPTS, PREFLIGHT_CONNECT_S, PREFLIGHT_REQUEST_S = 2, 5.0, 10.0
 
-def _s3_client():
-    import boto3
-    from botocore.config import Config
+# What the AWS SDK (under pyarrow) says -> the cause a user can act on. The first match wins.
+_CAUSES = (
+    (("NO_SUCH_BUCKET", "NoSuchBucket"), "no such bucket"),
+    (("INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId"), "credentials rejected (InvalidAccessKeyId)"),
+    (("SIGNATURE_DOES_NOT_MATCH", "SignatureDoesNotMatch"), "credentials rejected (SignatureDoesNotMatch)"),
+    (("EXPIRED_TOKEN", "ExpiredToken", "InvalidToken"), "credentials rejected (expired or invalid session token)"),
+    (("ACCESS_DENIED", "AccessDenied", "HTTP response code: 403"), "access denied"),
+    (("NETWORK_CONNECTION", "Could not connect", "curlCode: 7", "curlCode: 28", "Timeout", "timed out"),
+     "endpoint unreachable"),
+)
 
-    cfg = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
-    # A fresh session: boto3's default one caches credentials, and preflight must see the current chain.
-    return boto3.session.Session().client("s3", endpoint_url=storage.s3_endpoint(), config=cfg,
-                        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+
+def _classify(exc: OSError) -> str:
+    text = str(exc)
+    for markers, cause in _CAUSES:
+        if any(m in text for m in markers):
+            return f"{cause} ({storage.s3_endpoint() or 'AWS default'})" if cause == "endpoint unreachable" else cause
+    return f"S3 error ({text.splitlines()[0][:200]})"
 
 
-def _classify(exc: Exception) -> str:
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, PartialCredentialsError
+def _has_credentials() -> bool:
+    """Whether the standard AWS credential chain yields a key. pyarrow would otherwise send unsigned
+    requests, which an open endpoint accepts and a real one refuses later with a vaguer message."""
+    import botocore.session
 
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return "no credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role)"
-    if isinstance(exc, EndpointConnectionError) or "Could not connect" in str(exc) or "timed out" in str(exc).lower():
-        return f"endpoint unreachable ({storage.s3_endpoint() or 'AWS default'})"
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("NoSuchBucket", "404"):
-            return "no such bucket"
-        if code in ("AccessDenied", "403", "AllAccessDisabled"):
-            return "access denied"
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
-            return f"credentials rejected ({code})"
-        return f"S3 error {code or 'unknown'}"
-    return f"{type(exc).__name__}"
+    return botocore.session.Session().get_credentials() is not None
 
 
 def preflight(uri: str) -> float:
@@ -61,14 +63,20 @@ def preflight(uri: str) -> float:
         if not ok:
             raise StorageError(f"{uri}: read back differs from what was written")
         return time.perf_counter() - t0
+    if not _has_credentials():
+        raise StorageError(f"{uri}: storage preflight failed: no credentials found (set AWS_ACCESS_KEY_ID/"
+                           "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role)")
     parsed = urlparse(uri)
-    bucket, key = parsed.netloc, f"{parsed.path.strip('/')}/{marker}".lstrip("/")
+    path = f"{parsed.netloc}/{parsed.path.strip('/')}/{marker}".replace("//", "/")
+    # A fresh filesystem, not the cached one: the preflight must see the current credentials.
+    fs = storage.s3_filesystem(PREFLIGHT_ATTEMPTS, PREFLIGHT_CONNECT_S, PREFLIGHT_REQUEST_S)
     try:
-        client = _s3_client()
-        client.put_object(Bucket=bucket, Key=key, Body=b"ok")
-        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        client.delete_object(Bucket=bucket, Key=key)
-    except Exception as exc:  # noqa: BLE001 -- every failure becomes one named cause
+        with fs.open_output_stream(path) as f:
+            f.write(b"ok")
+        with fs.open_input_stream(path) as f:
+            body = f.read()
+        fs.delete_file(path)
+    except OSError as exc:
         raise StorageError(f"{uri}: storage preflight failed: {_classify(exc)}") from None
     if body != b"ok":
         raise StorageError(f"{uri}: storage preflight failed: read back differs from what was written")

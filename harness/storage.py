@@ -2,52 +2,61 @@
 
 S3-compatible endpoints (AWS S3, MinIO, Ceph RGW, R2) are configured only through the standard
 AWS settings: ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, the credentials chain and the region.
-Credentials are never passed around in configs: pyarrow and boto3 read them from the environment.
+Credentials are never passed around in configs: pyarrow reads them from the environment.
 
-Every S3 operation here retries transient failures (endpoint unreachable, timeouts, 5xx, throttling)
-with exponential backoff for about 25 s, so a short outage only pauses the run; after that the
-error is a StorageError and the trial fails cleanly (``tune.py --resume`` continues it later).
-Ray does not retry its own uploads, and pyarrow's retry strategy is lost when a filesystem is
-pickled to a worker (docs/DESIGN.md), so the retries live here.
+Transient S3 failures (endpoint unreachable, timeouts, 5xx, throttling) are retried by pyarrow's own
+AWS retry strategy (``AwsDefaultS3RetryStrategy``: 25 ms x 2^k between attempts, about 25 s over 10
+attempts), so a short outage only pauses the run; an error left after that becomes a StorageError
+naming the URI, and the trial fails cleanly (``tune.py --resume`` continues it later). One filesystem
+is kept per endpoint and region in each process. Ray's own uploads do not retry, and a filesystem
+pickled to a worker loses its retry strategy (docs/DESIGN.md), so every process builds its own here.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
-import time
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
 from harness.errors import StorageError
 
-# Substrings of the errors pyarrow's S3 filesystem raises for failures worth retrying.
-TRANSIENT_MARKERS = ("NETWORK_CONNECTION", "Couldn't connect", "Connection refused", "timed out", "Timeout",
-                     "SERVICE_UNAVAILABLE", "SLOW_DOWN", "INTERNAL_FAILURE", "Connection reset", "curlCode",
-                     "HTTP response code: 5", "THROTTLING")
-RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 8.0)  # about 25 s in all
+RETRY_ATTEMPTS = 10  # 25 ms x 2^k between attempts: about 25 s of retrying before an error is final
+CONNECT_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 60.0  # one request: a multipart upload sends its parts as separate requests
 
 
-def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) \
-        and any(m in str(exc) for m in TRANSIENT_MARKERS)
+def s3_filesystem(attempts: int = RETRY_ATTEMPTS, connect_timeout: float = CONNECT_TIMEOUT_S,
+                  request_timeout: float = REQUEST_TIMEOUT_S) -> pafs.S3FileSystem:
+    """A new pyarrow S3 filesystem for the current endpoint, region and credentials."""
+    kwargs = {"region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+              "retry_strategy": pafs.AwsDefaultS3RetryStrategy(max_attempts=attempts),
+              "connect_timeout": connect_timeout, "request_timeout": request_timeout}
+    endpoint = s3_endpoint()
+    if endpoint:
+        kwargs["endpoint_override"] = endpoint
+        if endpoint.startswith("http://"):
+            kwargs["scheme"] = "http"
+    return pafs.S3FileSystem(**kwargs)
 
 
-def _retrying(uri: str, what: str, fn):
-    """Runs ``fn()``; on S3, retries transient failures, then raises StorageError naming the URI."""
+@functools.lru_cache(maxsize=8)
+def _cached_s3(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
+    return s3_filesystem()  # the arguments only key the cache: s3_filesystem reads the same settings
+
+
+def _s3_errors(uri: str, what: str, fn):
+    """Runs ``fn()``; on S3, an error pyarrow still raises after its retries becomes a StorageError."""
     if not is_s3(uri):
         return fn()
-    for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
-        try:
-            return fn()
-        except OSError as exc:
-            if not is_transient(exc):
-                raise
-            if delay is None:
-                raise StorageError(f"{uri}: {what} failed after {attempt + 1} attempts: {exc}") from exc
-            print(f"storage: {what} {uri}: {str(exc).splitlines()[0][:160]}; retrying in {delay:g} s", flush=True)
-            time.sleep(delay)
+    try:
+        return fn()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"{uri}: {what} failed: {str(exc).splitlines()[0][:300]}") from exc
 
 
 def is_s3(uri: str) -> bool:
@@ -94,13 +103,8 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         parsed = urlparse(uri)
         if not parsed.netloc:
             raise StorageError(f"{uri}: an s3:// URI needs a bucket name")
-        endpoint = s3_endpoint()
-        kwargs = {"region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
-        if endpoint:
-            kwargs["endpoint_override"] = endpoint
-            if endpoint.startswith("http://"):
-                kwargs["scheme"] = "http"
-        return pafs.S3FileSystem(**kwargs), f"{parsed.netloc}{parsed.path}".rstrip("/")
+        fs = _cached_s3(s3_endpoint(), os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+        return fs, f"{parsed.netloc}{parsed.path}".rstrip("/")
     if "://" in uri and not uri.startswith("file://"):
         raise StorageError(f"{uri}: unsupported storage URI (use a local path or s3://bucket/prefix)")
     return pafs.LocalFileSystem(), normalize(uri)
@@ -108,21 +112,21 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
-    return _retrying(uri, "stat", lambda: fs.get_file_info(path).type != pafs.FileType.NotFound)
+    return _s3_errors(uri, "stat", lambda: fs.get_file_info(path).type != pafs.FileType.NotFound)
 
 
 def readable(uri: str) -> str | None:
     """None when ``uri`` is a file whose first byte can be read (a directory: when it exists),
     else why not, in a few words."""
     fs, path = filesystem(uri)
-    info = _retrying(uri, "stat", lambda: fs.get_file_info(path))
+    info = _s3_errors(uri, "stat", lambda: fs.get_file_info(path))
     if info.type == pafs.FileType.NotFound:
         return "does not exist"
     if info.type == pafs.FileType.Directory:
         return None
     try:
-        _retrying(uri, "read", lambda: fs.open_input_stream(path).read(1))
-    except (PermissionError, OSError) as exc:
+        _s3_errors(uri, "read", lambda: fs.open_input_stream(path).read(1))
+    except (OSError, StorageError) as exc:
         return f"is not readable ({getattr(exc, 'strerror', None) or exc})"
     return None
 
@@ -135,7 +139,7 @@ def read_bytes(uri: str) -> bytes:
             return f.read()
 
     try:
-        return _retrying(uri, "read", read)
+        return _s3_errors(uri, "read", read)
     except FileNotFoundError as exc:
         raise StorageError(f"{uri}: no such file") from exc
 
@@ -155,7 +159,7 @@ def write_bytes(uri: str, data: bytes) -> None:
         with fs.open_output_stream(path) as f:  # an S3 object appears only when the upload completes
             f.write(data)
 
-    _retrying(uri, "write", upload)
+    _s3_errors(uri, "write", upload)
 
 
 def delete(uri: str) -> None:
@@ -169,7 +173,7 @@ def delete(uri: str) -> None:
         elif info.type == pafs.FileType.File:
             fs.delete_file(path)
 
-    _retrying(uri, "delete", remove)
+    _s3_errors(uri, "delete", remove)
 
 
 def list_files(uri: str, suffix: str = "") -> list[str]:
@@ -180,5 +184,5 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
 def list_names(uri: str, kind: pafs.FileType) -> list[str]:
     """Sorted names of the entries of type ``kind`` (File or Directory) directly under ``uri``."""
     fs, path = filesystem(uri)
-    infos = _retrying(uri, "list", lambda: fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)))
+    infos = _s3_errors(uri, "list", lambda: fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)))
     return sorted(posixpath.basename(i.path) for i in infos if i.type == kind)
