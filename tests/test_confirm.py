@@ -50,7 +50,7 @@ def _rows(trial_id, cid, seed, values, phase="stage1", stage=1, source="confirm"
         last = epoch == len(values)
         out.append({"trial_id": trial_id, "phase": phase, "stage": stage, "epoch": epoch, "fid": v,
                     "status": status if last else "running", "source": source, "train_seed": seed, "config_id": cid,
-                    **{f"param.{k}": x for k, x in (params or {"lr_g": 1e-4}).items()}})
+                    **{f"param.{k}": x for k, x in (params or {"lr": 1e-4}).items()}})
     return out
 
 
@@ -67,19 +67,19 @@ def test_rank_confirmed_scores_each_run_by_its_last_evaluation_and_ranks_by_mean
     assert a.values == (300.0, 320.0) and a.seeds == (1, 2) and a.summary.mean == 310.0 and a.best_trial == "a1"
     assert ranked[1].is_default and ranked[1].verdict.outcome == "reference"
     assert ranked[2].diverged == 1 and ranked[2].values == (1e6, 200.0)
-    assert a.to_row("fid")["fid_mean"] == 310.0 and a.to_row("fid")["param.lr_g"] == 1e-4
+    assert a.to_row("fid")["fid_mean"] == 310.0 and a.to_row("fid")["param.lr"] == 1e-4
 
 
 def test_candidates_are_the_defaults_then_the_best_distinct_non_diverged_search_configs():
-    defaults = {"lr_g": 2e-4, "z_dim": 100}
-    ranked = [{"final_status": "finished", "param.lr_g": 2e-4, "param.z_dim": 100.0},  # the defaults again
-              {"final_status": "diverged", "param.lr_g": 9e-3, "param.z_dim": 8},
-              {"final_status": "stopped", "param.lr_g": 5e-4, "param.z_dim": 64},
-              {"final_status": "finished", "param.lr_g": 5e-4, "param.z_dim": 64},  # same config once
-              {"final_status": "finished", "param.lr_g": 1e-4, "param.z_dim": 32},
-              {"final_status": "finished", "param.lr_g": 3e-4, "param.z_dim": 16}]
-    assert confirmation_candidates(ranked, defaults, 2) == [defaults, {"lr_g": 5e-4, "z_dim": 64},
-                                                            {"lr_g": 1e-4, "z_dim": 32}]
-    assert config_id({"z_dim": 100, "lr_g": 2e-4}) == config_id({"lr_g": 2e-4, "z_dim": 100.0})
-    assert config_id({"attention": True}) != config_id({"attention": 1.0})
+    defaults = {"lr": 2e-4, "dim": 100}
+    ranked = [{"final_status": "finished", "param.lr": 2e-4, "param.dim": 100.0},  # the defaults again
+              {"final_status": "diverged", "param.lr": 9e-3, "param.dim": 8},
+              {"final_status": "stopped", "param.lr": 5e-4, "param.dim": 64},
+              {"final_status": "finished", "param.lr": 5e-4, "param.dim": 64},  # same config once
+              {"final_status": "finished", "param.lr": 1e-4, "param.dim": 32},
+              {"final_status": "finished", "param.lr": 3e-4, "param.dim": 16}]
+    assert confirmation_candidates(ranked, defaults, 2) == [defaults, {"lr": 5e-4, "dim": 64},
+                                                            {"lr": 1e-4, "dim": 32}]
+    assert config_id({"dim": 100, "lr": 2e-4}) == config_id({"lr": 2e-4, "dim": 100.0})
+    assert config_id({"flag": True}) != config_id({"flag": 1.0})
     assert confirmation_seeds(0, 3) == [1, 2, 3]

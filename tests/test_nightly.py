@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness import checkpoint, cli, nightly, storage
+from harness.config import load_sweep
 from harness.leaderboard import NightBest, is_regression, quality, trial_costs
 from harness.results import read_parquet
 from harness.searcher import make_searcher
@@ -19,7 +20,7 @@ from models import Stage1Config, Stage1Generator, Stage2Config, Stage2Generator
 from tests.conftest import ROOT, write_sweep
 
 SMOKE = str(ROOT / "search_spaces" / "smoke.yaml")
-SMOKE_DEFAULTS = {"kl_weight": 2.0, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 8, "c_dim": 8}
+SMOKE_DEFAULTS = load_sweep(str(ROOT / "search_spaces" / "smoke.yaml")).defaults(1)
 
 
 def _point(v: float) -> NightBest:
