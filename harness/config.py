@@ -206,6 +206,13 @@ class TrainSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrackingConfig:
+    # MLflow tracking URI (sqlite:///runs/mlflow.db, http://host:5000, databricks...): the sweep becomes a
+    # parent run and every trial a child run. None: MLFLOW_TRACKING_URI when set, else no MLflow.
+    mlflow_uri: str | None = field(None, str, optional=True)
+
+
+@dataclasses.dataclass(frozen=True)
 class StageSection:
     epochs: int = field(2, int)
     search: dict = field(dataclasses.MISSING, dict, default_factory=dict)
@@ -298,6 +305,7 @@ class SweepConfig:
     stage1: StageSection = field(dataclasses.MISSING, StageSection, default_factory=StageSection)
     stage2: StageSection = field(dataclasses.MISSING, StageSection, default_factory=StageSection)
     search: SearchConfig = field(dataclasses.MISSING, SearchConfig, default_factory=SearchConfig)
+    tracking: TrackingConfig = field(dataclasses.MISSING, TrackingConfig, default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         if not self.name.replace("-", "").replace("_", "").isalnum():
@@ -354,6 +362,7 @@ def sweep_from_dict(data: Any) -> SweepConfig:
         stage1=stage(1),
         stage2=stage(2),
         search=lambda d, p: build(SearchConfig, d, p, confirm=lambda dd, pp: build(ConfirmConfig, dd, pp)),
+        tracking=lambda d, p: build(TrackingConfig, d, p),
     )
 
 

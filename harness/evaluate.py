@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from harness import storage
 from harness.data import shapes
 from harness.data.dataset import EvalSet
+from harness.data.text import tokenize
 
 
 def frechet_distance(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
@@ -101,7 +102,8 @@ def _to_uint8(img_3HW: torch.Tensor) -> np.ndarray:
 
 def sample_grid(images: torch.Tensor, captions: list[str], attention: torch.Tensor | None = None,
                 columns: int = 8, cell: int = 128) -> bytes:
-    """PNG: each image with its caption beneath; with attention, a row of per-word maps under it."""
+    """PNG: each image with its caption beneath; with attention, a row of per-word maps under it, each
+    labelled with its word (the caption's first four words, in the order the model reads them)."""
     n = len(images)
     rows = (n + columns - 1) // columns
     text_h = 44
@@ -116,12 +118,12 @@ def sample_grid(images: torch.Tensor, captions: list[str], attention: torch.Tens
         for j, line in enumerate(textwrap.wrap(captions[i], width=cell // 6)[:4]):
             draw.text((x + 2, y + cell + 1 + 10 * j), line, fill=(0, 0, 0), font=font)
         if attention is not None:
-            maps = attention[i]
-            words = min(4, maps.shape[0])
-            for w in range(words):
+            maps, words = attention[i], tokenize(captions[i])
+            for w in range(min(4, maps.shape[0], len(words))):
                 m = maps[w]
                 m = (m / (m.max() + 1e-8) * 255).byte().numpy()
                 tile = Image.fromarray(m).resize((cell // 4, cell // 4), Image.Resampling.NEAREST).convert("RGB")
+                ImageDraw.Draw(tile).text((1, 0), words[w][:5], fill=(255, 64, 64), font=font)
                 grid.paste(tile, (x + w * cell // 4, y + cell + text_h))
     buf = io.BytesIO()
     grid.save(buf, format="PNG")

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from harness import checkpoint, storage  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.report import html_page  # noqa: E402
+from harness.report_markdown import html_page  # noqa: E402
 from harness.results import last_evaluations, read_parquet, write_parquet  # noqa: E402
 from harness.run_layout import NightlyLayout, SweepLayout  # noqa: E402
 

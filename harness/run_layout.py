@@ -1,6 +1,7 @@
 """Where every file of a sweep lives: the one module that joins run paths.
 
     <storage>/<sweep>/                    SweepLayout
+        optuna.journal                    the sweep's Optuna studies, one per search phase (optuna-dashboard)
         sweep.json                        what ran: the sweep, its seed, phases, candidates, budget
         tune/<phase>/                     Tune's experiment and searcher state (what --resume restores)
         trials/<trial id>/                TrialLayout: params.json
@@ -14,7 +15,8 @@
     <storage>/leaderboard/                the nightly leaderboard (harness/leaderboard.py names its files)
 
 A stage run holds ``checkpoints/epoch-NNNN/`` (harness/checkpoint.py owns what is inside one),
-``samples/epoch-NNNN.png`` and ``metrics/epoch-NNNN.json`` plus ``latest_metrics.json``. Runs are named by
+``samples/epoch-NNNN.png`` and ``samples/real.png``, ``metrics/epoch-NNNN.json`` plus
+``latest_metrics.json``, and ``tensorboard/`` (TensorBoard event files). Runs are named by
 trial id and epoch, never by time, so a restarted worker finds its own. Ray Train's own state for a
 stage run goes to ``RunConfig(storage_path=layout.storage_root, name=layout.ray_name)``, which is the
 same directory: ``StageLayout`` derives both from one relative name.
@@ -51,6 +53,14 @@ class StageLayout:
 
     def sample_grid(self, epoch: int) -> str:
         return storage.join(self.uri, "samples", f"{_epoch(epoch)}.png")
+
+    @property
+    def real_grid(self) -> str:
+        """The held-out real images of the sample grids' captions, for comparison."""
+        return storage.join(self.uri, "samples", "real.png")
+
+    def tensorboard_file(self, name: str) -> str:
+        return storage.join(self.uri, "tensorboard", name)
 
     @property
     def metrics_dir(self) -> str:
@@ -106,6 +116,10 @@ class SweepLayout:
     @property
     def record(self) -> str:
         return storage.join(self.uri, "sweep.json")
+
+    @property
+    def study_journal(self) -> str:
+        return storage.join(self.uri, "optuna.journal")
 
     @property
     def tune_dir(self) -> str:

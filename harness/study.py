@@ -1,6 +1,7 @@
-"""Where a persistent Optuna study lives between sweeps (one per sweep name and phase).
+"""Where a sweep's Optuna studies live (one per sweep name and search phase).
 
-Two kinds of home:
+Every sweep keeps them: a one-off sweep in ``<sweep>/optuna.journal`` beside its results (for
+optuna-dashboard), a nightly sweep in one persistent study that every night continues. Two kinds of home:
 - a journal file at any storage URI (``<root>/nightly/optuna/<sweep>.journal`` by default): kept with
   the results, so it needs no database. Optuna's journal backend writes a local file with file
   locks, so an ``s3://`` journal is worked on in a local copy (``MirroredJournalBackend``) that is
@@ -101,6 +102,12 @@ class StudyStore:
         for trial in running:
             study.tell(trial.number, state=optuna.trial.TrialState.PRUNED)
         return len(running)
+
+    def reset(self, sweep_name: str) -> None:
+        """Deletes the sweep's phase studies: a one-off sweep run again under its name starts afresh."""
+        for name in optuna.study.get_all_study_names(self.storage()):
+            if name.startswith(f"{sweep_name}-"):
+                optuna.delete_study(study_name=name, storage=self.storage())
 
     def count_trials(self, study_name: str) -> int:
         return len(self.trials(study_name))

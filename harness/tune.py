@@ -96,12 +96,13 @@ def _concurrency(sweep: SweepConfig, runs: int) -> int:
 
 
 def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfig, seed: int, max_epochs: int,
-              resume: bool, budget_s: float | None, study=None, stop=None):
+              resume: bool, budget_s: float | None, study=None, stop=None, callbacks=()):
     """The search of one phase: Optuna's sampler proposes, the scheduler stops weak trials early.
 
     ``study`` (a harness.study.StudyStore) makes the Optuna study persistent: it continues the
     phase's study from earlier runs and evaluates the paper defaults only when that study is still empty.
-    ``stop`` (a Tune Stopper, e.g. a budget of trial-epochs) goes to the Tune run as it is."""
+    ``stop`` (a Tune Stopper, e.g. a budget of trial-epochs) and ``callbacks`` (the MLflow logger) go to
+    the Tune run as they are."""
     from ray import tune
 
     from harness.searcher import make_scheduler, make_searcher
@@ -127,14 +128,14 @@ def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfi
                 metric=search.objective, mode=search.mode, num_samples=search.num_samples,
                 max_concurrent_trials=_concurrency(sweep, search.num_samples), time_budget_s=budget_s,
             ),
-            run_config=tune.RunConfig(name=phase, storage_path=tune_root, stop=stop,
+            run_config=tune.RunConfig(name=phase, storage_path=tune_root, stop=stop, callbacks=list(callbacks),
                                       failure_config=tune.FailureConfig(max_failures=search.max_failures)),
         )
 
     return _fit(phase, ctx, sweep, resume, make_tuner)
 
 
-def confirm_phase(phase: str, ctx, sweep: SweepConfig, resume: bool, budget_s: float | None):
+def confirm_phase(phase: str, ctx, sweep: SweepConfig, resume: bool, budget_s: float | None, callbacks=()):
     """Confirmation runs of one phase as Tune trials: every candidate (``ctx.candidates``) x every fresh
     training seed, at the full budget (no scheduler), as many at once as the cluster fits. Tune makes
     them fault tolerant and resumable like the search; their rows say ``source: confirm``."""
@@ -154,7 +155,7 @@ def confirm_phase(phase: str, ctx, sweep: SweepConfig, resume: bool, budget_s: f
                          "train_seed": tune.grid_search(seeds)},
             tune_config=tune.TuneConfig(metric=sweep.search.objective, mode=sweep.search.mode, num_samples=1,
                                         max_concurrent_trials=_concurrency(sweep, runs), time_budget_s=budget_s),
-            run_config=tune.RunConfig(name=f"{phase}-confirm", storage_path=tune_root,
+            run_config=tune.RunConfig(name=f"{phase}-confirm", storage_path=tune_root, callbacks=list(callbacks),
                                       failure_config=tune.FailureConfig(max_failures=sweep.search.max_failures)),
         )
 
@@ -167,11 +168,14 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
 
     Returns (record, report). Ray must be started. Raises HarnessError for unusable input and
     SweepFailed when no trial produced anything to rank. ``dataset_root`` (default: storage_root)
-    is where the dataset is built and reused; ``study`` makes the Optuna studies persistent.
+    is where the dataset is built and reused. ``study`` (a StudyStore) makes the Optuna studies
+    persistent across sweeps; without it they live in the sweep's own journal (optuna-dashboard reads it),
+    started afresh unless ``resume``.
     """
     from harness.capacity import check_cluster_fits
     from harness.confirm import confirmation_candidates
     from harness.data.ensure import ensure_dataset
+    from harness.mlflow_log import open_sweep_run
     from harness.report import build_report
     from harness.searcher import derive_seed, optuna_space
     from harness.trial import PhaseContext
@@ -180,6 +184,18 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     check_cluster_fits(sweep.resources)
     layout = SweepLayout(storage_root, sweep.name)
     record_uri = layout.record
+    mlflow_run = open_sweep_run(sweep, layout)  # None unless an MLflow tracking URI is set
+
+    def callbacks(name: str) -> list:
+        return [mlflow_run.callback(name)] if mlflow_run is not None else []
+
+    persistent = study is not None
+    if not persistent:
+        from harness.study import StudyStore
+
+        study = StudyStore(layout.study_journal)
+        if not resume:
+            study.reset(sweep.name)
     if resume and storage.exists(record_uri):
         record = json.loads(storage.read_bytes(record_uri))
     else:
@@ -215,7 +231,8 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     def search_and_confirm(phase: str, ctx, space: dict, epochs: int, phase_seed: int, share: float) -> None:
         search_budget = budget_left(share * search_share)
         within_budget(phase, search_budget, lambda: run_phase(
-            phase, ctx, space, sweep.first_point(phase), sweep, phase_seed, epochs, resume, search_budget, study))
+            phase, ctx, space, sweep.first_point(phase), sweep, phase_seed, epochs, resume, search_budget, study,
+            callbacks=callbacks(phase)))
         if confirming:
             key = f"{phase}_confirm_candidates"  # recorded, so a resumed sweep confirms the same configs
             if key not in record:
@@ -224,7 +241,8 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
                 storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
             confirm_budget = budget_left(share)
             within_budget(f"{phase}-confirm", confirm_budget, lambda: confirm_phase(
-                phase, dataclasses.replace(ctx, candidates=tuple(record[key])), sweep, resume, confirm_budget))
+                phase, dataclasses.replace(ctx, candidates=tuple(record[key])), sweep, resume, confirm_budget,
+                callbacks(f"{phase}-confirm")))
 
     if sweep.search.strategy == "staged":
         search_and_confirm("stage1", PhaseContext(phase="stage1", **base), optuna_space(sweep.stage1.search),
@@ -249,11 +267,15 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
     final_phase = "stage2" if sweep.search.strategy == "staged" else "joint"
     # A persistent study holds every night's trials: importances rest on all of them.
-    study_trials = study.trials(study.study_name(sweep.name, final_phase)) if study is not None else None
+    study_trials = study.trials(study.study_name(sweep.name, final_phase)) if persistent else None
     try:
         report = build_report(layout, sweep, record, study_trials)
     except NoResults as exc:
+        if mlflow_run is not None:
+            mlflow_run.finish("FAILED")
         raise SweepFailed(str(exc)) from exc
+    if mlflow_run is not None:
+        mlflow_run.finish()
     return record, report
 
 

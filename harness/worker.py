@@ -23,6 +23,7 @@ from harness.config import OBJECTIVES
 from harness.data.dataset import open_train_data
 from harness.evaluate import chance_fidelity, inception_metrics, load_inception, sample_grid, shapes_metrics
 from harness.loop import Diverged, LoopSpec, StageLoop
+from harness.run_events import RunEvents
 from harness.run_layout import StageLayout
 from harness.stage_run import StageRunConfig
 from harness.sync_batchnorm import convert_sync_batchnorm
@@ -172,7 +173,8 @@ def stage_resolution(spec: LoopSpec) -> int:
 
 
 class _Evaluator:
-    """Rank 0: metrics on the fixed caption set, the sample grid, the checkpoint and its retention."""
+    """Rank 0: metrics on the fixed caption set, the sample grid, TensorBoard events, the checkpoint and
+    its retention."""
 
     def __init__(self, run: StageRunConfig, data, loop: StageLoop) -> None:
         self.run, self.loop = run, loop
@@ -185,11 +187,18 @@ class _Evaluator:
             self.judge, _ = load_or_train_judge(run.dataset_uri)
         elif run.data.inception_weights:
             self.inception = load_inception(run.data.inception_weights)
+        n = min(GRID_SAMPLES, len(self.eval_set.captions))
+        if not storage.exists(run.layout.real_grid):  # the same captions' real images, once per run
+            storage.write_bytes(run.layout.real_grid, sample_grid(self.eval_set.real_images_B3HW[:n], self.eval_set.captions[:n]))
+        shown = [run.metric] + (["fidelity"] if self.judge is not None and run.metric != "fidelity" else [])
+        self.events = RunEvents(run.layout, {**dataclasses.asdict(run.spec.hparams), "stage": run.stage,
+                                             "train_seed": run.train.seed}, shown)
 
     def close(self) -> None:
         """Waits for the checkpoint uploads still running (re-raising a failed one)."""
         self.writer.wait()
         self.writer.close()
+        self.events.close()
 
     def evaluate(self, epoch: int, train_metrics: dict) -> dict:
         ev, run = self.eval_set, self.run
@@ -203,7 +212,11 @@ class _Evaluator:
             metrics = {}
         grid_uri = run.layout.sample_grid(epoch)
         n = min(GRID_SAMPLES, len(fake))
-        storage.write_bytes(grid_uri, sample_grid(fake[:n], ev.captions[:n], None if attention is None else attention[:n]))
+        grid = sample_grid(fake[:n], ev.captions[:n], None if attention is None else attention[:n])
+        storage.write_bytes(grid_uri, grid)
+        lrs = {"generator": self.loop.opt_g.param_groups[0]["lr"], "discriminator": self.loop.opt_d.param_groups[0]["lr"]}
+        self.events.log(epoch, {k: v for k, v in train_metrics.items() if k not in ("epoch", "stage")},
+                        {k: v for k, v in metrics.items() if not k.startswith("chance_")}, lrs, grid)
         all_metrics = {**train_metrics, **metrics, "sample_grid": grid_uri}
         meta = {
             "stage": run.stage,

@@ -182,3 +182,32 @@ def ray_local(tmp_path_factory, s3):
     )
     yield temp  # Ray's session files and logs live here (tests scan them)
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(ray_local, s3, tmp_path_factory):
+    """The smoke sweep, run once on the S3 endpoint with MLflow tracking on (a local sqlite store, set
+    through MLflow's standard MLFLOW_TRACKING_URI), as ``python harness/tune.py --smoke-test`` runs it.
+    Several tests read what it wrote: results and report, the Optuna journal, TensorBoard events, MLflow."""
+    import contextlib
+    import io
+    import types
+
+    from harness import tune as tune_cmd
+
+    mlflow_dir = tmp_path_factory.mktemp("mlflow")
+    root = f"s3://{s3.bucket}/sweeps"
+    out, err = io.StringIO(), io.StringIO()
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{mlflow_dir / 'mlflow.db'}"
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = tune_cmd.main(["--smoke-test", "--storage", root])
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI")
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    assert code == 0, out.getvalue()[-3000:] + err.getvalue()[-3000:]
+    return types.SimpleNamespace(root=root, sweep=f"{root}/smoke", out=out.getvalue(), err=err.getvalue(),
+                                 mlflow_uri=f"sqlite:///{mlflow_dir / 'mlflow.db'}", ray_temp=ray_local)

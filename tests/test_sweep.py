@@ -51,13 +51,10 @@ def _assert_secret_appears_nowhere(secret: str, s3, ray_temp: pathlib.Path, cons
 
 
 @pytest.mark.slow
-def test_smoke_sweep_on_s3_ends_in_a_ranked_report(ray_local, s3, capsys):
-    root = f"s3://{s3.bucket}/sweeps"
-    assert tune_cmd.main(["--smoke-test", "--storage", root]) == 0
-    captured = capsys.readouterr()
-    out = captured.out
+def test_smoke_sweep_on_s3_ends_in_a_ranked_report(smoke_sweep, s3):
+    root, out = smoke_sweep.root, smoke_sweep.out
     assert "=== Leaderboard: smoke" in out and "report: s3://" in out
-    _assert_secret_appears_nowhere(os.environ["AWS_SECRET_ACCESS_KEY"], s3, ray_local, captured.out + captured.err)
+    _assert_secret_appears_nowhere(os.environ["AWS_SECRET_ACCESS_KEY"], s3, smoke_sweep.ray_temp, out + smoke_sweep.err)
 
     rows = read_parquet(f"{root}/smoke/results.parquet")
     phases = {r["phase"] for r in rows}
@@ -107,7 +104,7 @@ def test_smoke_sweep_on_s3_ends_in_a_ranked_report(ray_local, s3, capsys):
     assert [best_fid[t] for t in ranked] == sorted(best_fid.values()), "ranked by the objective"
     html = storage.read_bytes(f"{root}/smoke/report/leaderboard.html").decode()
     assert html.count("data:image/png;base64,") >= 4, "curves, confirmed intervals and the best sample grids are inlined"
-    assert "Parameter importances" in html and "Cost" in html
+    assert "Parameter importances" in html and "Cost" in html and "`" not in html, "HTML, not Markdown"
     assert "Paper defaults" in md
     # The confirmed ranking: intervals, the named test and one verdict sentence per non-default config.
     confirmed = md.split("## Confirmed ranking")[1].split("## ")[0]

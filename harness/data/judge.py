@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from harness import storage
 from harness.data import shapes
@@ -94,6 +95,7 @@ def train_judge(dataset_uri: str, resolution: int, epochs: int = 6, seed: int = 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
+    bar = tqdm(total=epochs * steps_per_epoch, desc="training the judge", unit="step", disable=None, leave=False)
     for epoch in range(epochs):
         judge.train()
         order = torch.randperm(len(x), generator=gen)
@@ -105,7 +107,10 @@ def train_judge(dataset_uri: str, resolution: int, epochs: int = 6, seed: int = 
             loss.backward()
             opt.step()
             sched.step()
-        log(f"  judge epoch {epoch + 1}/{epochs}: loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)")
+            bar.update()
+        bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+    bar.close()
+    log(f"  judge trained: {epochs} epochs, last loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)")
     acc = accuracy(judge, to_float(test.images[resolution]), test.attributes)
     chance = {a: 1.0 / len(v) for a, v in shapes.ATTRIBUTE_VALUES.items()}
     report = {

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+from tqdm import tqdm
 
 from harness import storage
 from harness.data import shapes
@@ -76,10 +77,10 @@ def build(spec: BuildSpec, out_uri: str, workers: int = 2, log=print) -> dict:
     jobs = [(spec.seed, i, spec.second_object_prob, spec.resolutions) for i in range(spec.n)]
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         rows = []
-        for i, row in enumerate(pool.imap(_render_scene, jobs, chunksize=64)):
+        # A bar on a terminal only (disable=None): logs and tests stay quiet.
+        for row in tqdm(pool.imap(_render_scene, jobs, chunksize=64), total=spec.n, desc="rendering scenes",
+                        unit="scene", disable=None, leave=False):
             rows.append(row)
-            if (i + 1) % max(1, spec.n // 10) == 0:
-                log(f"  rendered {i + 1}/{spec.n} scenes ({time.perf_counter() - t0:.0f} s)")
     t_render = time.perf_counter() - t0
 
     all_captions = [c for r in rows for c in r["captions"]]
