@@ -70,13 +70,6 @@ def paper_default_trial(entries: list[dict], first_point: dict) -> dict | None:
     return None
 
 
-
-
-
-
-
-
-
 def build_report(layout: SweepLayout, sweep: SweepConfig, summary: dict | None = None,
                  study_trials: list | None = None) -> dict:
     """Writes results.parquet and report/leaderboard.{md,html}; returns where and the rankings.

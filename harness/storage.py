@@ -28,13 +28,20 @@ CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 60.0  # one request: a multipart upload sends its parts as separate requests
 
 
+def s3_region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
 def s3_filesystem(attempts: int = RETRY_ATTEMPTS, connect_timeout: float = CONNECT_TIMEOUT_S,
                   request_timeout: float = REQUEST_TIMEOUT_S) -> pafs.S3FileSystem:
     """A new pyarrow S3 filesystem for the current endpoint, region and credentials."""
-    kwargs = {"region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-              "retry_strategy": pafs.AwsDefaultS3RetryStrategy(max_attempts=attempts),
+    return _new_s3(s3_endpoint(), s3_region(), attempts, connect_timeout, request_timeout)
+
+
+def _new_s3(endpoint: str | None, region: str, attempts: int, connect_timeout: float,
+            request_timeout: float) -> pafs.S3FileSystem:
+    kwargs = {"region": region, "retry_strategy": pafs.AwsDefaultS3RetryStrategy(max_attempts=attempts),
               "connect_timeout": connect_timeout, "request_timeout": request_timeout}
-    endpoint = s3_endpoint()
     if endpoint:
         kwargs["endpoint_override"] = endpoint
         if endpoint.startswith("http://"):
@@ -43,8 +50,9 @@ def s3_filesystem(attempts: int = RETRY_ATTEMPTS, connect_timeout: float = CONNE
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_s3(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
-    return s3_filesystem()  # the arguments only key the cache: s3_filesystem reads the same settings
+def _cached_s3(endpoint: str | None, region: str) -> pafs.S3FileSystem:
+    """The runs' filesystem: one per endpoint and region in each process."""
+    return _new_s3(endpoint, region, RETRY_ATTEMPTS, CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S)
 
 
 def _s3_errors(uri: str, what: str, fn):
@@ -103,7 +111,7 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         parsed = urlparse(uri)
         if not parsed.netloc:
             raise StorageError(f"{uri}: an s3:// URI needs a bucket name")
-        fs = _cached_s3(s3_endpoint(), os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+        fs = _cached_s3(s3_endpoint(), s3_region())
         return fs, f"{parsed.netloc}{parsed.path}".rstrip("/")
     if "://" in uri and not uri.startswith("file://"):
         raise StorageError(f"{uri}: unsupported storage URI (use a local path or s3://bucket/prefix)")
