@@ -1,19 +1,19 @@
 """TensorBoard event files of one stage run: every evaluation's losses, metrics and learning rates as
 scalars, the sample grid as an image, and the run's hyperparameters for TensorBoard's HParams view.
 
-Written with tensorboardX's synchronous ``EventsWriter`` (its ``SummaryWriter`` queues events on a
-thread, and a trial that Tune ends right after its last report would lose them) into a local file,
-then copied into the run's ``tensorboard/`` (harness/run_layout.py) through storage.py after every
-evaluation: local and S3 runs take the same path, and S3 writes get the storage retries.
-``tensorboard --logdir <storage>/<sweep>/trials`` shows every trial, named by its path; a resumed run
-adds a second event file beside the first.
+Each evaluation is its own small event file (tensorboardX's synchronous ``EventsWriter``; its
+``SummaryWriter`` queues events on a thread, and a trial that Tune ends right after its last report
+would lose them), written locally, then copied once into the run's ``tensorboard/``
+(harness/run_layout.py) through storage.py: local and S3 runs take the same path, S3 writes get the
+storage retries, and no upload repeats an earlier evaluation's bytes. TensorBoard reads a directory's
+event files in name order, and the names sort by time, then epoch.
+``tensorboard --logdir <storage>/<sweep>/trials`` shows every trial, named by its path.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import shutil
 import tempfile
 import time
 
@@ -33,14 +33,8 @@ TRAIN, EVAL, LR = "train/", "eval/", "lr/"
 class RunEvents:
     def __init__(self, layout: StageLayout, hparams: dict, metric_names: list[str]) -> None:
         self.layout = layout
-        self.local = tempfile.mkdtemp(prefix="harness-tb-")
-        self.writer = EventsWriter(os.path.join(self.local, "events"))
-        self._write(0, tb.hparams(hparams, {EVAL + m: 0.0 for m in metric_names}))
-
-    def _write(self, step: int, summaries) -> None:
-        for summary in summaries:
-            self.writer.write_event(Event(wall_time=time.time(), step=step, summary=summary))
-        self.writer.flush()
+        # The HParams view's session summaries go into the run's first file of this process.
+        self._pending = list(tb.hparams(hparams, {EVAL + m: 0.0 for m in metric_names}))
 
     def log(self, epoch: int, train: dict, metrics: dict, learning_rates: dict, grid_png: bytes) -> None:
         """One evaluation: numbers only (``train`` and ``metrics`` may hold other values, skipped)."""
@@ -49,15 +43,12 @@ class RunEvents:
                      for name, value in values.items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
         grid = np.asarray(Image.open(io.BytesIO(grid_png)).convert("RGB"))
         summaries.append(tb.image("samples", grid, dataformats="HWC"))
-        self._write(epoch, summaries)
-        self.upload()
-
-    def upload(self) -> None:
-        for name in sorted(os.listdir(self.local)):
-            with open(os.path.join(self.local, name), "rb") as f:
-                storage.write_bytes(self.layout.tensorboard_file(name), f.read())
-
-    def close(self) -> None:
-        self.writer.close()
-        self.upload()
-        shutil.rmtree(self.local, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix="harness-tb-") as local:
+            writer = EventsWriter(os.path.join(local, "events"), filename_suffix=f".epoch{epoch:06d}")
+            for summary in self._pending + summaries:
+                writer.write_event(Event(wall_time=time.time(), step=epoch, summary=summary))
+            writer.close()
+            for name in os.listdir(local):
+                with open(os.path.join(local, name), "rb") as f:
+                    storage.write_bytes(self.layout.tensorboard_file(name), f.read())
+        self._pending = []

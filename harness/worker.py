@@ -198,7 +198,6 @@ class _Evaluator:
         """Waits for the checkpoint uploads still running (re-raising a failed one)."""
         self.writer.wait()
         self.writer.close()
-        self.events.close()
 
     def evaluate(self, epoch: int, train_metrics: dict) -> dict:
         ev, run = self.eval_set, self.run
