@@ -21,6 +21,9 @@ from models.config import PROFILES
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "categorical")
 OBJECTIVES = {"fid": "min", "fidelity": "max", "inception_score": "max"}
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MODES = ("none", "default", "reduce-overhead")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +61,16 @@ class ParamSpec:
             raise ConfigError(f"default: a {self.distribution} parameter needs a numeric default")
         if not self.low <= self.default <= self.high:
             raise ConfigError(f"default: {self.default} is outside [{self.low}, {self.high}]")
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is a point of this dimension (a choice, or a number within [low, high])."""
+        if self.distribution == "categorical":
+            return value in self.choices
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return numeric and self.low <= value <= self.high and (self.distribution != "int" or float(value).is_integer())
+
+    def describe(self) -> str:
+        return f"one of {self.choices}" if self.distribution == "categorical" else f"in [{self.low}, {self.high}]"
 
 
 def _check_against_hyperparams(stage: int, name: str, spec: ParamSpec) -> None:
@@ -158,18 +171,35 @@ class ResourcesConfig:
         for name, least in (("workers", 0), ("cpus_per_worker", 1), ("gpus_per_worker", 0)):
             if getattr(self, name) < least:
                 raise ConfigError(f"{name}: must be >= {least}, got {getattr(self, name)}")
-        if self.workers == 0 and self.gpus_per_worker > 1:
-            raise ConfigError("gpus_per_worker: local mode (workers: 0) drives at most one GPU")
+        if self.gpus_per_worker > 1:
+            raise ConfigError(f"gpus_per_worker: a worker trains on one GPU, got {self.gpus_per_worker}")
+        if self.is_gpu_fraction and self.workers > 1:
+            # Several ranks of one data-parallel run would share a card, and NCCL refuses two ranks on one device.
+            raise ConfigError(f"gpus_per_worker: a fraction of a GPU ({self.gpus_per_worker}) is for single-worker "
+                              f"trials, got workers: {self.workers}; use whole GPUs or workers: 1")
+
+    @property
+    def is_gpu_fraction(self) -> bool:
+        """Several trials share each GPU (0 < gpus_per_worker < 1): Ray packs 1 / fraction trials a card."""
+        return 0 < self.gpus_per_worker < 1
+
+    @property
+    def gpus_per_trial(self) -> float:
+        """GPUs one trial reserves: what its GPU-hours are charged at (local mode is one worker)."""
+        return self.gpus_per_worker * max(1, self.workers)
 
 
 @dataclasses.dataclass(frozen=True)
 class DivergenceConfig:
     collapse_loss: float = field(1e-3, float)  # D loss below this counts as a collapsed discriminator
     collapse_steps: int = field(200, int)  # consecutive collapsed steps that end the run
+    # Steps between reads of the watched losses: each read waits for the GPU, so not every step (harness/loop.py).
+    check_every: int = field(50, int)
 
     def __post_init__(self) -> None:
-        if self.collapse_steps < 1:
-            raise ConfigError(f"collapse_steps: must be >= 1, got {self.collapse_steps}")
+        for name in ("collapse_steps", "check_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if not self.collapse_loss > 0:
             raise ConfigError(f"collapse_loss: must be > 0, got {self.collapse_loss}")
 
@@ -191,6 +221,12 @@ class TrainSettings:
     # Multi-worker runs: BatchNorm statistics over the global batch, as the paper's single-GPU batch
     # of 64 had, instead of each worker's share (harness/sync_batchnorm.py). No effect with one worker.
     sync_batchnorm: bool = field(False, bool)
+    # Where a run trains. auto: the GPU when the trial reserves one, else the CPU. cpu: always the CPU, even
+    # with GPUs reserved (to debug a GPU sweep's scheduling and packing on a machine without GPUs).
+    device: str = field("auto", str)
+    # torch.compile of G and D: none (eager, the default), default (inductor), reduce-overhead (inductor with
+    # CUDA graphs: fewest kernel launches). The first steps pay the compilation.
+    compile: str = field("none", str)
     divergence: DivergenceConfig = field(dataclasses.MISSING, DivergenceConfig, default_factory=DivergenceConfig)
 
     def __post_init__(self) -> None:
@@ -201,8 +237,9 @@ class TrainSettings:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.hard_negatives <= 1.0:
             raise ConfigError(f"hard_negatives: must be in [0, 1], got {self.hard_negatives}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"precision: {self.precision!r} is not one of auto, fp32, bf16")
+        for name, allowed in (("precision", PRECISIONS), ("device", DEVICES), ("compile", COMPILE_MODES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,10 +253,26 @@ class TrackingConfig:
 class StageSection:
     epochs: int = field(2, int)
     search: dict = field(dataclasses.MISSING, dict, default_factory=dict)
+    # Configs the search evaluates right after the defaults, before its sampler proposes any: known-good
+    # points such as the best of earlier sweeps. Each names some searched parameters; the rest take defaults.
+    start_points: list = field(dataclasses.MISSING, list, default_factory=list)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError("epochs: must be >= 1")
+        for i, point in enumerate(self.start_points):
+            if not isinstance(point, dict) or not point:
+                raise ConfigError(f"start_points[{i}]: expected a mapping of searched parameter -> value")
+            for name, value in point.items():
+                if name not in self.search:
+                    raise ConfigError(f"start_points[{i}].{name}: not a searched parameter of this stage")
+                if not self.search[name].contains(value):
+                    raise ConfigError(f"start_points[{i}].{name}: {value!r} is not {self.search[name].describe()}")
+
+    def points(self) -> list[dict[str, Any]]:
+        """The defaults, then each start point completed with the defaults: what the search evaluates first."""
+        defaults = {name: spec.default for name, spec in self.search.items()}
+        return [defaults] + [{**defaults, **point} for point in self.start_points]
 
 
 
@@ -321,6 +374,9 @@ class SweepConfig:
                 if len(numeric) < 2:  # Optuna's CMA-ES samples categoricals independently; one dim has no covariance
                     raise ConfigError(f"search.sampler: cmaes needs at least two numeric parameters to search, "
                                       f"stage{stage}.search has {len(numeric)}")
+        if self.train.device == "cuda" and not self.resources.gpus_per_worker:
+            raise ConfigError("train.device: cuda needs resources.gpus_per_worker > 0 (Ray gives a trial only the GPUs "
+                              "it reserves)")
         if self.data.encoder == "precomputed":
             for name, spec in self.stage2.search.items():
                 if any(hyperparams.Stage2Hyperparams(**{name: c}).uses_word_features for c in spec.choices or ()):
@@ -340,13 +396,19 @@ class SweepConfig:
         return {name: spec.default for name, spec in section.search.items()}
 
     def first_point(self, phase: str) -> dict[str, Any]:
-        """The point a phase evaluates first, as Tune sees it (joint prefixes s1./s2.)."""
+        """The point a phase evaluates first, the defaults (the paper's values), as Tune sees it."""
+        return self.start_points(phase)[0]
+
+    def start_points(self, phase: str) -> list[dict[str, Any]]:
+        """The points a phase evaluates before its sampler proposes any, as Tune sees them: the defaults,
+        then the stages' ``start_points`` (joint pairs the i-th of each stage, prefixing s1./s2.)."""
         if phase == "stage1":
-            return self.defaults(1)
+            return self.stage1.points()
         if phase == "stage2":
-            return {**self.defaults(2), "stage1_parent": 0}  # from the best Stage-I checkpoint
-        return {**{f"s1.{k}": v for k, v in self.defaults(1).items()},
-                **{f"s2.{k}": v for k, v in self.defaults(2).items()}}
+            return [{**p, "stage1_parent": 0} for p in self.stage2.points()]  # from the best Stage-I checkpoint
+        s1, s2 = self.stage1.points(), self.stage2.points()
+        return [{**{f"s1.{k}": v for k, v in s1[min(i, len(s1) - 1)].items()},
+                 **{f"s2.{k}": v for k, v in s2[min(i, len(s2) - 1)].items()}} for i in range(max(len(s1), len(s2)))]
 
 
 def sweep_from_dict(data: Any) -> SweepConfig:

@@ -89,7 +89,7 @@ def _under(path: str, cls, message: str) -> str:
     """``message`` from ``cls.__post_init__`` ("field: why", or just "why") with the section's path added."""
     if not path:
         return message
-    head = message.split(":", 1)[0].split(".", 1)[0]
+    head = message.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]  # "start_points[0].lr_g: ..." names start_points
     if head in {f.name for f in dataclasses.fields(cls)}:
         return f"{path}.{message}"
     return f"{path}: {message}"

@@ -42,8 +42,7 @@ def fit_stage(
             callbacks.append(TuneReportCallback())
     trainer = TorchTrainer(
         train_fn_per_worker,
-        train_loop_config={"run": run, "report_to": report_to, "threads": resources.cpus_per_worker,
-                           "use_gpu": resources.gpus_per_worker > 0},
+        train_loop_config={"run": run, "report_to": report_to, "resources": resources},
         scaling_config=scaling_config(resources),
         run_config=RunConfig(
             name=run.layout.ray_name,

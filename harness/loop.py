@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 
 import torch
 from torch import nn
@@ -69,18 +68,47 @@ def build_profile(spec: LoopSpec, text_dim: int, word_dim: int, stage1_cfg: dict
     return get_profile(spec.profile, stage1=dict(stage1_cfg), stage2=stage2)
 
 
-@dataclasses.dataclass
 class DivergenceGuard:
-    collapse_loss: float
-    collapse_steps: int
-    collapsed_for: int = 0
+    """Ends a run whose losses went non-finite or whose discriminator collapsed for ``collapse_steps`` steps.
 
-    def check(self, d_loss: float, g_loss: float) -> None:
-        if not (math.isfinite(d_loss) and math.isfinite(g_loss)):
-            raise Diverged(f"non-finite loss (d={d_loss}, g={g_loss})")
-        self.collapsed_for = self.collapsed_for + 1 if d_loss < self.collapse_loss else 0
-        if self.collapsed_for >= self.collapse_steps:
-            raise Diverged(f"discriminator collapsed (loss < {self.collapse_loss}) for {self.collapsed_for} steps")
+    Every step's losses are folded into device tensors; they are read back only every ``check_every``
+    steps, so the steady-state step never waits for the GPU (a read per step would synchronise it).
+    A collapse is still counted in consecutive steps; a check may only come up to ``check_every - 1``
+    steps after the step that tripped it.
+    """
+
+    def __init__(self, collapse_loss: float, collapse_steps: int, check_every: int) -> None:
+        self.collapse_loss, self.collapse_steps, self.check_every = collapse_loss, collapse_steps, check_every
+        self.steps = 0
+        self._state = None  # [collapsed-run length, longest run, non-finite seen, first bad d, first bad g]
+
+    def observe(self, d_loss: torch.Tensor, g_loss: torch.Tensor) -> None:
+        """Folds one step's losses in; checks (one device read) every ``check_every`` steps."""
+        d, g = d_loss.detach().float(), g_loss.detach().float()
+        if self._state is None:
+            self._state = torch.zeros(5, device=d.device)
+        run, longest, nonfinite, bad_d, bad_g = self._state.unbind()
+        bad = ~(torch.isfinite(d) & torch.isfinite(g))
+        first_bad = bad & (nonfinite == 0)
+        run = (run + 1) * (d < self.collapse_loss)
+        self._state = torch.stack([run, torch.maximum(longest, run), torch.maximum(nonfinite, bad.float()),
+                                   torch.where(first_bad, d, bad_d), torch.where(first_bad, g, bad_g)])
+        self.steps += 1
+        if self.steps % self.check_every == 0:
+            self.check()
+
+    def checked_now(self) -> bool:
+        """Whether the last observed step was one the guard read back (the same step on every rank)."""
+        return self.steps % self.check_every == 0
+
+    def check(self) -> None:
+        if self._state is None:
+            return
+        _, longest, nonfinite, bad_d, bad_g = self._state.tolist()
+        if nonfinite:
+            raise Diverged(f"non-finite loss (d={bad_d}, g={bad_g})")
+        if longest >= self.collapse_steps:
+            raise Diverged(f"discriminator collapsed (loss < {self.collapse_loss}) for {int(longest)} steps")
 
 
 class StageLoop:
@@ -124,17 +152,24 @@ class StageLoop:
         self.adversarial = get_adversarial_loss(spec.loss)
         self.kl_weight = spec.hparams.kl_weight
         self.rng = torch.Generator(device="cpu").manual_seed(spec.train.seed + 1)
-        self.guard = DivergenceGuard(spec.train.divergence.collapse_loss, spec.train.divergence.collapse_steps)
+        divergence = spec.train.divergence
+        self.guard = DivergenceGuard(divergence.collapse_loss, divergence.collapse_steps, divergence.check_every)
         self.g_train, self.d_train = self.g, self.d  # replaced by DDP wrappers in worker.py
 
     def wrap(self, wrap_fn) -> None:
         """Wraps G and D for data parallelism (e.g. DDP); the bare modules stay in self.g / self.d."""
         self.g_train, self.d_train = wrap_fn(self.g), wrap_fn(self.d)
 
+    def compile(self, mode: str) -> None:
+        """``train.compile``: torch.compile the (wrapped) G and D; reduce-overhead replays CUDA graphs."""
+        if mode != "none":
+            self.g_train = torch.compile(self.g_train, mode=None if mode == "default" else mode)
+            self.d_train = torch.compile(self.d_train, mode=None if mode == "default" else mode)
+
     def _noise(self, batch_size: int, dim: int) -> torch.Tensor | None:
         if dim == 0:
             return None
-        return torch.randn(batch_size, dim, generator=self.rng).to(self.device)
+        return torch.randn(batch_size, dim, generator=self.rng).to(self.device, non_blocking=True)
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -152,13 +187,17 @@ class StageLoop:
         out = g(low, text, self._noise(b, self.profile.stage2.z_dim), words, mask)
         return out.image_B3HW, out.mu_BC, out.logvar_BC, out.attention_BTHW
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One D step and one G step. Returns the losses as detached 0-d tensors on the device: nothing in
+        a step reads a value back from the GPU (the guard reads its own every ``check_every`` steps)."""
+        # Mismatched captions are drawn from the batch as the loader made it, on the CPU, before the copy to
+        # the device: the draw needs no device value, so it never waits for the GPU.
+        hard = self.spec.train.hard_negatives
+        similar = image_similarity(batch.images_B3HW) if hard > 0 else None
+        wrong = mismatched_indices(batch.keys_B, self.rng, similar, hard)
         batch = batch.to(self.device)
         real, text = batch.images_B3HW.contiguous(memory_format=torch.channels_last), batch.text_BD
-        hard = self.spec.train.hard_negatives
-        similar = image_similarity(batch.images_B3HW).cpu() if hard > 0 else None
-        wrong = mismatched_indices(batch.keys_B.cpu(), self.rng, similar, hard)
-        wrong_text = text[wrong.to(self.device)]
+        wrong_text = text[wrong.to(self.device, non_blocking=True)]
         self.g_train.train(), self.d_train.train()
         with self._autocast():
             fake, mu, logvar, _ = self.generate(text, batch.words_BTD, batch.mask_BT)
@@ -189,9 +228,8 @@ class StageLoop:
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
-        metrics = {"d_loss": d_loss.item(), "g_loss": g_loss.item(), **parts, **g_parts}
-        self.guard.check(metrics["d_loss"], metrics["g_loss"])
-        return metrics
+        self.guard.observe(d_loss, g_loss)
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **parts, **g_parts}
 
     def end_epoch(self) -> None:
         self.sched_g.step()

@@ -60,13 +60,79 @@ def _report(metrics: dict, report_to: str) -> None:
         ray.train.report(metrics)
 
 
-def _device(use_gpu: bool, world: int) -> torch.device:
-    """The sweep asks for GPUs or not; Ray Train workers get theirs assigned, local mode uses cuda:0."""
-    if not use_gpu:
+def _device(setting: str, gpus_per_worker: float, world: int) -> torch.device:
+    """``train.device``: auto trains on the GPU a trial reserves; cpu always on the CPU (GPUs still reserved).
+    Ray Train workers get their GPU assigned; local mode uses cuda:0 of what Ray made visible."""
+    if setting == "cpu" or (setting == "auto" and not gpus_per_worker):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise RuntimeError("resources.gpus_per_worker > 0 but this process sees no CUDA device")
-    return ray.train.torch.get_device() if world > 1 or os.environ.get("CUDA_VISIBLE_DEVICES") else torch.device("cuda", 0)
+    device = ray.train.torch.get_device() if world > 1 or os.environ.get("CUDA_VISIBLE_DEVICES") else torch.device("cuda", 0)
+    if gpus_per_worker < 1:
+        # Trials packed on one card: each may allocate only its share, so one cannot run its neighbours
+        # out of memory; past it, this trial alone fails (GpuShareExceeded).
+        torch.cuda.set_per_process_memory_fraction(gpus_per_worker, device)
+    return device
+
+
+class GpuShareExceeded(RuntimeError):
+    """A trial that shares a GPU needed more memory than its share."""
+
+
+def _share_exceeded(gpus_per_worker: float, device: torch.device) -> GpuShareExceeded:
+    total_gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+    return GpuShareExceeded(
+        f"this trial needed more GPU memory than its share: resources.gpus_per_worker {gpus_per_worker} of "
+        f"{total_gib:.0f} GiB is {gpus_per_worker * total_gib:.1f} GiB; lower train.batch_size or raise the share")
+
+
+class RunClock:
+    """Wall, CPU and reserved-GPU seconds of one run, carried across resumes (a resumed run starts from
+    the totals of the checkpoint it resumes from, not from zero)."""
+
+    def __init__(self, world: int, gpus_per_trial: float, resumed_from: dict | None = None) -> None:
+        self.world, self.gpus_per_trial = world, gpus_per_trial
+        past = resumed_from or {}
+        self.wall0, self.cpu0 = float(past.get("wall_seconds", 0.0)), float(past.get("cpu_seconds", 0.0))
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        self.started_at = time.time()
+
+    def totals(self) -> dict[str, float]:
+        wall = self.wall0 + time.perf_counter() - self.t0
+        # CPU time is measured on rank 0 and scaled by the workers; GPU time is what the trial reserved:
+        # wall x gpus_per_worker x workers, whatever share of it the kernels kept busy.
+        return {"wall_seconds": round(wall, 2),
+                "cpu_seconds": round(self.cpu0 + (time.process_time() - self.c0) * self.world, 2),
+                "gpu_seconds": round(wall * self.gpus_per_trial, 2),
+                # Unix times of this process's training start and of this report: when runs overlapped.
+                "started_at": round(self.started_at, 2), "reported_at": round(time.time(), 2)}
+
+
+def _train_epoch(loop: StageLoop, batches, world: int) -> tuple[dict[str, torch.Tensor], int, str | None]:
+    """One epoch of steps: (summed losses as device tensors, steps, why it diverged or None).
+
+    Ranks agree on divergence only where the guard reads its losses (every ``check_every`` steps and at
+    the epoch's end): all ranks step in lockstep, so they meet at the same all-reduce."""
+    sums: dict[str, torch.Tensor] = {}
+    done = 0
+    for batch in batches:
+        reason = None
+        try:
+            for k, v in loop.train_step(batch).items():
+                sums[k] = sums[k] + v if k in sums else v
+        except Diverged as exc:
+            reason = str(exc)
+        done += 1
+        if loop.guard.checked_now() and _any_rank(reason is not None, world):
+            return sums, done, reason or "diverged on another worker"
+    reason = None
+    try:
+        loop.guard.check()
+    except Diverged as exc:
+        reason = str(exc)
+    if _any_rank(reason is not None, world):
+        return sums, done, reason or "diverged on another worker"
+    return sums, done, None
 
 
 def train_fn_per_worker(config: dict) -> None:
@@ -77,10 +143,11 @@ def train_fn_per_worker(config: dict) -> None:
     else:
         ctx = ray.train.get_context()
         rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(config["threads"])
+    resources = config["resources"]
+    torch.set_num_threads(resources.cpus_per_worker)
     if run.train.deterministic:
         torch.use_deterministic_algorithms(True)
-    device = _device(config["use_gpu"], world)
+    device = _device(run.train.device, resources.gpus_per_worker, world)
 
     stage1_g = load_stage1_generator(run.stage1_checkpoint) if run.stage == 2 else None
     data = open_train_data(
@@ -90,13 +157,15 @@ def train_fn_per_worker(config: dict) -> None:
     loop = StageLoop(run.spec, data.text_dim, data.word_dim, device, stage1_g)
     if world > 1:
         distribute(loop, device, run.train.sync_batchnorm)
+    loop.compile(run.train.compile)
 
-    start_epoch = 0
+    start_epoch, resumed_from = 0, None
     latest = checkpoint.latest(run.layout)
     if latest is not None:
         state, meta = checkpoint.load(latest, map_location=device)
         loop.load_state_dict(state)
         start_epoch = meta["epoch"]  # checkpoints record completed epochs
+        resumed_from = meta["metrics"]  # the time spent up to that checkpoint is charged again in the totals
     if start_epoch >= run.epochs:
         # Restored after it had finished (e.g. the sweep driver died first): report the final
         # result again so Tune records it, without training anything.
@@ -111,21 +180,15 @@ def train_fn_per_worker(config: dict) -> None:
     steps = data.steps_per_epoch(batch_size)
     if steps == 0:
         raise ValueError(f"batch_size {batch_size} x {world} workers exceeds the training split of {run.dataset_uri}")
-    t_start, cpu_start = time.perf_counter(), time.process_time()
+    clock = RunClock(world, resources.gpus_per_trial, resumed_from)
     for epoch in range(start_epoch, run.epochs):
         t_epoch = time.perf_counter()
-        losses: dict[str, float] = {}
-        reason = None
-        for batch in data.batches(batch_size, epoch):
-            try:
-                step_metrics = loop.train_step(batch)
-            except Diverged as exc:
-                reason = str(exc)
-            if _any_rank(reason is not None, world):
-                reason = reason or "diverged on another worker"
-                break
-            for k, v in step_metrics.items():
-                losses[k] = losses.get(k, 0.0) + v / steps
+        try:
+            sums, done, reason = _train_epoch(loop, data.batches(batch_size, epoch), world)
+        except torch.cuda.OutOfMemoryError as exc:
+            if device.type == "cuda" and resources.is_gpu_fraction:
+                raise _share_exceeded(resources.gpus_per_worker, device) from exc
+            raise
         if reason is not None:
             diverged = {"status": "diverged", "reason": reason, "epoch": epoch + 1, "stage": run.stage,
                         run.metric: WORST[run.metric]}
@@ -134,6 +197,7 @@ def train_fn_per_worker(config: dict) -> None:
                 write_metrics(run.layout, epoch + 1, diverged)
             _report(diverged, report_to)
             return
+        losses = dict(zip(sums, (torch.stack(list(sums.values())) / done).tolist())) if sums else {}
         loop.end_epoch()
         epoch_seconds = time.perf_counter() - t_epoch
         last = epoch + 1 == run.epochs
@@ -142,9 +206,7 @@ def train_fn_per_worker(config: dict) -> None:
         metrics = {"status": "running" if not last else "finished", "epoch": epoch + 1, "stage": run.stage,
                    "epoch_seconds": round(epoch_seconds, 3),
                    "images_per_second": round(steps * batch_size * world / epoch_seconds, 2),
-                   "wall_seconds": round(time.perf_counter() - t_start, 2),
-                   "cpu_seconds": round((time.process_time() - cpu_start) * world, 2),
-                   "gpu_seconds": round((time.perf_counter() - t_start) * world if device.type == "cuda" else 0.0, 2),
+                   **clock.totals(),
                    **{k: round(v, 5) for k, v in losses.items()}}
         if evaluator is not None:
             metrics.update(evaluator.evaluate(epoch + 1, metrics))

@@ -48,19 +48,20 @@ class DiscriminatorLogits:
 
 def discriminator_loss(
     logits: DiscriminatorLogits, adversarial: AdversarialLoss = bce_loss
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stage-I: real + (wrong + fake) / 2.
     Stage-II with the unconditional head: (real + real_u) / 2 + (fake + wrong + fake_u) / 3.
+    The parts are detached 0-d tensors, not floats: reading them would make every step wait for the GPU.
     """
     real = adversarial(logits.real, True, False)
     wrong = adversarial(logits.wrong, False, False)
     fake = adversarial(logits.fake, False, False)
-    parts = {"d_real": real.item(), "d_wrong": wrong.item(), "d_fake": fake.item()}
+    parts = {"d_real": real.detach(), "d_wrong": wrong.detach(), "d_fake": fake.detach()}
     if logits.real_uncond is None or logits.fake_uncond is None:
         return real + 0.5 * (wrong + fake), parts
     real_u = adversarial(logits.real_uncond, True, False)
     fake_u = adversarial(logits.fake_uncond, False, False)
-    parts.update(d_real_uncond=real_u.item(), d_fake_uncond=fake_u.item())
+    parts.update(d_real_uncond=real_u.detach(), d_fake_uncond=fake_u.detach())
     return (real + real_u) / 2 + (fake + wrong + fake_u) / 3, parts
 
 
@@ -76,16 +77,16 @@ def generator_loss(
     logvar_BC: torch.Tensor,
     kl_weight: float,
     adversarial: AdversarialLoss = bce_loss,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """adv(D(fake, text) -> real) [+ adv(D_uncond(fake) -> real)] + kl_weight * KL."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """adv(D(fake, text) -> real) [+ adv(D_uncond(fake) -> real)] + kl_weight * KL; detached parts as above."""
     adv = adversarial(fake_logits_B, True, True)
-    parts = {"g_adv": adv.item()}
+    parts = {"g_adv": adv.detach()}
     if fake_uncond_logits_B is not None:
         adv_u = adversarial(fake_uncond_logits_B, True, True)
-        parts["g_adv_uncond"] = adv_u.item()
+        parts["g_adv_uncond"] = adv_u.detach()
         adv = adv + adv_u
     kl = kl_loss(mu_BC, logvar_BC)
-    parts["kl"] = kl.item()
+    parts["kl"] = kl.detach()
     return adv + kl_weight * kl, parts
 
 

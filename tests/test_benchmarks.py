@@ -31,6 +31,22 @@ def test_step_throughput_plain_reports_both_stages():
         assert "achieved_gflop_per_s" not in plain  # FLOP counts exist for the paper profile only
 
 
+def test_sweep_throughput_packs_k_trial_processes_and_reports_their_throughput():
+    out = _bench("sweep_throughput.py", "--profiles", "tiny", "--trials", "1,2", "--seconds", "2", "--warmup", "1",
+                 "--device", "cpu")
+    report = json.loads(out.stdout)
+    assert report["machine"]["device"] == "cpu" and report["machine"]["matmul_peak"]["gflop_per_s"] > 0
+    tiny = report["results"]["tiny"]
+    assert tiny["batch"] == 16 and tiny["gflop_per_image_step"] > 0  # torch's FLOP counter on one step
+    one, two = tiny["packed"]
+    assert (one["trials"], two["trials"]) == (1, 2) and len(two["steps_per_trial"]) == 2
+    assert all(steps > 0 for row in (one, two) for steps in row["steps_per_trial"])
+    rate = "trial_epochs_per_device_hour"
+    assert one["speedup"] == 1.0 and two["speedup"] == round(two[rate] / one[rate], 2)
+    assert one["trial_epochs_per_device_hour"] == round(one["img_per_s"] * 3600 / 3600, 1)  # an epoch: 3,600 scenes
+    assert 0 < one["share_of_peak"] < 1 and one["gpu_util_pct"] is None  # no NVML figures on a CPU
+
+
 @pytest.mark.slow
 def test_search_efficiency_runs_each_method_and_confirms_the_picks(tmp_path):
     # A process of its own with its own local Ray (as a user runs it): a session-wide Ray started this

@@ -13,6 +13,7 @@ import pytest
 from harness import capacity
 from harness.config import ResourcesConfig
 from harness.errors import ConfigError
+from harness.searcher import max_concurrent_trials
 
 HEAD = [{"Alive": True, "Resources": {"CPU": 1.0}}]
 NEEDS_FAKE_GPU = ResourcesConfig(workers=1, cpus_per_worker=1, custom_resources_per_worker={"fake_gpu": 1})
@@ -71,3 +72,29 @@ def test_a_read_only_cluster_is_refused_without_waiting(cluster):
 def test_what_the_nodes_offer_is_never_waited_for(cluster):
     capacity.check_cluster_fits(ResourcesConfig(workers=1, cpus_per_worker=1), wait_s=60)
     assert cluster["reads"] == 0 and cluster["sleeps"] == 0
+
+
+QUARTER_GPU = ResourcesConfig(workers=0, cpus_per_worker=1, gpus_per_worker=0.25)
+GPU_GROUP = {"resources": {"CPU": 8.0, "GPU": 1.0}, "min_count": 0, "max_count": 3}
+
+
+def test_gpu_fractions_pack_trials_on_the_nodes_there_are(monkeypatch):
+    monkeypatch.setattr(capacity.ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}}])
+    monkeypatch.setattr(capacity.ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 1.0})
+    monkeypatch.setattr(capacity.ray_compat, "reported_node_groups", lambda: [])
+    capacity.check_cluster_fits(QUARTER_GPU, wait_s=0)
+    assert max_concurrent_trials(QUARTER_GPU, capacity.cluster_capacity(), 16) == 4  # 1 / 0.25 on one GPU
+    assert QUARTER_GPU.gpus_per_trial == 0.25  # what each trial's GPU-hours are charged at
+
+
+def test_gpu_fractions_count_against_the_autoscalers_node_types(monkeypatch):
+    # A CPU-only head; GPU nodes exist only as an autoscaler node type (up to 3 of them, 1 GPU each).
+    monkeypatch.setattr(capacity.ray, "nodes", lambda: HEAD)
+    monkeypatch.setattr(capacity.ray, "cluster_resources", lambda: {"CPU": 1.0})
+    monkeypatch.setattr(capacity.ray_compat, "reported_node_groups", lambda: [GPU_GROUP])
+    capacity.check_cluster_fits(QUARTER_GPU, wait_s=0)
+    assert max_concurrent_trials(QUARTER_GPU, capacity.cluster_capacity(), 100) == 12
+    # Without the GPU node type nothing can ever hold the fraction: refused, naming the field.
+    monkeypatch.setattr(capacity.ray_compat, "reported_node_groups", lambda: [{**GPU_GROUP, "resources": {"CPU": 8.0}}])
+    with pytest.raises(ConfigError, match=r"resources\.gpus_per_worker: 0\.25 GPU per worker, but no node offers more than 0"):
+        capacity.check_cluster_fits(QUARTER_GPU, wait_s=0)

@@ -104,6 +104,18 @@ MALFORMED_FIELDS = [  # the smoke sweep with one field made wrong
     ({"resources.cpus_per_worker": 0}, "resources.cpus_per_worker: must be >= 1, got 0"),
     ({"train.divergence": {"collapse_loss": 0.0}}, "train.divergence.collapse_loss: must be > 0, got 0.0"),
     ({"search.grace_period": 0}, "search.grace_period: must be >= 1, got 0"),
+    # GPU sharing: a fraction is for one-worker trials (NCCL refuses two ranks on one device).
+    ({"resources": {"workers": 2, "gpus_per_worker": 0.5}},
+     "resources.gpus_per_worker: a fraction of a GPU (0.5) is for single-worker trials, got workers: 2"),
+    ({"resources": {"workers": 1, "gpus_per_worker": 2.0}},
+     "resources.gpus_per_worker: a worker trains on one GPU, got 2.0"),
+    ({"train.device": "tpu"}, "train.device: 'tpu' is not one of auto, cpu, cuda"),
+    ({"train.device": "cuda"}, "train.device: cuda needs resources.gpus_per_worker > 0"),
+    ({"train.compile": "max"}, "train.compile: 'max' is not one of none, default, reduce-overhead"),
+    ({"train.divergence": {"check_every": 0}}, "train.divergence.check_every: must be >= 1, got 0"),
+    ({"stage1.start_points": [{"lr_g": 5.0}]}, "stage1.start_points[0].lr_g: 5.0 is not in [5e-05, 0.002]"),
+    ({"stage2.start_points": [{"z_dim": 8}]}, "stage2.start_points[0].z_dim: not a searched parameter of this stage"),
+    ({"stage1.start_points": [[0.1]]}, "stage1.start_points[0]: expected a mapping of searched parameter -> value"),
 ]
 
 
@@ -208,3 +220,16 @@ def test_sampled_values_become_typed_hyperparameters_and_a_bad_one_is_named():
         from_sampled(1, {"lr_d": -1.0})
     with pytest.raises(ConfigError, match=r"^stage2_init: 'copy' is not one of scratch, residual$"):
         Stage2Hyperparams(stage2_init="copy")
+
+
+def test_start_points_follow_the_defaults_and_take_the_defaults_for_what_they_leave_out(tmp_path):
+    from harness.config import load_sweep
+
+    sweep = load_sweep(_sweep_file(tmp_path, **{"stage1.start_points": [{"lr_g": 1e-3, "kl_weight": 0.5}]}))
+    defaults = sweep.defaults(1)
+    assert sweep.start_points("stage1") == [defaults, {**defaults, "lr_g": 1e-3, "kl_weight": 0.5}]
+    assert sweep.first_point("stage1") == defaults  # the paper's values stay the reference point
+    # Joint trials pair the i-th point of each stage; a stage with fewer points repeats its last (the defaults).
+    joint = sweep.start_points("joint")
+    assert [p["s1.lr_g"] for p in joint] == [defaults["lr_g"], 1e-3]
+    assert joint[1]["s2.lr_g"] == sweep.defaults(2)["lr_g"]

@@ -141,11 +141,12 @@ def _softplus(x: float) -> float:
 
 
 def test_stage1_discriminator_loss_matches_hand_computed_value():
-    logits = DiscriminatorLogits(real=torch.tensor([2.0]), wrong=torch.tensor([-1.0]), fake=torch.tensor([0.5]))
-    loss, parts = discriminator_loss(logits)
+    real_B, wrong_B, fake_B = (torch.tensor([v], requires_grad=True) for v in (2.0, -1.0, 0.5))
+    loss, parts = discriminator_loss(DiscriminatorLogits(real=real_B, wrong=wrong_B, fake=fake_B))
     real, wrong, fake = _softplus(-2.0), _softplus(-1.0), _softplus(0.5)  # BCE on logits
     assert loss.item() == pytest.approx(real + 0.5 * (wrong + fake))
-    assert parts == pytest.approx({"d_real": real, "d_wrong": wrong, "d_fake": fake})
+    assert {k: v.item() for k, v in parts.items()} == pytest.approx({"d_real": real, "d_wrong": wrong, "d_fake": fake})
+    assert not any(v.requires_grad for v in parts.values())  # logged values, never part of a graph
 
 
 def test_stage2_discriminator_loss_uses_the_unconditional_head():
@@ -169,7 +170,7 @@ def test_generator_loss_matches_hand_computed_value():
     assert loss.item() == pytest.approx(_softplus(-0.3) + 2.0 * kl)
     loss2, parts2 = generator_loss(torch.tensor([0.3]), torch.tensor([-0.7]), mu, logvar, kl_weight=2.0)
     assert loss2.item() == pytest.approx(_softplus(-0.3) + _softplus(0.7) + 2.0 * kl)
-    assert parts2["kl"] == pytest.approx(kl)
+    assert parts2["kl"].item() == pytest.approx(kl)
 
 
 def test_hinge_loss_terms():

@@ -146,11 +146,11 @@ def test_joint_strategy_trains_both_stages_per_trial_and_report_regenerates(ray_
 
 
 @pytest.mark.slow
-def test_more_gpus_than_any_node_offers_is_rejected(ray_local, tmp_path, capsys):
-    sweep = _sweep_file(tmp_path, **{"resources.gpus_per_worker": 4.0, "resources.workers": 1})
+def test_a_gpu_fraction_no_node_offers_is_rejected(ray_local, tmp_path, capsys):
+    sweep = _sweep_file(tmp_path, **{"resources.gpus_per_worker": 0.5})
     assert tune_cmd.main(["--sweep", sweep, "--storage", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
-    assert "resources.gpus_per_worker: 4.0 GPU per worker, but no node offers more than 0" in err
+    assert "resources.gpus_per_worker: 0.5 GPU per worker, but no node offers more than 0" in err
 
 
 def _stage1_metric_files(s3, prefix: str) -> dict[str, object]:
