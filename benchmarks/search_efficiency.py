@@ -133,7 +133,7 @@ def run_repetition(args, root: str, dataset_uri: str, method: str, rep: int) -> 
     else:
         ctx = PhaseContext(sweep=sweep, layout=layout, dataset_uri=dataset_uri, phase="stage1")
         started, t0 = time.time(), time.perf_counter()
-        run_phase("stage1", ctx, optuna_space(sweep.stage1.search), sweep.first_point("stage1"), sweep, rep,
+        run_phase("stage1", ctx, optuna_space(sweep.stage1.search), sweep.start_points("stage1"), sweep, rep,
                   args.epochs, False, None, stop=EpochBudget(args.budget))
         record = {"method": method, "rep": rep, "searcher_seed": rep, "started": started,
                   "wall_s": round(time.perf_counter() - t0, 1)}

@@ -111,18 +111,18 @@ def make_scheduler(name: str, max_epochs: int, grace_period: int, reduction_fact
     raise ValueError(f"unknown scheduler {name!r}")
 
 
-def make_searcher(space: dict, first_point: dict, metric: str, mode: str, seed: int, final_stage: int = 2,
+def make_searcher(space: dict, start_points: list[dict], metric: str, mode: str, seed: int, final_stage: int = 2,
                   study_name: str | None = None, storage=None, sampler: str = "tpe",
                   startup_trials: int = 10) -> OptunaSearch:
-    """Optuna's ``sampler`` (multivariate TPE by default), seeded; the paper's defaults are the first
-    point evaluated (when given). With ``study_name`` and ``storage`` the study persists and a new
-    sweep continues it.
+    """Optuna's ``sampler`` (multivariate TPE by default), seeded; ``start_points`` (the paper's defaults,
+    then any known-good configs) are evaluated first. With ``study_name`` and ``storage`` the study
+    persists and a new sweep continues it.
     """
     kwargs = {}
     if study_name is not None:
         kwargs.update(study_name=study_name, storage=storage)
     return BudgetAwareOptunaSearch(space=space, metric=metric, mode=mode,
-                                   points_to_evaluate=[first_point] if first_point else None,
+                                   points_to_evaluate=list(start_points) or None,
                                    sampler=make_sampler(sampler, seed, startup_trials), final_stage=final_stage,
                                    **kwargs)
 

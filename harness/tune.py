@@ -95,12 +95,13 @@ def _concurrency(sweep: SweepConfig, runs: int) -> int:
     return sweep.search.max_concurrent or max_concurrent_trials(sweep.resources, cluster_capacity(), runs)
 
 
-def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfig, seed: int, max_epochs: int,
+def run_phase(phase: str, ctx, space: dict, start_points: list[dict], sweep: SweepConfig, seed: int, max_epochs: int,
               resume: bool, budget_s: float | None, study=None, stop=None, callbacks=()):
     """The search of one phase: Optuna's sampler proposes, the scheduler stops weak trials early.
 
     ``study`` (a harness.study.StudyStore) makes the Optuna study persistent: it continues the
-    phase's study from earlier runs and evaluates the paper defaults only when that study is still empty.
+    phase's study from earlier runs and evaluates the start points (the paper defaults first) only when that
+    study is still empty.
     ``stop`` (a Tune Stopper, e.g. a budget of trial-epochs) and ``callbacks`` (the MLflow logger) go to
     the Tune run as they are."""
     from ray import tune
@@ -110,13 +111,13 @@ def run_phase(phase: str, ctx, space: dict, first_point: dict, sweep: SweepConfi
     search = sweep.search
 
     def make_tuner(trainable, tune_root):
-        first = first_point
+        first = start_points
         persistent = {}
         if study is not None:
             name = study.study_name(sweep.name, phase)
             persistent = {"study_name": name, "storage": study.storage()}
             if study.count_trials(name) > 0:
-                first = {}  # evaluated on an earlier night already
+                first = []  # evaluated on an earlier night already
         searcher = make_searcher(space, first, search.objective, search.mode, seed,
                                  final_stage=2 if phase != "stage1" else 1, sampler=search.sampler,
                                  startup_trials=search.startup_trials, **persistent)
@@ -231,7 +232,7 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     def search_and_confirm(phase: str, ctx, space: dict, epochs: int, phase_seed: int, share: float) -> None:
         search_budget = budget_left(share * search_share)
         within_budget(phase, search_budget, lambda: run_phase(
-            phase, ctx, space, sweep.first_point(phase), sweep, phase_seed, epochs, resume, search_budget, study,
+            phase, ctx, space, sweep.start_points(phase), sweep, phase_seed, epochs, resume, search_budget, study,
             callbacks=callbacks(phase)))
         if confirming:
             key = f"{phase}_confirm_candidates"  # recorded, so a resumed sweep confirms the same configs

@@ -120,6 +120,17 @@ PROFILES: dict[str, ModelProfile] = {
             num_residual=2, d_text_dim=32,
         ),
     ),
+    # The demo's CPU profile: "small" with a Stage-I generator half as wide (64 channels at 4 x 4). On a CPU
+    # a Stage-I step is mostly the generator's convolutions: at half the width it runs 1.5x the steps per
+    # second, and caption fidelity per step stays within seed noise of "small" (docs/PERFORMANCE.md).
+    "small-narrow": ModelProfile(
+        "small-narrow",
+        Stage1Config(image_size=32, text_dim=256, z_dim=32, c_dim=32, ngf=8, ndf=16, d_text_dim=32),
+        Stage2Config(
+            stage1_size=32, image_size=64, text_dim=256, c_dim=32, ngf=16, ndf=16,
+            num_residual=2, d_text_dim=32,
+        ),
+    ),
     # Smallest nets that still have every block; for unit tests only.
     "tiny": ModelProfile(
         "tiny",

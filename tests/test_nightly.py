@@ -65,7 +65,7 @@ def test_trial_cost_sums_the_last_evaluation_of_each_stage():
 def _searcher(tmp_path, name="s"):
     store = StudyStore(str(tmp_path / "study.journal"))
     space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    return store, make_searcher(space, {}, "fid", "min", seed=1, final_stage=1, study_name=name, storage=store.storage())
+    return store, make_searcher(space, [], "fid", "min", seed=1, final_stage=1, study_name=name, storage=store.storage())
 
 
 def test_an_early_stopped_trial_reaches_optuna_as_pruned_not_complete(tmp_path):
@@ -97,7 +97,7 @@ def test_an_s3_journal_is_home_after_every_trial_and_follows_a_restored_searcher
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "pod1") + "/")
     (tmp_path / "pod1").mkdir()
     store = StudyStore(uri)
-    searcher = make_searcher(space, {}, "fid", "min", seed=1, final_stage=1, study_name="s", storage=store.storage())
+    searcher = make_searcher(space, [], "fid", "min", seed=1, final_stage=1, study_name="s", storage=store.storage())
     searcher.suggest("done")
     searcher.suggest("running")  # the pod dies while this one trains
     searcher.on_trial_complete("done", {"fid": 40.0, "status": "finished", "stage": 1, "training_iteration": 1})

@@ -53,14 +53,14 @@ def test_tunes_propagated_env_var_list_exists_and_can_be_trimmed(monkeypatch):
 @pytest.mark.parametrize("attribute", ["_ot_study", "_ot_trials", "_completed_trials"])
 def test_optuna_search_keeps_the_attributes_the_pruned_tell_uses(attribute):
     space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    searcher = make_searcher(space, {}, "fid", "min", seed=0, final_stage=1)
+    searcher = make_searcher(space, [], "fid", "min", seed=0, final_stage=1)
     searcher.suggest("t")
     assert hasattr(searcher, attribute), f"ray.tune.search.optuna.OptunaSearch lost {attribute}"
 
 
 def test_a_pruned_tell_reaches_the_study_once():
     space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    searcher = make_searcher(space, {}, "fid", "min", seed=0, final_stage=1)
+    searcher = make_searcher(space, [], "fid", "min", seed=0, final_stage=1)
     searcher.suggest("t")
     ray_compat.tell_optuna_pruned(searcher, "t")
     assert ray_compat.optuna_search_has_told(searcher, "t")
