@@ -45,18 +45,22 @@ def stage1_spec(p: argparse.ArgumentParser, s: ShapesStage1, param_items: list[s
                 batch_size: int | None = None) -> LoopSpec:
     """The sweep's Stage-I loop: its defaults with ``--param NAME=VALUE`` items and a batch-size
     override applied (a usage error names a bad item)."""
-    values = s.sweep.defaults(1)
+    train = dataclasses.replace(s.sweep.train, batch_size=batch_size) if batch_size else None
+    return LoopSpec.from_sweep(s.sweep, stage_hparams(p, s.sweep, 1, param_items), train)
+
+
+def stage_hparams(p: argparse.ArgumentParser, sweep, stage: int, param_items: list[str] = ()):
+    """The sweep's defaults for ``stage`` with ``--param NAME=VALUE`` items applied (a usage error names a bad item)."""
+    values = sweep.defaults(stage)
     for item in param_items:
         name, _, value = item.partition("=")
-        if name not in hyperparams.names(1) or not value:
-            p.error(f"--param {item}: expected NAME=VALUE with NAME one of {', '.join(hyperparams.names(1))}")
-        values[name] = hyperparams.kind(1, name)(value)
+        if name not in hyperparams.names(stage) or not value:
+            p.error(f"--param {item}: expected NAME=VALUE with NAME one of {', '.join(hyperparams.names(stage))}")
+        values[name] = hyperparams.kind(stage, name)(value)
     try:
-        hp = hyperparams.from_sampled(1, values)
+        return hyperparams.from_sampled(stage, values)
     except ConfigError as exc:
         p.error(f"--param: {exc}")
-    train = dataclasses.replace(s.sweep.train, batch_size=batch_size) if batch_size else None
-    return LoopSpec.from_sweep(s.sweep, hp, train)
 
 
 def train_until(

@@ -1,13 +1,14 @@
 """Stage-II from scratch (the paper) against Stage-II as a residual on its parent, at equal steps, without Ray.
 
     python -m experiments.stage2_init [--sweep search_spaces/shapes.yaml] [--storage runs]
-        [--stage1-steps 3000] [--steps 450,900,1800] [--seeds 3] [--inits scratch,residual]
-        [--device auto|cpu|cuda]
+        [--stage1-steps 3000 | --stage1-checkpoint URI] [--steps 450,900,1800] [--seeds 3]
+        [--inits scratch,residual] [--param NAME=VALUE] [--device auto|cpu|cuda]
 
-Trains one Stage-I generator with the sweep's defaults (its training seed), scores it at the Stage-I
-size, then trains Stage-II on top of it with each ``--inits`` value and each of ``--seeds`` training
-seeds, scoring every run at each step of ``--steps`` on the same held-out captions at the Stage-II
-size: caption fidelity per attribute and judge-FID. The same StageLoop, data and judge as
+Trains one Stage-I generator with the sweep's defaults (its training seed), or loads one from a sweep's
+checkpoint, scores it at the Stage-I size, then trains Stage-II on top of it with each ``--inits`` value
+and each of ``--seeds`` training seeds (Stage-II's defaults with ``--param`` items applied), scoring every
+run at each step of ``--steps`` (0: before any Stage-II step) on the same held-out captions at the
+Stage-II size: caption fidelity per attribute and judge-FID. The same StageLoop, data and judge as
 harness/train.py. Prints JSON lines: the parent, each evaluation, then the mean and sd per init and step.
 """
 
@@ -24,6 +25,7 @@ from harness.data.dataset import ShapesData
 from harness.evaluate import shapes_metrics
 from harness.hyperparams import from_sampled
 from harness.loop import LoopSpec, StageLoop
+from harness.worker import load_stage1_generator
 from models.config import STAGE2_INITS, get_profile
 
 KEYS = ("fid", "fidelity", "fidelity_shape", "fidelity_colour", "fidelity_size", "fidelity_position",
@@ -37,6 +39,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", default="450,900,1800", help="Stage-II steps at which every run is scored")
     p.add_argument("--seeds", type=int, default=3, help="Stage-II training seeds per init")
     p.add_argument("--inits", default=",".join(STAGE2_INITS))
+    p.add_argument("--stage1-checkpoint", help="a Stage-I checkpoint URI to refine instead of training a parent")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a Stage-II hyperparameter")
     args = p.parse_args(argv)
     steps = sorted({int(s) for s in args.steps.split(",")})
     inits = [i for i in args.inits.split(",") if i]
@@ -45,11 +49,15 @@ def main(argv=None) -> int:
     s = shapes_setup.load(p, args)
     sweep, judge = s.sweep, s.judge
 
-    # The parent: Stage-I with the sweep's defaults.
+    # The parent: Stage-I with the sweep's defaults, or a checkpoint's generator.
     spec1 = LoopSpec.from_sweep(sweep, from_sampled(1, sweep.defaults(1)))
     stage1 = StageLoop(spec1, s.data.text_dim, 0, s.device)
-    shapes_setup.train_until(s.data, spec1.train.batch_size, args.stage1_steps, float("inf"), args.stage1_steps,
-                             stage1.train_step, lambda *a: None, stage1.end_epoch)
+    if args.stage1_checkpoint:
+        stage1.g = load_stage1_generator(args.stage1_checkpoint).to(s.device)
+        stage1.profile = dataclasses.replace(stage1.profile, stage1=stage1.g.cfg)  # its noise size, not the sweep's
+    else:
+        shapes_setup.train_until(s.data, spec1.train.batch_size, args.stage1_steps, float("inf"), args.stage1_steps,
+                                 stage1.train_step, lambda *a: None, stage1.end_epoch)
     fake, _ = stage1.sample(s.evals.text_BD)
     parent = {k: round(v, 4) for k, v in shapes_metrics(judge, fake, s.evals).items() if k in KEYS}
     print(json.dumps({"parent": parent, "stage1_steps": args.stage1_steps, "device": str(s.device)}), flush=True)
@@ -60,7 +68,7 @@ def main(argv=None) -> int:
     results: dict[tuple[str, int], list[dict]] = {}
     for init in inits:
         for seed in range(1, args.seeds + 1):
-            hp = dataclasses.replace(from_sampled(2, sweep.defaults(2)), stage2_init=init)
+            hp = dataclasses.replace(shapes_setup.stage_hparams(p, sweep, 2, args.param), stage2_init=init)
             spec2 = LoopSpec.from_sweep(sweep, hp, dataclasses.replace(sweep.train, seed=seed))
             loop = StageLoop(spec2, data2.text_dim, 0, s.device, stage1.g)
 
@@ -73,8 +81,12 @@ def main(argv=None) -> int:
                 print(json.dumps({"init": init, "seed": seed, "step": step, "seconds": round(seconds, 1), **m}),
                       flush=True)
 
-            shapes_setup.train_until(data2, spec2.train.batch_size, steps[-1], float("inf"), steps[0] if len(steps) == 1
-                                     else _gcd(steps), loop.train_step, evaluate, loop.end_epoch)
+            if 0 in steps:  # the untrained Stage-II: with residual, exactly the upsampled parent
+                evaluate(0, 0, 0.0)
+            trained = [n for n in steps if n > 0]
+            if trained:
+                shapes_setup.train_until(data2, spec2.train.batch_size, trained[-1], float("inf"), _gcd(trained),
+                                         loop.train_step, evaluate, loop.end_epoch)
     for (init, step), ms in sorted(results.items()):
         print(json.dumps({"summary": init, "step": step, "runs": len(ms),
                           **{k: [round(statistics.mean(m[k] for m in ms), 4),
