@@ -345,3 +345,20 @@ def test_residual_stage2_starts_as_the_upsampled_stage1_image_and_learns_a_corre
     assert not torch.allclose(scratch, expected, atol=1e-2)
     with pytest.raises(ValueError, match="init must be one of scratch, residual"):
         dataclasses.replace(cfg, init="copy")
+
+
+def test_the_divergence_guard_reads_its_losses_only_every_check_every_steps():
+    from harness.loop import Diverged, DivergenceGuard
+
+    guard = DivergenceGuard(collapse_loss=1e-3, collapse_steps=2, check_every=3)
+    ok, low = torch.tensor(0.7), torch.tensor(1e-4)
+    guard.observe(low, ok)
+    guard.observe(low, ok)  # collapsed for 2 steps: tripped, but not read back yet
+    assert not guard.checked_now()
+    with pytest.raises(Diverged, match="collapsed .* for 2 steps"):
+        guard.observe(ok, ok)  # the 3rd step reads: the run of 2 is remembered after it ended
+    nan = DivergenceGuard(collapse_loss=1e-3, collapse_steps=5, check_every=50)
+    nan.observe(torch.tensor(float("nan")), torch.tensor(2.0))
+    nan.observe(ok, ok)
+    with pytest.raises(Diverged, match=r"non-finite loss \(d=nan, g=2.0\)"):
+        nan.check()  # the epoch's end reads whatever the interval left
