@@ -56,13 +56,23 @@ def token_auth_env(tmp_path: pathlib.Path) -> dict:
 
 
 def stop_processes_naming(marker: str) -> None:
-    """Ends what a test started and only that: the processes whose command line names ``marker``
-    (its own temp dir), SIGTERM first, then SIGKILL after 15 s."""
+    """Ends what a test started and only that: the processes whose command line names ``marker`` (its own
+    temp dir) and their descendants, SIGTERM first, then SIGKILL after 15 s."""
     import signal
 
     import psutil
 
-    mine = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+    named = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+    # Their descendants too, found before any is ended (orphans are re-parented): Ray's agents and workers
+    # rename themselves (ray::DashboardAgent), so their command lines no longer name the temp dir, and a
+    # surviving agent keeps its port from the next head's agent.
+    family = {p.pid: p for p in named}
+    for p in named:
+        try:
+            family.update({c.pid: c for c in p.children(recursive=True)})
+        except psutil.NoSuchProcess:
+            pass
+    mine = list(family.values())
     for p in mine:
         try:
             p.send_signal(signal.SIGTERM)

@@ -27,7 +27,10 @@ def one_gpu_head(tmp_path):
     port = free_port()
     subprocess.run(
         ["ray", "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=4", "--num-gpus=1",
-         f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=false"],
+         f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=false",
+         # Ports of its own for the node's agents: the default ones belong to the job-submit test's head.
+         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+         f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"],
         env=env, check=True, capture_output=True, timeout=120,
     )
     try:
