@@ -63,7 +63,7 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(ray_local, tmp_
     run_b = stage_run(str(tmp_path / "b" / "tiny" / "train" / "stage1"))
     before, after = (json.loads(storage.read_bytes(run_b.metrics(e))) for e in (1, 2))
     assert after["started_at"] > before["reported_at"]  # epoch 2 ran in the second process
-    assert after["wall_seconds"] >= before["wall_seconds"] + after["epoch_seconds"]
+    assert after["wall_seconds"] >= before["wall_seconds"] + after["epoch_seconds"] - 0.01  # both are rounded
     assert after["cpu_seconds"] > before["cpu_seconds"]
     a = _final_generator(tmp_path / "a" / "tiny" / "train" / "stage1")
     b = _final_generator(tmp_path / "b" / "tiny" / "train" / "stage1")
