@@ -106,31 +106,26 @@ def _check_positive(cfg: object, names: tuple[str, ...]) -> None:
             raise ValueError(f"{type(cfg).__name__}.{name} must be a positive integer, got {value!r}")
 
 
+# CPU profile for the demo and the tests: 32 -> 64 px, narrow nets, 2 residual blocks.
+# Why these sizes: Stage-I + Stage-II train to above-chance caption fidelity on the shapes
+# data in a few CPU-minutes, while keeping every architectural feature of the paper.
+_SMALL = ModelProfile(
+    "small",
+    Stage1Config(image_size=32, text_dim=256, z_dim=32, c_dim=32, ngf=16, ndf=16, d_text_dim=32),
+    Stage2Config(
+        stage1_size=32, image_size=64, text_dim=256, c_dim=32, ngf=16, ndf=16,
+        num_residual=2, d_text_dim=32,
+    ),
+)
+
 PROFILES: dict[str, ModelProfile] = {
     # The paper's networks: 64 px Stage-I, 256 px Stage-II, 1024-d char-CNN-RNN text.
     "paper": ModelProfile("paper", Stage1Config(), Stage2Config()),
-    # CPU profile for the demo and the tests: 32 -> 64 px, narrow nets, 2 residual blocks.
-    # Why these sizes: Stage-I + Stage-II train to above-chance caption fidelity on the shapes
-    # data in a few CPU-minutes, while keeping every architectural feature of the paper.
-    "small": ModelProfile(
-        "small",
-        Stage1Config(image_size=32, text_dim=256, z_dim=32, c_dim=32, ngf=16, ndf=16, d_text_dim=32),
-        Stage2Config(
-            stage1_size=32, image_size=64, text_dim=256, c_dim=32, ngf=16, ndf=16,
-            num_residual=2, d_text_dim=32,
-        ),
-    ),
+    "small": _SMALL,
     # The demo's CPU profile: "small" with a Stage-I generator half as wide (64 channels at 4 x 4). On a CPU
     # a Stage-I step is mostly the generator's convolutions: at half the width it runs 1.5x the steps per
     # second, and caption fidelity per step stays within seed noise of "small" (docs/PERFORMANCE.md).
-    "small-narrow": ModelProfile(
-        "small-narrow",
-        Stage1Config(image_size=32, text_dim=256, z_dim=32, c_dim=32, ngf=8, ndf=16, d_text_dim=32),
-        Stage2Config(
-            stage1_size=32, image_size=64, text_dim=256, c_dim=32, ngf=16, ndf=16,
-            num_residual=2, d_text_dim=32,
-        ),
-    ),
+    "small-narrow": dataclasses.replace(_SMALL, name="small-narrow", stage1=dataclasses.replace(_SMALL.stage1, ngf=8)),
     # Smallest nets that still have every block; for unit tests only.
     "tiny": ModelProfile(
         "tiny",
