@@ -40,7 +40,7 @@ TEXT_DIM = 1024
 GFLOP_PER_IMAGE_STEP = {1: 10.2, 2: 128.7}  # docs/REFERENCE.md, paper profile
 
 
-def _loop(stage: int, profile: str, precision: str, device: torch.device) -> StageLoop:
+def build_loop(stage: int, profile: str, precision: str, device: torch.device) -> StageLoop:
     sweep = sweep_from_dict({"model": {"profile": profile}, "train": {"precision": precision}})
     spec = LoopSpec.from_sweep(sweep, paper_defaults(stage))
     stage1 = None
@@ -49,10 +49,16 @@ def _loop(stage: int, profile: str, precision: str, device: torch.device) -> Sta
     return StageLoop(spec, TEXT_DIM, 0, device, stage1)
 
 
+def synthetic_batch(loop: StageLoop, size: int) -> Batch:
+    """Random images of the loop's size and random caption embeddings, every key distinct."""
+    side = loop.image_size
+    return Batch(torch.rand(size, 3, side, side) * 2 - 1, torch.randn(size, TEXT_DIM), torch.arange(size))
+
+
 def _time_steps(loop: StageLoop, batch: int, warmup: int, steps: int) -> tuple[float, bool]:
     """Median seconds per train_step on one synthetic batch, and whether every loss stayed finite."""
-    size, device = loop.image_size, loop.device
-    b = Batch(torch.rand(batch, 3, size, size) * 2 - 1, torch.randn(batch, TEXT_DIM), torch.arange(batch))
+    device = loop.device
+    b = synthetic_batch(loop, batch)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times, finite = [], True
     for i in range(warmup + steps):
@@ -68,7 +74,7 @@ def _time_steps(loop: StageLoop, batch: int, warmup: int, steps: int) -> tuple[f
 
 def measure(stage: int, profile: str, precision: str, steps: int, warmup: int, batch: int, device: torch.device,
             compile: bool = False) -> dict:
-    loop = _loop(stage, profile, precision, device)
+    loop = build_loop(stage, profile, precision, device)
     if compile:  # torch.compile (inductor) of G and D; the first warm-up step pays the compilation
         loop.wrap(torch.compile)
     seconds, finite = _time_steps(loop, batch, warmup, steps)
@@ -85,7 +91,7 @@ def _ray_fn(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device() if config["use_gpu"] else torch.device("cpu")
-    loop = _loop(config["stage"], config["profile"], config["precision"], device)
+    loop = build_loop(config["stage"], config["profile"], config["precision"], device)
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         loop.wrap(lambda m: torch.nn.parallel.DistributedDataParallel(m, device_ids=ids))

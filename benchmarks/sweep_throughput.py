@@ -24,7 +24,6 @@ matter come from a GPU (docs/PERFORMANCE.md).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -36,34 +35,19 @@ import threading
 import time
 
 import torch
-from step_throughput import matmul_peak_gflops  # this directory's own benchmark: run as a script, it is on the path
+from step_throughput import build_loop, matmul_peak_gflops, synthetic_batch  # run as a script, its directory is on the path
 
-from harness.config import sweep_from_dict
-from harness.data.dataset import Batch
-from harness.hyperparams import paper_defaults
-from harness.loop import LoopSpec, StageLoop
-from models import Stage1Generator
-from models.config import get_profile
+from harness.config import COMPILE_MODES, DEVICES, PRECISIONS
+from harness.loop import StageLoop
 
-TEXT_DIM = 1024
 BATCH = {"paper": {1: 64, 2: 16}, "small": {1: 16, 2: 16}, "small-narrow": {1: 16, 2: 16}, "tiny": {1: 16, 2: 16}}
 EPOCH_IMAGES = {"paper": 8855, "small": 3600, "small-narrow": 3600, "tiny": 3600}
 
 
 def _loop(profile: str, stage: int, precision: str, compile_mode: str, device: torch.device) -> StageLoop:
-    sweep = sweep_from_dict({"model": {"profile": profile}, "train": {"precision": precision, "compile": compile_mode}})
-    spec = LoopSpec.from_sweep(sweep, paper_defaults(stage))
-    stage1 = None
-    if stage == 2:  # an untrained Stage-I of the profile: its cost is what matters here
-        stage1 = Stage1Generator(dataclasses.replace(get_profile(profile).stage1, text_dim=TEXT_DIM))
-    loop = StageLoop(spec, TEXT_DIM, 0, device, stage1)
+    loop = build_loop(stage, profile, precision, device)
     loop.compile(compile_mode)
     return loop
-
-
-def _batch(loop: StageLoop, size: int) -> Batch:
-    side = loop.image_size
-    return Batch(torch.rand(size, 3, side, side) * 2 - 1, torch.randn(size, TEXT_DIM), torch.arange(size))
 
 
 def flop_per_step(profile: str, stage: int, batch: int) -> float:
@@ -71,7 +55,7 @@ def flop_per_step(profile: str, stage: int, batch: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     loop = _loop(profile, stage, "fp32", "none", torch.device("cpu"))
-    b = _batch(loop, batch)
+    b = synthetic_batch(loop, batch)
     loop.train_step(b)  # the first step allocates optimizer state
     with FlopCounterMode(display=False) as counter:
         loop.train_step(b)
@@ -85,7 +69,7 @@ def _trial(index: int, args: dict, barrier, results) -> None:
     if device.type == "cuda":
         torch.cuda.set_per_process_memory_fraction(1.0 / args["k"], device)
     loop = _loop(args["profile"], args["stage"], args["precision"], args["compile"], device)
-    batch = _batch(loop, args["batch"])
+    batch = synthetic_batch(loop, args["batch"])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(args["warmup"]):
         loop.train_step(batch)
@@ -93,10 +77,8 @@ def _trial(index: int, args: dict, barrier, results) -> None:
     barrier.wait()
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < args["seconds"]:
-        loop.train_step(batch)
+        loop.train_step(batch)  # the loop's own guard reads the losses back every check_every steps
         steps += 1
-        if steps % 10 == 0:
-            loop.guard.check()
     sync()
     results.put({"trial": index, "steps": steps, "seconds": time.perf_counter() - t0})
 
@@ -174,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0, help="measured window per K")
     p.add_argument("--warmup", type=int, default=3, help="steps before the window (compilation happens here)")
     p.add_argument("--stage", type=int, default=1, choices=[1, 2])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead"])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--compile", default="none", choices=COMPILE_MODES)
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--threads-per-trial", type=int, default=1)
     p.add_argument("--start-timeout", type=float, default=600.0, help="seconds for K trials to start and warm up")
     args = p.parse_args(argv)
