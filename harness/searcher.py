@@ -11,7 +11,8 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from harness import ray_compat
-from harness.config import ParamSpec, ResourcesConfig
+from harness.config import ResourcesConfig
+from harness.search_space import ParamSpec
 
 
 def optuna_distribution(spec: ParamSpec) -> optuna.distributions.BaseDistribution:
