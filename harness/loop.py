@@ -94,7 +94,7 @@ class DivergenceGuard:
         self._state = torch.stack([run, torch.maximum(longest, run), torch.maximum(nonfinite, bad.float()),
                                    torch.where(first_bad, d, bad_d), torch.where(first_bad, g, bad_g)])
         self.steps += 1
-        if self.steps % self.check_every == 0:
+        if self.checked_now():
             self.check()
 
     def checked_now(self) -> bool:

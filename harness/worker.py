@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from harness import checkpoint, storage
-from harness.config import OBJECTIVES
+from harness.config import OBJECTIVES, ResourcesConfig
 from harness.data.dataset import open_train_data
 from harness.evaluate import chance_fidelity, inception_metrics, load_inception, sample_grid, shapes_metrics
 from harness.loop import Diverged, LoopSpec, StageLoop
@@ -60,18 +60,18 @@ def _report(metrics: dict, report_to: str) -> None:
         ray.train.report(metrics)
 
 
-def _device(setting: str, gpus_per_worker: float, world: int) -> torch.device:
+def _device(setting: str, resources: ResourcesConfig, world: int) -> torch.device:
     """``train.device``: auto trains on the GPU a trial reserves; cpu always on the CPU (GPUs still reserved).
     Ray Train workers get their GPU assigned; local mode uses cuda:0 of what Ray made visible."""
-    if setting == "cpu" or (setting == "auto" and not gpus_per_worker):
+    if setting == "cpu" or (setting == "auto" and not resources.gpus_per_worker):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise RuntimeError("resources.gpus_per_worker > 0 but this process sees no CUDA device")
     device = ray.train.torch.get_device() if world > 1 or os.environ.get("CUDA_VISIBLE_DEVICES") else torch.device("cuda", 0)
-    if gpus_per_worker < 1:
+    if resources.is_gpu_fraction:
         # Trials packed on one card: each may allocate only its share, so one cannot run its neighbours
         # out of memory; past it, this trial alone fails (GpuShareExceeded).
-        torch.cuda.set_per_process_memory_fraction(gpus_per_worker, device)
+        torch.cuda.set_per_process_memory_fraction(resources.gpus_per_worker, device)
     return device
 
 
@@ -147,7 +147,7 @@ def train_fn_per_worker(config: dict) -> None:
     torch.set_num_threads(resources.cpus_per_worker)
     if run.train.deterministic:
         torch.use_deterministic_algorithms(True)
-    device = _device(run.train.device, resources.gpus_per_worker, world)
+    device = _device(run.train.device, resources, world)
 
     stage1_g = load_stage1_generator(run.stage1_checkpoint) if run.stage == 2 else None
     data = open_train_data(
