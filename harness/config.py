@@ -163,7 +163,11 @@ class TrackingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class StageSection:
-    epochs: int = field(2, int)
+    epochs: int = field(2, int)  # every confirmation run's budget, and each search trial's unless search_epochs
+    # A cheaper budget for the search trials (None: epochs). The search then only screens configs; the
+    # confirmation runs train its top configs and the paper defaults at the full ``epochs``, so the ranking
+    # that counts is still at an equal, full budget: successive halving with the confirmation as its last rung.
+    search_epochs: int | None = field(None, int, optional=True)
     search: dict = field(dataclasses.MISSING, dict, default_factory=dict)
     # Configs the search evaluates right after the defaults, before its sampler proposes any: known-good
     # points such as the best of earlier sweeps. Each names some searched parameters; the rest take defaults.
@@ -172,6 +176,8 @@ class StageSection:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError("epochs: must be >= 1")
+        if self.search_epochs is not None and not 1 <= self.search_epochs <= self.epochs:
+            raise ConfigError(f"search_epochs: must be between 1 and epochs ({self.epochs}), got {self.search_epochs}")
         for i, point in enumerate(self.start_points):
             if not isinstance(point, dict) or not point:
                 raise ConfigError(f"start_points[{i}]: expected a mapping of searched parameter -> value")
@@ -180,6 +186,12 @@ class StageSection:
                     raise ConfigError(f"start_points[{i}].{name}: not a searched parameter of this stage")
                 if not self.search[name].contains(value):
                     raise ConfigError(f"start_points[{i}].{name}: {value!r} is not {self.search[name].describe()}")
+
+    def budget(self, source: str) -> int:
+        """Epochs a run of this stage trains: ``search`` trials get search_epochs (when set), ``confirm`` runs epochs."""
+        if source not in ("search", "confirm"):
+            raise ValueError(f"source must be search or confirm, got {source!r}")
+        return self.search_epochs if source == "search" and self.search_epochs is not None else self.epochs
 
     def points(self) -> list[dict[str, Any]]:
         """The defaults, then each start point completed with the defaults: what the search evaluates first."""
@@ -306,6 +318,11 @@ class SweepConfig:
         """Each searched parameter's default (the paper's values where the file says so)."""
         section = self.stage1 if stage == 1 else self.stage2
         return {name: spec.default for name, spec in section.search.items()}
+
+    def screened_stages(self) -> list[tuple[str, int, int]]:
+        """(stage, search epochs, epochs) of each stage whose search trials train less than its confirmation runs."""
+        return [(name, section.search_epochs, section.epochs) for name, section in (("Stage-I", self.stage1),
+                ("Stage-II", self.stage2)) if section.search_epochs is not None and section.search_epochs < section.epochs]
 
     def first_point(self, phase: str) -> dict[str, Any]:
         """The point a phase evaluates first, the defaults (the paper's values), as Tune sees it."""

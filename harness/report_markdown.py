@@ -95,7 +95,9 @@ def markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, best_grids,
                      + ".")
     lines += ["", "## Search trials", "",
               "One training seed each, at the budget the scheduler gave them (an early-stopped trial's epoch is below "
-              "the planned one), ranked by their best evaluation: for exploring the space, not for choosing a config.",
+              "the planned one), ranked by their best evaluation: for exploring the space, not for choosing a config."
+              + "".join(f" {name} search trials train {search} of the confirmation runs' {full} epochs."
+                        for name, search, full in sweep.screened_stages()),
               "", *_table(ranked, metric, extra), ""]
     if stage1_ranked and ranked and ranked[0].get("stage") == 2:
         lines += ["## Stage-I search trials", "", *_table(stage1_ranked, metric, extra), ""]

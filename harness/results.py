@@ -40,7 +40,8 @@ def _subdirs(uri: str) -> list[str]:
 def collect_rows(layout: SweepLayout, sweep: SweepConfig) -> list[dict]:
     fixed: dict = {}
     _flatten("sweep", {k: v for k, v in dataclasses.asdict(sweep).items() if k not in ("stage1", "stage2")}, fixed)
-    fixed["sweep.stage1.epochs"], fixed["sweep.stage2.epochs"] = sweep.stage1.epochs, sweep.stage2.epochs
+    for name, section in (("stage1", sweep.stage1), ("stage2", sweep.stage2)):
+        fixed[f"sweep.{name}.epochs"], fixed[f"sweep.{name}.search_epochs"] = section.epochs, section.budget("search")
     rows = []
     for trial_id in _subdirs(layout.trials_dir):
         trial = layout.trial(trial_id)
@@ -55,7 +56,7 @@ def collect_rows(layout: SweepLayout, sweep: SweepConfig) -> list[dict]:
                   "config_id": info.get("config_id") or config_id(info["params"])}
         for stage in (1, 2):
             files = storage.list_files(trial.stage(stage).metrics_dir, ".json")
-            planned = sweep.stage1.epochs if stage == 1 else sweep.stage2.epochs
+            planned = (sweep.stage1 if stage == 1 else sweep.stage2).budget(origin["source"])
             for i, f in enumerate(files):
                 m = json.loads(storage.read_bytes(f))
                 status = m.get("status", "running")

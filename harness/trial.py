@@ -56,14 +56,15 @@ def stage_trial(config: dict, ctx: PhaseContext) -> None:
                                         from_sampled(stage, config, prefix), parent, train=train)
         fit_stage(run, sweep.resources, sweep.search.max_failures, in_tune=True)
 
+    epochs1, epochs2 = sweep.stage1.budget(source), sweep.stage2.budget(source)
     if ctx.phase == "stage1":
-        fit(1, "", sweep.stage1.epochs, None)
+        fit(1, "", epochs1, None)
     elif ctx.phase == "stage2":
         rank = min(int(config["stage1_parent"]), len(ctx.stage1_parents) - 1)  # fewer survivors than top_k
-        fit(2, "", sweep.stage2.epochs, ctx.stage1_parents[rank])
+        fit(2, "", epochs2, ctx.stage1_parents[rank])
     else:
-        fit(1, "s1.", sweep.stage1.epochs, None)
+        fit(1, "s1.", epochs1, None)
         parent = best(trial.stage(1), sweep.search.objective, mode)
         if parent is None:  # Stage-I diverged: its worst-case result is already reported
             return
-        fit(2, "s2.", sweep.stage2.epochs, parent)
+        fit(2, "s2.", epochs2, parent)

@@ -229,10 +229,10 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
             if study is not None and not name.endswith("-confirm"):
                 study.prune_unfinished(study.study_name(sweep.name, name))
 
-    def search_and_confirm(phase: str, ctx, space: dict, epochs: int, phase_seed: int, share: float) -> None:
+    def search_and_confirm(phase: str, ctx, space: dict, search_epochs: int, phase_seed: int, share: float) -> None:
         search_budget = budget_left(share * search_share)
         within_budget(phase, search_budget, lambda: run_phase(
-            phase, ctx, space, sweep.start_points(phase), sweep, phase_seed, epochs, resume, search_budget, study,
+            phase, ctx, space, sweep.start_points(phase), sweep, phase_seed, search_epochs, resume, search_budget, study,
             callbacks=callbacks(phase)))
         if confirming:
             key = f"{phase}_confirm_candidates"  # recorded, so a resumed sweep confirms the same configs
@@ -247,7 +247,7 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
 
     if sweep.search.strategy == "staged":
         search_and_confirm("stage1", PhaseContext(phase="stage1", **base), optuna_space(sweep.stage1.search),
-                           sweep.stage1.epochs, seed, 0.5)
+                           sweep.stage1.budget("search"), seed, 0.5)
         parents = top_stage1_checkpoints(layout, sweep)
         if not parents:
             raise SweepFailed("no Stage-I trial produced a checkpoint (all diverged?)")
@@ -258,12 +258,12 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
         space2 = {**optuna_space(sweep.stage2.search),
                   "stage1_parent": optuna.distributions.CategoricalDistribution(list(range(sweep.search.top_k)))}
         search_and_confirm("stage2", PhaseContext(phase="stage2", stage1_parents=tuple(parents), **base), space2,
-                           sweep.stage2.epochs, seed + 1, 1.0)
+                           sweep.stage2.budget("search"), seed + 1, 1.0)
         record["stage1_parents"] = parents
     else:
         space = {**optuna_space(sweep.stage1.search, "s1."), **optuna_space(sweep.stage2.search, "s2.")}
-        search_and_confirm("joint", PhaseContext(phase="joint", **base), space, sweep.stage1.epochs + sweep.stage2.epochs,
-                           seed, 1.0)
+        search_and_confirm("joint", PhaseContext(phase="joint", **base), space,
+                           sweep.stage1.budget("search") + sweep.stage2.budget("search"), seed, 1.0)
     record["wall_seconds"] = round(time.perf_counter() - t0, 1)
     storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
     final_phase = "stage2" if sweep.search.strategy == "staged" else "joint"

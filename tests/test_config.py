@@ -98,6 +98,7 @@ MALFORMED_FIELDS = [  # the smoke sweep with one field made wrong
     ({"data": {"kind": "cub", "uri": "/data/birds", "encoder": "precomputed"}},
      "data.inception_weights: cub is scored by FID and IS"),
     ({"stage1.epochs": "six"}, "stage1.epochs: expected int, got str"),
+    ({"stage1.search_epochs": 99}, "stage1.search_epochs: must be between 1 and epochs ("),
     ({"resources.workers": 1.5}, "resources.workers: expected int, got float"),
     ({"train.hard_negatives": True}, "train.hard_negatives: expected float, got a boolean"),
     ({"train.keep_checkpoints": 0}, "train.keep_checkpoints: must be >= 1, got 0"),
@@ -233,3 +234,12 @@ def test_start_points_follow_the_defaults_and_take_the_defaults_for_what_they_le
     joint = sweep.start_points("joint")
     assert [p["s1.lr_g"] for p in joint] == [defaults["lr_g"], 1e-3]
     assert joint[1]["s2.lr_g"] == sweep.defaults(2)["lr_g"]
+
+
+def test_search_trials_train_search_epochs_and_confirmation_runs_the_full_budget():
+    from harness.config import sweep_from_dict
+
+    sweep = sweep_from_dict({"stage1": {"epochs": 16, "search_epochs": 8}, "stage2": {"epochs": 2}})
+    assert (sweep.stage1.budget("search"), sweep.stage1.budget("confirm")) == (8, 16)
+    assert (sweep.stage2.budget("search"), sweep.stage2.budget("confirm")) == (2, 2)  # unset: the full budget
+    assert sweep.screened_stages() == [("Stage-I", 8, 16)]

@@ -121,10 +121,20 @@ def test_smoke_sweep_on_s3_ends_in_a_ranked_report(smoke_sweep, s3):
 
 @pytest.mark.slow
 def test_joint_strategy_trains_both_stages_per_trial_and_report_regenerates(ray_local, tmp_path, capsys):
+    """Also the screening budget: search trials train stage1.search_epochs, confirmation runs stage1.epochs."""
     root = str(tmp_path / "runs")
-    assert tune_cmd.main(["--smoke-test", "--storage", root, "--strategy", "joint", "--name", "smoke-joint"]) == 0
+    sweep = _sweep_file(tmp_path, **{"stage1.search_epochs": 1})  # smoke.yaml's Stage-I epochs: 2
+    assert tune_cmd.main(["--sweep", sweep, "--storage", root, "--strategy", "joint", "--name", "smoke-joint"]) == 0
     capsys.readouterr()
     rows = read_parquet(f"{root}/smoke-joint/results.parquet")
+    last: dict = {}
+    for r in rows:
+        if r["stage"] == 1:
+            last[r["trial_id"]] = max(last.get(r["trial_id"], r), r, key=lambda x: x["epoch"])
+    assert {(r["source"], r["epoch"], r["status"]) for r in last.values()} == {("search", 1, "finished"),
+                                                                              ("confirm", 2, "finished")}
+    md = (tmp_path / "runs" / "smoke-joint" / "report" / "leaderboard.md").read_text()
+    assert "Stage-I search trials train 1 of the confirmation runs' 2 epochs." in md
     assert {r["phase"] for r in rows} == {"joint"}
     by_trial: dict[str, set] = {}
     for r in rows:
