@@ -22,10 +22,15 @@ import hashlib
 import json
 import math
 
-from scipy import stats
-
 ALPHA = 0.05
 TEST_NAME = "one-sided Welch's t-test"
+
+
+def _stats():
+    """scipy.stats on first use: every trial process imports config_id from here, and scipy.stats takes ~1 s to load."""
+    from scipy import stats
+
+    return stats
 
 
 PARAM_PREFIX = "param."  # a results row's columns of the config's searched values
@@ -65,7 +70,7 @@ class SeedSummary:
         if n < 2:
             return cls(n, mean, float("nan"), mean, mean)
         sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-        half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+        half = _stats().t.ppf(0.975, n - 1) * sd / math.sqrt(n)
         return cls(n, mean, sd, mean - half, mean + half)
 
     def overlaps(self, other: SeedSummary) -> bool:
@@ -90,6 +95,7 @@ def compare_to_defaults(values: list[float], default_values: list[float], mode: 
     lower_is_better = mode == "min"
     better_alt = "less" if lower_is_better else "greater"
     worse_alt = "greater" if lower_is_better else "less"
+    stats = _stats()
     p_better = float(stats.ttest_ind(values, default_values, equal_var=False, alternative=better_alt).pvalue)
     p_worse = float(stats.ttest_ind(values, default_values, equal_var=False, alternative=worse_alt).pvalue)
     diff = mine.mean - ref.mean
