@@ -43,6 +43,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def own_agent_ports() -> list[str]:
+    """`ray start` flags giving a node's agents free ports of their own. Every raylet starts a dashboard
+    agent, on port 52365 unless told otherwise; while another Ray of the session (ray_local) holds it, a
+    second head's agent cannot listen, and its job server answers "No available agent to submit job"."""
+    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+
+
 def token_auth_env(tmp_path: pathlib.Path) -> dict:
     """The environment of a test's own Ray cluster: token auth on, the token generated under a
     HOME of its own (never the user's ~/.ray), this venv's `ray` on PATH, no inherited RAY_ADDRESS."""

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from harness.results import read_parquet
-from tests.conftest import ROOT, free_port, stop_processes_naming, token_auth_env
+from tests.conftest import ROOT, free_port, own_agent_ports, stop_processes_naming, token_auth_env
 
 
 @pytest.fixture()
@@ -27,7 +27,7 @@ def ray_head(s3, tmp_path):
     subprocess.run(
         ["ray", "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
          f"--dashboard-port={dash}", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats",
-         "--include-dashboard=true"],
+         "--include-dashboard=true", *own_agent_ports()],
         env=env, check=True, capture_output=True, timeout=120,
     )
     address = f"http://127.0.0.1:{dash}"

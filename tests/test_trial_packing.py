@@ -17,7 +17,7 @@ import pytest
 from harness.config import ResourcesConfig
 from harness.results import read_parquet
 from harness.worker import RunClock
-from tests.conftest import ROOT, free_port, stop_processes_naming, token_auth_env, write_sweep
+from tests.conftest import ROOT, free_port, own_agent_ports, stop_processes_naming, token_auth_env, write_sweep
 
 
 @pytest.fixture()
@@ -27,10 +27,7 @@ def one_gpu_head(tmp_path):
     port = free_port()
     subprocess.run(
         ["ray", "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=4", "--num-gpus=1",
-         f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=false",
-         # Ports of its own for the node's agents: the default ones belong to the job-submit test's head.
-         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-         f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"],
+         f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=false", *own_agent_ports()],
         env=env, check=True, capture_output=True, timeout=120,
     )
     try:
