@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _png(fig) -> bytes:
@@ -34,7 +35,7 @@ def curves_png(rows: list[dict], metric: str) -> bytes:
             colour = f"C{i % 10}"
             epochs = [p["epoch"] for p in points]
             if any(p.get(metric) is not None for p in points):
-                top.plot(epochs, [p.get(metric) for p in points], marker="o", color=colour, label=tid[-8:])
+                top.plot(epochs, [p.get(metric) for p in points], marker="o", color=colour, label=tid)
             for key, style in (("d_loss", "-"), ("g_loss", "--")):
                 if any(p.get(key) is not None for p in points):
                     bottom.plot(epochs, [p.get(key) for p in points], style, marker=".", color=colour)
@@ -43,6 +44,12 @@ def curves_png(rows: list[dict], metric: str) -> bytes:
         bottom.set_title(f"Stage-{'I' * stage}: D loss (solid), G loss (dashed)")
         bottom.set_xlabel("epoch")
         bottom.set_ylabel("loss (epoch mean)")
+        evaluated = sorted({r["epoch"] for points in runs.values() for r in points})
+        for ax in (top, bottom):  # epochs are whole: a one-epoch stage gets the tick "1", not 0.96 ... 1.04
+            if 0 < len(evaluated) <= 12:
+                ax.set_xticks(evaluated)
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if runs:
             top.legend(fontsize=7)
     fig.tight_layout()
