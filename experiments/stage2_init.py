@@ -60,7 +60,8 @@ def main(argv=None) -> int:
                                  stage1.train_step, lambda *a: None, stage1.end_epoch)
     fake, _ = stage1.sample(s.evals.text_BD)
     parent = {k: round(v, 4) for k, v in shapes_metrics(judge, fake, s.evals).items() if k in KEYS}
-    print(json.dumps({"parent": parent, "stage1_steps": args.stage1_steps, "device": str(s.device)}), flush=True)
+    origin = {"stage1_checkpoint": args.stage1_checkpoint} if args.stage1_checkpoint else {"stage1_steps": args.stage1_steps}
+    print(json.dumps({"parent": parent, **origin, "device": str(s.device)}), flush=True)
 
     size2 = get_profile(sweep.model.profile).stage2.image_size
     data2 = ShapesData(s.data.uri, sweep.data.encoder, size2, seed=sweep.train.seed, text_norm=sweep.data.text_norm)
