@@ -76,7 +76,7 @@ def measure(stage: int, profile: str, precision: str, steps: int, warmup: int, b
             compile: bool = False) -> dict:
     loop = build_loop(stage, profile, precision, device)
     if compile:  # torch.compile (inductor) of G and D; the first warm-up step pays the compilation
-        loop.wrap(torch.compile)
+        loop.compile("default")
     seconds, finite = _time_steps(loop, batch, warmup, steps)
     ms = seconds * 1000
     return {"ms_per_step": round(ms, 2), "img_per_s": round(batch / ms * 1000, 2), "batch": batch, "steps": steps,

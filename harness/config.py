@@ -321,8 +321,8 @@ class SweepConfig:
 
     def screened_stages(self) -> list[tuple[str, int, int]]:
         """(stage, search epochs, epochs) of each stage whose search trials train less than its confirmation runs."""
-        return [(name, section.search_epochs, section.epochs) for name, section in (("Stage-I", self.stage1),
-                ("Stage-II", self.stage2)) if section.search_epochs is not None and section.search_epochs < section.epochs]
+        return [(name, section.budget("search"), section.epochs) for name, section in (("Stage-I", self.stage1),
+                ("Stage-II", self.stage2)) if section.budget("search") < section.epochs]
 
     def first_point(self, phase: str) -> dict[str, Any]:
         """The point a phase evaluates first, the defaults (the paper's values), as Tune sees it."""
