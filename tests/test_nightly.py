@@ -271,8 +271,18 @@ def test_a_killed_night_resumes_on_a_new_pod_and_loses_no_trial(s3, tmp_path, ph
     assert len(told_before) >= 1, f"the finished {phase} trial reached the journal before the kill"
 
     second_pod = pod()
-    out = subprocess.run(cmd, cwd=ROOT, env=second_pod, capture_output=True, text=True, timeout=900)
-    shutil.rmtree(second_pod["TMPDIR"], ignore_errors=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=second_pod, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        # Well inside pytest's own timeout, so a hung night fails with what it printed.
+        stdout, stderr = proc.communicate(timeout=420)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the resumed night hung:\n{stdout[-4000:]}\n{stderr[-4000:]}")
+    finally:
+        shutil.rmtree(second_pod["TMPDIR"], ignore_errors=True)
+    out = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     assert f"resuming {phase}" in out.stdout, out.stdout[-3000:]
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = read_parquet(f"{root}/nightly/2026-11-27/smoke/results.parquet")
