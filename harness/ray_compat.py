@@ -71,3 +71,60 @@ def mark_optuna_told(searcher, trial_id: str) -> None:
 def optuna_search_has_told(searcher, trial_id: str) -> bool:
     """Whether OptunaSearch has already told the study this trial's outcome (``_completed_trials``)."""
     return trial_id in searcher._completed_trials
+
+
+def optuna_search_knows(searcher, trial_id: str) -> bool:
+    """Whether OptunaSearch suggested this trial (its trial map ``_ot_trials``); it raises KeyError on a result
+    of any other."""
+    return trial_id in searcher._ot_trials
+
+
+def reconcile_restored_search(search_alg, trials: list) -> list[str]:
+    """Makes a restored Tune run's searcher agree with its restored trial list; returns what it changed.
+
+    Tune saves the trial list and the searcher's state (SearchGenerator, its ConcurrencyLimiter, the searcher)
+    as separate files that a background sync uploads one by one, so a driver killed during an upload can leave
+    them from different moments. Restored as they are:
+    - the limiter may hold a trial that has since finished as live. No completion ever comes for it, the limiter
+      stays full and the restored run waits forever (a resumed night hung 10 minutes in CI this way);
+    - the generator's count of created trials (``_counter``) may count a trial the list lacks (the run ends a
+      trial short) or miss one it has (the run creates one trial too many).
+    The trial list is the truth: the trials that will run are its unfinished ones. Only a SearchGenerator (an
+    Optuna search) is reconciled; a grid (BasicVariantGenerator) keeps its own state."""
+    from ray.tune.search.concurrency_limiter import ConcurrencyLimiter
+    from ray.tune.search.search_generator import SearchGenerator
+
+    if not isinstance(search_alg, SearchGenerator):
+        return []
+    changes = []
+    if search_alg._counter != len(trials):
+        changes.append(f"trials created: {search_alg._counter} in the searcher's state, {len(trials)} in the trial list")
+        search_alg._counter = len(trials)
+    limiter = search_alg.searcher
+    if isinstance(limiter, ConcurrencyLimiter):
+        unfinished = {t.trial_id for t in trials if not t.is_finished()}
+        if limiter.live_trials != unfinished:
+            changes.append(f"live trials: {sorted(limiter.live_trials)} in the searcher's state, "
+                           f"{sorted(unfinished)} unfinished in the trial list")
+            limiter.live_trials = unfinished
+            limiter.num_unfinished_live_trials = len(unfinished)
+    return changes
+
+
+def reconcile_search_on_restore() -> None:
+    """Has every Tune restore in this process run ``reconcile_restored_search`` once the run's state is loaded.
+    Tune has no hook between loading a run's state and running it, so this wraps ``TuneController.resume``
+    (idempotent)."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    if getattr(TuneController.resume, "harness_reconciles", False):
+        return
+    resume = TuneController.resume
+
+    def resume_and_reconcile(self, resume_config) -> None:
+        resume(self, resume_config)
+        for change in reconcile_restored_search(self._search_alg, self.get_trials()):
+            print(f"restore: the searcher's state disagreed with the trial list, which wins: {change}", flush=True)
+
+    resume_and_reconcile.harness_reconciles = True
+    TuneController.resume = resume_and_reconcile

@@ -53,12 +53,16 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self._final_stage = final_stage
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self._unknown(trial_id):
+            return
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
             ray_compat.mark_optuna_told(self, trial_id)  # finished before the driver died (below)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if self._unknown(trial_id):
+            return
         ran_to_end = result is not None and (
             result.get("status") == "diverged"
             or (result.get("status") == "finished" and result.get("stage") == self._final_stage))
@@ -71,6 +75,20 @@ class BudgetAwareOptunaSearch(OptunaSearch):
             # Told before the driver died: Tune restored this searcher from a state saved before the
             # tell, and the restored run reports the trial's end again. The study already has it.
             ray_compat.mark_optuna_told(self, trial_id)
+
+    def _unknown(self, trial_id: str) -> bool:
+        """A trial this searcher never suggested: Tune restored a trial list saved after the searcher's own
+        state (the two are separate files, uploaded one by one; docs/DESIGN.md, pitfalls). OptunaSearch would
+        raise KeyError and end the restored run, every time it is resumed. The trial trains and lands in the
+        results; only the study goes without it."""
+        if ray_compat.optuna_search_knows(self, trial_id):
+            return False
+        untracked = self.__dict__.setdefault("_untracked", set())  # absent from a searcher pickled by older code
+        if trial_id not in untracked:
+            untracked.add(trial_id)
+            print(f"searcher: trial {trial_id} is not in the restored searcher state; its outcome is not told to "
+                  f"the Optuna study", flush=True)
+        return True
 
 
 def make_sampler(name: str, seed: int, startup_trials: int = 10) -> optuna.samplers.BaseSampler:

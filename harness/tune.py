@@ -23,7 +23,7 @@ import time
 if __package__ in (None, ""):  # `python harness/x.py`: see harness/_script_path.py
     import _script_path  # noqa: F401
 
-from harness import REPO_ROOT, cli, storage  # noqa: E402
+from harness import REPO_ROOT, cli, ray_compat, storage  # noqa: E402
 from harness.config import SweepConfig, load_sweep  # noqa: E402
 from harness.config_fields import replaced  # noqa: E402
 from harness.errors import ConfigError, NoResults  # noqa: E402
@@ -88,6 +88,7 @@ def _fit(name: str, ctx, sweep: SweepConfig, resume: bool, make_tuner):
     trainable = tune.with_parameters(tune.with_resources(stage_trial, trial_resources(sweep.resources)), ctx=ctx)
     if resume and tune.Tuner.can_restore(tune_path):
         print(f"resuming {name} from {tune_path}", flush=True)
+        ray_compat.reconcile_search_on_restore()
         return tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
     return make_tuner(trainable, tune_root).fit()
 

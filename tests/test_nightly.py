@@ -328,3 +328,20 @@ def test_a_restored_searcher_that_tells_a_finished_trial_again_keeps_one_outcome
     restored.on_trial_complete("t", {"fid": 40.0, "status": "finished", "stage": 1, "training_iteration": 1})
     restored.on_trial_complete("t", {"fid": 40.0, "status": "running", "stage": 1, "training_iteration": 1})
     assert [(t.state, t.value) for t in store.trials("s")] == [(optuna.trial.TrialState.COMPLETE, 40.0)]
+
+
+def test_a_restored_searcher_lets_a_trial_it_never_suggested_run_without_telling_the_study(tmp_path, capsys):
+    import pickle
+
+    store, searcher = _searcher(tmp_path)
+    searcher.suggest("first")
+    saved = pickle.dumps(searcher)  # the searcher's state reached storage before the second trial's start did
+    searcher.suggest("second")
+    restored = pickle.loads(saved)  # a new pod: Tune restores "second" from the trial list, this from its state
+    restored.on_trial_result("second", {"fid": 41.0, "training_iteration": 1})  # OptunaSearch: KeyError
+    restored.on_trial_complete("second", {"fid": 40.0, "status": "finished", "stage": 1, "training_iteration": 1})
+    restored.on_trial_complete("first", {"fid": 30.0, "status": "finished", "stage": 1, "training_iteration": 1})
+    out = capsys.readouterr().out
+    assert out.count("trial second is not in the restored searcher state") == 1, out
+    told = [t for t in store.trials("s") if t.state.is_finished()]
+    assert [(t.state, t.value) for t in told] == [(optuna.trial.TrialState.COMPLETE, 30.0)]

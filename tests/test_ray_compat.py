@@ -64,4 +64,77 @@ def test_a_pruned_tell_reaches_the_study_once():
     searcher.suggest("t")
     ray_compat.tell_optuna_pruned(searcher, "t")
     assert ray_compat.optuna_search_has_told(searcher, "t")
+    assert ray_compat.optuna_search_knows(searcher, "t") and not ray_compat.optuna_search_knows(searcher, "other")
     assert [t.state for t in searcher._ot_study.get_trials()] == [optuna.trial.TrialState.PRUNED]
+
+
+def _restored_search(limit: int = 1):
+    """An Optuna search as Tune restores it: the searcher, its ConcurrencyLimiter, its SearchGenerator."""
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.search_generator import SearchGenerator
+
+    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    limiter = ConcurrencyLimiter(make_searcher(space, [], "fid", "min", seed=0, final_stage=1), max_concurrent=limit)
+    generator = SearchGenerator(limiter)
+    generator._total_samples = 2
+    return generator, limiter
+
+
+def _trial(trial_id: str, status: str):
+    from ray.tune.experiment import Trial
+
+    trial = Trial("trainable", trial_id=trial_id, stub=True)
+    trial.set_status(status)
+    return trial
+
+
+def test_a_searcher_saved_before_its_live_trial_finished_is_reconciled_and_suggests_again():
+    # Saved while t1 ran; the trial list saved after t1 finished and before t2 was created. Restored as they
+    # are, the limiter waits for t1 forever: the restored run hangs.
+    generator, limiter = _restored_search()
+    assert limiter.suggest("t1") is not None
+    generator._counter = 1
+    trials = [_trial("t1", "TERMINATED")]
+    assert limiter.suggest("t2") is None
+    changes = ray_compat.reconcile_restored_search(generator, trials)
+    assert any("live trials" in c for c in changes), changes
+    assert limiter.suggest("t2") is not None and not generator.is_finished()
+
+
+def test_a_trial_list_newer_than_the_searcher_neither_adds_a_trial_nor_crashes_when_it_ends():
+    # The trial list has t2 (pending), created after the searcher's state was saved.
+    generator, limiter = _restored_search()
+    limiter.suggest("t1")
+    generator._counter = 1
+    trials = [_trial("t1", "TERMINATED"), _trial("t2", "PENDING")]
+    ray_compat.reconcile_restored_search(generator, trials)
+    assert generator.is_finished(), "a third trial would be created for 2 samples"
+    assert limiter.live_trials == {"t2"}
+    limiter.on_trial_result("t2", {"fid": 41.0, "training_iteration": 1})
+    limiter.on_trial_complete("t2", {"fid": 40.0, "status": "finished", "stage": 1, "training_iteration": 1})
+    assert limiter.live_trials == set()
+
+
+def test_a_consistent_restore_is_left_alone_and_a_grid_is_never_touched():
+    from ray.tune.search import BasicVariantGenerator
+
+    generator, limiter = _restored_search()
+    limiter.suggest("t1")
+    generator._counter = 1
+    assert ray_compat.reconcile_restored_search(generator, [_trial("t1", "RUNNING")]) == []
+    assert limiter.live_trials == {"t1"}
+    assert ray_compat.reconcile_restored_search(BasicVariantGenerator(), [_trial("t1", "TERMINATED")]) == []
+
+
+def test_restores_are_reconciled_through_tune_controller_resume():
+    from ray.tune.execution.tune_controller import TuneController
+
+    original = TuneController.resume
+    try:
+        ray_compat.reconcile_search_on_restore()
+        ray_compat.reconcile_search_on_restore()  # idempotent: wrapped once
+        assert TuneController.resume.harness_reconciles
+        assert TuneController.resume.__closure__ is not None
+        assert original in [c.cell_contents for c in TuneController.resume.__closure__]
+    finally:
+        TuneController.resume = original
