@@ -91,10 +91,10 @@ class StudyStore:
         return optuna.load_study(study_name=study_name, storage=self.storage()).get_trials(deepcopy=False)
 
     def prune_unfinished(self, study_name: str) -> int:
-        """Tells the study that its trials still RUNNING after Tune's time budget ended a phase were
-        stopped: PRUNED, with the evaluations they reported (Tune's budget stop does not always
-        reach the searcher). Journals only: a database study may be shared by sweeps running now.
-        Returns how many."""
+        """Tells the study that its trials still RUNNING after a phase's Tune run ended were stopped:
+        PRUNED, with the evaluations they reported. Tune's budget stop does not always reach the
+        searcher, and a driver killed before Tune saved a trial leaves that trial RUNNING for good.
+        Journals only: a database study may be shared by sweeps running now. Returns how many."""
         if self.is_database or study_name not in optuna.study.get_all_study_names(self.storage()):
             return 0
         study = optuna.load_study(study_name=study_name, storage=self.storage())

@@ -225,15 +225,17 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
 
     def within_budget(name: str, budget_s: float | None, fit) -> None:
         """Runs one Tune run; when Tune's time budget stopped it, records its name in sweep.json's
-        ``budget_ended`` (the leaderboard says so) and tells the study its stopped trials were pruned."""
+        ``budget_ended`` (the leaderboard says so). A search phase's trials still RUNNING in its study once
+        its Tune run is over were stopped: by the time budget, or with a driver that died before Tune saved
+        them (the restored run trained a replacement). The study is told they were pruned."""
         started = time.perf_counter()
         fit()
         if budget_s is not None and time.perf_counter() - started >= BUDGET_REACHED * budget_s:
             if name not in record.setdefault("budget_ended", []):
                 record["budget_ended"].append(name)
             storage.write_bytes(record_uri, json.dumps(record, indent=2, default=str).encode())
-            if study is not None and not name.endswith("-confirm"):
-                study.prune_unfinished(study.study_name(sweep.name, name))
+        if not name.endswith("-confirm"):
+            study.prune_unfinished(study.study_name(sweep.name, name))
 
     def search_and_confirm(phase: str, ctx, space: dict, search_epochs: int, phase_seed: int, share: float) -> None:
         search_budget = budget_left(share * search_share)

@@ -123,6 +123,15 @@ class S3Server:
             self.proc = None
 
 
+def search_trial_ends(rows: list[dict], phase: str) -> dict[str, str]:
+    """{trial id: status of its last evaluation} for the search trials of ``phase`` in results rows."""
+    last: dict[str, dict] = {}
+    for r in sorted(rows, key=lambda r: (r["stage"], r["epoch"])):
+        if r["phase"] == phase and r["source"] == "search":
+            last[r["trial_id"]] = r
+    return {tid: r["status"] for tid, r in last.items()}
+
+
 def write_sweep(base: pathlib.Path, path: pathlib.Path, **overrides) -> str:
     """Writes ``base`` (a sweep YAML) to ``path`` with dotted-key overrides, e.g. ``**{"train.batch_size": 8}``."""
     import yaml
