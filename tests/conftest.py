@@ -125,11 +125,10 @@ class S3Server:
 
 def search_trial_ends(rows: list[dict], phase: str) -> dict[str, str]:
     """{trial id: status of its last evaluation} for the search trials of ``phase`` in results rows."""
-    last: dict[str, dict] = {}
-    for r in sorted(rows, key=lambda r: (r["stage"], r["epoch"])):
-        if r["phase"] == phase and r["source"] == "search":
-            last[r["trial_id"]] = r
-    return {tid: r["status"] for tid, r in last.items()}
+    from harness.results import last_evaluations
+
+    searched = [r for r in rows if r["phase"] == phase and r["source"] == "search"]
+    return {r["trial_id"]: r["status"] for r in sorted(last_evaluations(searched), key=lambda r: r["stage"])}
 
 
 def write_sweep(base: pathlib.Path, path: pathlib.Path, **overrides) -> str:

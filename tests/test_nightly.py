@@ -225,10 +225,7 @@ def _keys(s3, prefix: str) -> list[str]:
 
 
 @pytest.mark.slow
-# Killed in Stage-II: the new pod restores a finished phase (Stage-I) and an unfinished one. A kill in Stage-I
-# takes the same path (run_phase is the same for both stages); test_sweep's resume test kills a sweep there.
-@pytest.mark.parametrize("phase", ["stage2"])
-def test_a_killed_night_resumes_on_a_new_pod_and_loses_no_trial(s3, tmp_path, phase):
+def test_a_killed_night_resumes_on_a_new_pod_and_loses_no_trial(s3, tmp_path):
     import os
     import shutil
     import signal
@@ -237,6 +234,9 @@ def test_a_killed_night_resumes_on_a_new_pod_and_loses_no_trial(s3, tmp_path, ph
     import tempfile
     import time
 
+    # Killed in Stage-II: the new pod restores a finished phase (Stage-I) and an unfinished one. A kill in Stage-I
+    # takes the same path (run_phase is the same for both stages); test_sweep's resume test kills a sweep there.
+    phase = "stage2"
     root = f"s3://{s3.bucket}/killed-night-{phase}"
     # One trial at a time, so the kill lands between the phase's first and second search trial.
     sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "smoke.yaml",
