@@ -23,6 +23,7 @@ OBJECTIVES = {"fid": "min", "fidelity": "max", "inception_score": "max"}
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("none", "default", "reduce-overhead")
+EMA_BN_MODES = ("average", "copy")  # harness/generator_ema.py BN_MODES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +140,10 @@ class TrainSettings:
     # torch.compile of G and D: none (eager, the default), default (inductor), reduce-overhead (inductor with
     # CUDA graphs: fewest kernel launches). The first steps pay the compilation.
     compile: str = field("none", str)
+    # A moving average of the generator's weights, decay per G step (0: off): what is evaluated, sampled, ranked
+    # and handed to Stage-II (harness/generator_ema.py). g_ema_bn: its BatchNorm statistics averaged or copied.
+    g_ema: float = field(0.0, float)
+    g_ema_bn: str = field("average", str)
     divergence: DivergenceConfig = field(dataclasses.MISSING, DivergenceConfig, default_factory=DivergenceConfig)
 
     def __post_init__(self) -> None:
@@ -149,7 +154,10 @@ class TrainSettings:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.hard_negatives <= 1.0:
             raise ConfigError(f"hard_negatives: must be in [0, 1], got {self.hard_negatives}")
-        for name, allowed in (("precision", PRECISIONS), ("device", DEVICES), ("compile", COMPILE_MODES)):
+        if not 0.0 <= self.g_ema < 1.0:
+            raise ConfigError(f"g_ema: a decay in [0, 1) (0: off; 0.999 is BigGAN's), got {self.g_ema}")
+        for name, allowed in (("precision", PRECISIONS), ("device", DEVICES), ("compile", COMPILE_MODES),
+                              ("g_ema_bn", EMA_BN_MODES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
 

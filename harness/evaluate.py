@@ -38,6 +38,38 @@ def frechet_distance(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * tr_sqrt)
 
 
+KID_SUBSETS = 100  # torch-fidelity's default
+KID_SUBSET_SIZE = 1000  # torch-fidelity's default; smaller sets use half their size (see kernel_inception_distance)
+
+
+def polynomial_mmd2(feat_x: np.ndarray, feat_y: np.ndarray) -> float:
+    """The unbiased squared MMD between two feature sets (m x F, n x F) with KID's kernel
+    k(a, b) = (a . b / F + 1)^3 (Binkowski et al., ICLR 2018): the mean of k within each set, diagonal
+    left out, minus twice the mean across. Unbiased, so it can be slightly negative."""
+    d = feat_x.shape[1]
+    k_xx = (feat_x @ feat_x.T / d + 1) ** 3
+    k_yy = (feat_y @ feat_y.T / d + 1) ** 3
+    k_xy = (feat_x @ feat_y.T / d + 1) ** 3
+    m, n = len(feat_x), len(feat_y)
+    within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+    within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+    return float(within_x + within_y - 2 * k_xy.mean())
+
+
+def kernel_inception_distance(feat_fake: np.ndarray, feat_real: np.ndarray, subsets: int = KID_SUBSETS,
+                              subset_size: int = KID_SUBSET_SIZE, seed: int = 0) -> tuple[float, float]:
+    """KID's (mean, sd) over ``subsets`` random subsets drawn without replacement from each set, as
+    torch-fidelity computes it. Sets smaller than ``subset_size`` use subsets of half the smaller set, so the
+    subsets still differ and the sd says something (at the full set every subset would be the same)."""
+    size = min(subset_size, len(feat_fake), len(feat_real))
+    if size == min(len(feat_fake), len(feat_real)):
+        size = max(2, size // 2)
+    rng = np.random.default_rng(seed)
+    values = [polynomial_mmd2(feat_fake[rng.choice(len(feat_fake), size, replace=False)],
+                              feat_real[rng.choice(len(feat_real), size, replace=False)]) for _ in range(subsets)]
+    return float(np.mean(values)), float(np.std(values))
+
+
 @torch.no_grad()
 def _judge_features(judge, images: torch.Tensor, batch: int = 256) -> np.ndarray:
     judge.eval()
@@ -64,9 +96,14 @@ def chance_fidelity() -> dict[str, float]:
     return chance
 
 
-def shapes_metrics(judge, fake: torch.Tensor, eval_set: EvalSet) -> dict[str, float]:
+def shapes_metrics(judge, fake: torch.Tensor, eval_set: EvalSet, real_features: np.ndarray | None = None) -> dict[str, float]:
+    """Caption fidelity, and FID and KID in the judge's feature space against the eval set's real images
+    (or ``real_features``, a larger reference set's judge features)."""
     metrics = caption_fidelity(judge, fake, eval_set)
-    metrics["fid"] = frechet_distance(_judge_features(judge, fake), _judge_features(judge, eval_set.real_images_B3HW))
+    fake_f = _judge_features(judge, fake).astype(np.float64)
+    real_f = (_judge_features(judge, eval_set.real_images_B3HW) if real_features is None else real_features).astype(np.float64)
+    metrics["fid"] = frechet_distance(fake_f, real_f)
+    metrics["kid"], metrics["kid_std"] = kernel_inception_distance(fake_f, real_f)
     return metrics
 
 

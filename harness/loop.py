@@ -16,6 +16,7 @@ from torch import nn
 from harness.config import SweepConfig, TrainSettings
 from harness.data.dataset import Batch
 from harness.errors import ConfigError
+from harness.generator_ema import GeneratorEMA
 from harness.hyperparams import CLASSES, Hyperparams
 from models import FrozenStage1, Stage1Discriminator, Stage1Generator, Stage2Discriminator, Stage2Generator
 from models.config import ModelProfile, get_profile
@@ -155,6 +156,13 @@ class StageLoop:
         divergence = spec.train.divergence
         self.guard = DivergenceGuard(divergence.collapse_loss, divergence.collapse_steps, divergence.check_every)
         self.g_train, self.d_train = self.g, self.d  # replaced by DDP wrappers in worker.py
+        # train.g_ema: the average of the bare generator's weights; it is what sample() draws from.
+        self.ema = GeneratorEMA(self.g, spec.train.g_ema, spec.train.g_ema_bn) if spec.train.g_ema > 0 else None
+
+    @property
+    def g_eval(self) -> nn.Module:
+        """The generator that is evaluated, sampled and saved for Stage-II: the moving average when on."""
+        return self.ema.module if self.ema is not None else self.g
 
     def wrap(self, wrap_fn) -> None:
         """Wraps G and D for data parallelism (e.g. DDP); the bare modules stay in self.g / self.d."""
@@ -176,9 +184,9 @@ class StageLoop:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def generate(self, text, words=None, mask=None, train: bool = True):
-        """Returns (images, mu, logvar, attention-or-None) from the (wrapped, when training) G."""
-        g = self.g_train if train else self.g
+    def generate(self, text, words=None, mask=None, train: bool = True, using: nn.Module | None = None):
+        """Returns (images, mu, logvar, attention-or-None) from the (wrapped, when training) G, or from ``using``."""
+        g = using if using is not None else (self.g_train if train else self.g_eval)
         b = text.shape[0]
         if self.stage == 1:
             img, mu, logvar = g(text, self._noise(b, self.profile.stage1.z_dim))
@@ -228,6 +236,8 @@ class StageLoop:
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
+        if self.ema is not None:
+            self.ema.update(self.g)
         self.guard.observe(d_loss, g_loss)
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **parts, **g_parts}
 
@@ -236,19 +246,20 @@ class StageLoop:
         self.sched_d.step()
 
     @torch.no_grad()
-    def sample(self, text, words=None, mask=None, seed: int = 1234, batch: int = 64):
-        """Images for a fixed caption set with fixed noise: the same at every evaluation.
+    def sample(self, text, words=None, mask=None, seed: int = 1234, batch: int = 64, using: nn.Module | None = None):
+        """Images for a fixed caption set with fixed noise: the same at every evaluation, from ``g_eval``
+        (or ``using``, another generator of this stage, e.g. a benchmark's second moving average).
 
         Neither RNG stream of training moves, so how often a run evaluates does not change its weights.
         """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self._sample(text, words, mask, seed, batch)
+            return self._sample(text, words, mask, seed, batch, using or self.g_eval)
 
-    def _sample(self, text, words, mask, seed: int, batch: int):
+    def _sample(self, text, words, mask, seed: int, batch: int, g: nn.Module):
         saved = self.rng.get_state()
         self.rng.manual_seed(seed)
-        self.g.eval()
+        g.eval()
         imgs, attns = [], []
         for i in range(0, text.shape[0], batch):
             sl = slice(i, i + batch)
@@ -257,7 +268,7 @@ class StageLoop:
                     text[sl].to(self.device),
                     None if words is None else words[sl].to(self.device),
                     None if mask is None else mask[sl].to(self.device),
-                    train=False,
+                    train=False, using=g,
                 )
             imgs.append(img.float().cpu())
             if attn is not None:
@@ -275,6 +286,7 @@ class StageLoop:
             "sched_d": self.sched_d.state_dict(),
             "rng": self.rng.get_state(),
             "torch_rng": torch.get_rng_state(),
+            **({"generator_ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -286,3 +298,8 @@ class StageLoop:
         self.sched_d.load_state_dict(state["sched_d"])
         self.rng.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
+        if self.ema is not None:
+            if "generator_ema" not in state:
+                raise ConfigError("train.g_ema: the checkpoint this run resumes from has no generator average "
+                                  "(it was trained with g_ema 0); resume with the same g_ema or start a new run")
+            self.ema.load_state_dict(state["generator_ema"])

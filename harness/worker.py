@@ -39,7 +39,8 @@ def load_stage1_generator(ckpt_uri: str) -> Stage1Generator:
     if meta["stage"] != 1:
         raise ValueError(f"{ckpt_uri}: is a Stage-{meta['stage']} checkpoint; Stage-II needs a Stage-I one")
     g = Stage1Generator(Stage1Config(**meta["architecture"]["stage1"]))
-    g.load_state_dict(state["generator"])
+    # Stage-II refines what the Stage-I run was evaluated as: its moving average when it kept one (train.g_ema).
+    g.load_state_dict(state["generator_ema"]["module"] if "generator_ema" in state else state["generator"])
     return g
 
 

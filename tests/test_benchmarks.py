@@ -79,3 +79,28 @@ def test_search_efficiency_runs_each_method_and_confirms_the_picks(tmp_path):
 def test_search_efficiency_refuses_unknown_methods():
     out = _bench("search_efficiency.py", "--methods", "random,annealing", check=False)
     assert out.returncode == 2 and "--methods" in out.stderr and "annealing" in out.stderr
+
+
+def test_objective_noise_records_a_tiny_grid_and_measures_every_candidate(tmp_path):
+    out = _bench("objective_noise.py", "--configs", "2", "--seeds", "2", "--epochs", "2", "--n", "40",
+                 "--eval-samples", "4", "--rescore-draws", "2", "--threads", "1", "--storage", str(tmp_path / "store"),
+                 "--out", str(tmp_path / "out"))
+    report = json.loads(out.stdout)
+    assert report["configs"] == 2 and report["seeds"] == 2 and report["machine"]["cpu"]
+    grid = [json.loads(line) for line in (tmp_path / "out" / "grid.jsonl").read_text().splitlines()]
+    assert len(grid) == 4 and {(r["config"], r["seed"]) for r in grid} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    finished = [r for r in grid if r["status"] == "finished"]
+    for r in finished:
+        assert [e["epoch"] for e in r["curve"]] == [1, 2]
+        assert {"live/base", "ema0.999/base", "live/large"} <= set(r["curve"][-1]["evals"])
+        assert len(r["rescored"]["live/base"]) == 2
+    full = json.loads((tmp_path / "out" / "objective_noise.json").read_text())
+    base = full["baseline"]
+    assert base["metric"] == "fid" and base["key"] == "live/base" and base["window"] == 1
+    assert set(base["tau_by_epoch"]) == {"1", "2"} and base["tau_by_epoch"]["2"] == 1.0  # the last epoch agrees with itself
+    assert (tmp_path / "out" / "objective_noise.png").stat().st_size > 0
+    # A second run resumes: nothing left to train, the same grid.
+    again = _bench("objective_noise.py", "--configs", "2", "--seeds", "2", "--epochs", "2", "--n", "40",
+                   "--eval-samples", "4", "--rescore-draws", "2", "--threads", "1", "--storage", str(tmp_path / "store"),
+                   "--out", str(tmp_path / "out"))
+    assert json.loads(again.stdout)["baseline"] == base

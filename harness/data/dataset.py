@@ -123,18 +123,24 @@ class ShapesData:
         """The first ``n`` test scenes with caption 0, which names every attribute."""
         test = read_split(self.uri, "test", self.encoder, (resolution,))
         n = min(n, len(test.scene_ids))
+        return self.eval_draw(test, np.arange(n), np.zeros(n, np.int64), resolution)
+
+    def eval_draw(self, test, scenes_N: np.ndarray, captions_N: np.ndarray, resolution: int) -> EvalSet:
+        """An evaluation set of test scenes ``scenes_N`` (a split from read_split), each with its caption
+        ``captions_N`` (0-9): other draws than eval_set's, for measuring evaluation noise."""
         words = mask = None
         if self.word_table is not None:
-            w, m = word_features([test.token_ids[i][0] for i in range(n)], self.word_table, self.max_words)
+            w, m = word_features([test.token_ids[i][c] for i, c in zip(scenes_N, captions_N)], self.word_table,
+                                 self.max_words)
             words, mask = torch.from_numpy(w), torch.from_numpy(m)
         return EvalSet(
-            captions=[test.captions[i][0] for i in range(n)],
-            text_BD=self.norm(torch.from_numpy(test.embeddings[:n, 0])),
+            captions=[test.captions[i][c] for i, c in zip(scenes_N, captions_N)],
+            text_BD=self.norm(torch.from_numpy(test.embeddings[scenes_N, captions_N])),
             words_BTD=words,
             mask_BT=mask,
-            real_images_B3HW=_to_float(test.images[resolution][:n]),
-            attributes={a: torch.from_numpy(v[:n]) for a, v in test.attributes.items()},
-            mentions_B=torch.from_numpy(test.mentions[:n, 0]),
+            real_images_B3HW=_to_float(test.images[resolution][scenes_N]),
+            attributes={a: torch.from_numpy(v[scenes_N]) for a, v in test.attributes.items()},
+            mentions_B=torch.from_numpy(test.mentions[scenes_N, captions_N]),
         )
 
 
