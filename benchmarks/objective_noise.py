@@ -58,7 +58,7 @@ from harness.data.dataset import ShapesData  # noqa: E402
 from harness.data.ensure import ensure_dataset  # noqa: E402
 from harness.data.judge import load_or_train_judge  # noqa: E402
 from harness.data.shapes_store import read_split  # noqa: E402
-from harness.evaluate import _judge_features, shapes_metrics  # noqa: E402
+from harness.evaluate import judge_features, shapes_metrics  # noqa: E402
 from harness.generator_ema import GeneratorEMA  # noqa: E402
 from harness.loop import Diverged, LoopSpec, StageLoop  # noqa: E402
 from harness.searcher import optuna_space  # noqa: E402
@@ -108,7 +108,7 @@ class Bench:
     sweep: object
     data: ShapesData
     judge: torch.nn.Module
-    draws: dict  # name -> (EvalSet, real judge features or None)
+    draws: dict  # name -> (EvalSet, the real reference's judge features)
     rescore: list  # [(EvalSet, noise seed)]
 
 
@@ -129,12 +129,13 @@ def setup(args) -> Bench:
     large = data.eval_draw(test, every, np.tile(np.arange(10), n), resolution)
     # The large draw's reference: the training split's real images (ten times the test scenes, same distribution).
     train_real = torch.from_numpy(data.images).float().div_(127.5).sub_(1.0)
-    large_real = _judge_features(judge, train_real)
+    large_real = judge_features(judge, train_real)
     rng = np.random.default_rng(7)
     rescore = [(data.eval_draw(test, np.sort(rng.choice(len(test.scene_ids), n, replace=False)),
                                rng.integers(10, size=n), resolution), NOISE_SEED + 1 + k)
                for k in range(args.rescore_draws)]
-    return Bench(sweep, data, judge, {"base": (base, None), "large": (large, large_real)}, rescore)
+    return Bench(sweep, data, judge, {"base": (base, judge_features(judge, base.real_images_B3HW)),
+                                      "large": (large, large_real)}, rescore)
 
 
 def _scores(bench: Bench, loop: StageLoop, g, eval_set, real_features, seed: int) -> dict:
@@ -166,9 +167,9 @@ def train_run(bench: Bench, params: dict, seed: int, epochs: int) -> dict:
         loop.end_epoch()
         evals = {}
         for name, g in generators().items():
-            evals[f"{name}/base"] = _scores(bench, loop, g, bench.draws["base"][0], None, NOISE_SEED)
+            evals[f"{name}/base"] = _scores(bench, loop, g, *bench.draws["base"], NOISE_SEED)
             if name in LARGE_DRAW_GENERATORS:
-                evals[f"{name}/large"] = _scores(bench, loop, g, bench.draws["large"][0], bench.draws["large"][1], NOISE_SEED)
+                evals[f"{name}/large"] = _scores(bench, loop, g, *bench.draws["large"], NOISE_SEED)
         curve.append({"epoch": epoch + 1, "evals": evals})
     rescored = {}
     if status == "finished":

@@ -23,7 +23,7 @@ OBJECTIVES = {"fid": "min", "fidelity": "max", "inception_score": "max"}
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("none", "default", "reduce-overhead")
-EMA_BN_MODES = ("average", "copy")  # harness/generator_ema.py BN_MODES
+EMA_BN_MODES = ("average", "copy")  # train.g_ema_bn: harness/generator_ema.py says what each does
 
 
 @dataclasses.dataclass(frozen=True)

@@ -70,16 +70,18 @@ def kernel_inception_distance(feat_fake: np.ndarray, feat_real: np.ndarray, subs
     return float(np.mean(values)), float(np.std(values))
 
 
-@torch.no_grad()
-def _judge_features(judge, images: torch.Tensor, batch: int = 256) -> np.ndarray:
-    judge.eval()
-    return torch.cat([judge.features(images[i : i + batch]) for i in range(0, len(images), batch)]).numpy()
+def judge_features(judge, images: torch.Tensor) -> np.ndarray:
+    """The judge's features of ``images`` as float64 (FID's and KID's matrix products want the precision)."""
+    return judge.judge(images)[0].numpy().astype(np.float64)
 
 
 def caption_fidelity(judge, images: torch.Tensor, eval_set: EvalSet) -> dict[str, float]:
     """Per attribute: share of images whose judged value matches the caption (where it names it)."""
-    pred = judge.predict(images)
-    correct_all = torch.ones(len(images), dtype=torch.bool)
+    return _fidelity(judge.predict(images), eval_set)
+
+
+def _fidelity(pred: dict[str, torch.Tensor], eval_set: EvalSet) -> dict[str, float]:
+    correct_all = torch.ones(len(eval_set.mentions_B), dtype=torch.bool)
     out = {}
     for k, name in enumerate(shapes.ATTRIBUTES):
         named = (eval_set.mentions_B >> k) & 1 == 1
@@ -97,11 +99,13 @@ def chance_fidelity() -> dict[str, float]:
 
 
 def shapes_metrics(judge, fake: torch.Tensor, eval_set: EvalSet, real_features: np.ndarray | None = None) -> dict[str, float]:
-    """Caption fidelity, and FID and KID in the judge's feature space against the eval set's real images
-    (or ``real_features``, a larger reference set's judge features)."""
-    metrics = caption_fidelity(judge, fake, eval_set)
-    fake_f = _judge_features(judge, fake).astype(np.float64)
-    real_f = (_judge_features(judge, eval_set.real_images_B3HW) if real_features is None else real_features).astype(np.float64)
+    """Caption fidelity, and FID and KID in the judge's feature space against ``real_features`` (the real
+    images' judge_features: a run computes them once, they do not change between evaluations), by default
+    the eval set's real images'. One judge pass over the fakes gives both the features and the predictions."""
+    fake_f, pred = judge.judge(fake)
+    fake_f = fake_f.numpy().astype(np.float64)
+    real_f = judge_features(judge, eval_set.real_images_B3HW) if real_features is None else real_features
+    metrics = _fidelity(pred, eval_set)
     metrics["fid"] = frechet_distance(fake_f, real_f)
     metrics["kid"], metrics["kid_std"] = kernel_inception_distance(fake_f, real_f)
     return metrics

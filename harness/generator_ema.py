@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-BN_MODES = ("average", "copy")
+from harness.config import EMA_BN_MODES as BN_MODES
 
 
 def warmed_decay(decay: float, updates: torch.Tensor) -> torch.Tensor:

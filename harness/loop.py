@@ -254,7 +254,7 @@ class StageLoop:
         """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self._sample(text, words, mask, seed, batch, using or self.g_eval)
+            return self._sample(text, words, mask, seed, batch, using if using is not None else self.g_eval)
 
     def _sample(self, text, words, mask, seed: int, batch: int, g: nn.Module):
         saved = self.rng.get_state()

@@ -21,7 +21,14 @@ import torch.distributed as dist
 from harness import checkpoint, storage
 from harness.config import OBJECTIVES, ResourcesConfig
 from harness.data.dataset import open_train_data
-from harness.evaluate import chance_fidelity, inception_metrics, load_inception, sample_grid, shapes_metrics
+from harness.evaluate import (
+    chance_fidelity,
+    inception_metrics,
+    judge_features,
+    load_inception,
+    sample_grid,
+    shapes_metrics,
+)
 from harness.loop import Diverged, LoopSpec, StageLoop
 from harness.run_events import RunEvents
 from harness.run_layout import StageLayout
@@ -248,6 +255,7 @@ class _Evaluator:
             from harness.data.judge import load_or_train_judge
 
             self.judge, _ = load_or_train_judge(run.dataset_uri)
+            self.real_features = judge_features(self.judge, self.eval_set.real_images_B3HW)  # the same every evaluation
         elif run.data.inception_weights:
             self.inception = load_inception(run.data.inception_weights)
         n = min(GRID_SAMPLES, len(self.eval_set.captions))
@@ -266,7 +274,7 @@ class _Evaluator:
         ev, run = self.eval_set, self.run
         fake, attention = self.loop.sample(ev.text_BD, ev.words_BTD, ev.mask_BT)
         if self.judge is not None:
-            metrics = shapes_metrics(self.judge, fake, ev)
+            metrics = shapes_metrics(self.judge, fake, ev, self.real_features)
             metrics.update({f"chance_{k}": v for k, v in chance_fidelity().items()})
         elif self.inception is not None:
             metrics = inception_metrics(self.inception, fake, ev.real_images_B3HW)

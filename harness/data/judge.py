@@ -67,9 +67,20 @@ class JudgeNet(nn.Module):
 
     @torch.no_grad()
     def predict(self, img_B3HW: torch.Tensor, batch: int = 256) -> dict[str, torch.Tensor]:
+        return self.judge(img_B3HW, batch)[1]
+
+    @torch.no_grad()
+    def judge(self, img_B3HW: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(B x 128 features, each attribute's predicted index) from one forward pass: evaluation needs
+        both, and the body is nearly all of the judge's cost."""
         self.eval()
-        outs = [self(img_B3HW[i : i + batch]) for i in range(0, len(img_B3HW), batch)]
-        return {a: torch.cat([o[a] for o in outs]).argmax(1) for a in shapes.ATTRIBUTE_VALUES}
+        features, preds = [], {a: [] for a in self.heads}
+        for i in range(0, len(img_B3HW), batch):
+            f = self.features(img_B3HW[i : i + batch])
+            features.append(f)
+            for a, head in self.heads.items():
+                preds[a].append(head(f).argmax(1))
+        return torch.cat(features), {a: torch.cat(v) for a, v in preds.items()}
 
 
 def to_float(images_uint8: np.ndarray) -> torch.Tensor:
