@@ -40,6 +40,8 @@ from ray import tune
 
 from harness import REPO_ROOT, storage
 from harness.config import SweepConfig, sweep_from_dict
+from harness.objective import Objective
+from harness.phase import Phase
 from harness.run_layout import SweepLayout
 
 METHODS = {  # name -> (search.sampler, search.scheduler)
@@ -69,26 +71,25 @@ class EpochBudget(tune.Stopper):
         return self.spent >= self.budget
 
 
-def anytime(layout: SweepLayout, max_epochs: int, metric: str, mode: str, started: float) -> dict:
+def anytime(layout: SweepLayout, max_epochs: int, objective: Objective, started: float) -> dict:
     """A repetition's anytime curve, from what its trials wrote: every evaluation (one per epoch) in the
     order it reached storage counts one trial-epoch; after each trial's last evaluation, a point with the
     budget spent, the wall seconds and the incumbent (the best objective among trials that ran the full
     budget: an early-stopped trial ran fewer epochs and is not comparable). Read from storage rather than
     kept in the driver, so an interrupted benchmark resumes with every finished repetition intact."""
-    sign = 1 if mode == "min" else -1
     events = []  # (written at, trial, epoch, value)
     for trial in storage.list_names(layout.trials_dir, pafs.FileType.Directory):
         for path in storage.list_files(layout.trial(trial).stage(1).metrics_dir, ".json"):
             with open(path) as f:
                 m = json.load(f)
-            events.append((os.path.getmtime(path), trial, int(m["epoch"]), m.get(metric)))
+            events.append((os.path.getmtime(path), trial, int(m["epoch"]), objective.value_of(m)))
     events.sort()
     last = {trial: i for i, (_, trial, _, _) in enumerate(events)}
     points, incumbent = [], None
     for i, (written, trial, epoch, value) in enumerate(events):
         if last[trial] != i:
             continue
-        if epoch >= max_epochs and value is not None and (incumbent is None or sign * value < sign * incumbent[0]):
+        if epoch >= max_epochs and value is not None and (incumbent is None or objective.better(value, incumbent[0])):
             incumbent = (value, trial)
         points.append({"trial_epochs": i + 1, "wall_s": round(written - started, 2),
                        "incumbent": None if incumbent is None else incumbent[0]})
@@ -131,35 +132,36 @@ def run_repetition(args, root: str, dataset_uri: str, method: str, rep: int) -> 
         with open(done) as f:
             record = json.load(f)
     else:
-        ctx = PhaseContext(sweep=sweep, layout=layout, dataset_uri=dataset_uri, phase="stage1")
+        ctx = PhaseContext(sweep=sweep, layout=layout, dataset_uri=dataset_uri, phase=Phase.STAGE1)
         started, t0 = time.time(), time.perf_counter()
-        run_phase("stage1", ctx, optuna_space(sweep.stage1.search), sweep.start_points("stage1"), sweep, rep,
+        run_phase(Phase.STAGE1, ctx, optuna_space(sweep.stage1.search), sweep.start_points(Phase.STAGE1), sweep, rep,
                   args.epochs, False, None, stop=EpochBudget(args.budget))
         record = {"method": method, "rep": rep, "searcher_seed": rep, "started": started,
                   "wall_s": round(time.perf_counter() - t0, 1)}
         with open(done, "w") as f:
             json.dump(record, f)
-    return {**record, **anytime(layout, args.epochs, sweep.search.objective, sweep.search.mode, record["started"])}
+    return {**record, **anytime(layout, args.epochs, sweep.objective, record["started"])}
 
 
 def confirm_picks(args, root: str, dataset_uri: str, reps: list[dict]) -> dict[str, dict]:
     """Trains every distinct pick and the paper defaults with fresh seeds; config id -> confirmed summary."""
-    from harness.confirm import config_id, rank_confirmed
-    from harness.results import collect_rows
+    from harness.confirm import rank_confirmed
+    from harness.results import collect_rows, config_id
     from harness.trial import PhaseContext
     from harness.tune import confirm_phase
 
     sweep = bench_sweep(args, "confirm", "tpe", "none")
-    defaults = sweep.first_point("stage1")
+    defaults = sweep.first_point(Phase.STAGE1)
     candidates, seen = [defaults], {config_id(defaults)}
     for r in reps:
         if r["pick"] is not None and config_id(r["pick"]) not in seen:
             seen.add(config_id(r["pick"]))
             candidates.append(r["pick"])
     layout = SweepLayout(root, sweep.name)
-    ctx = PhaseContext(sweep=sweep, layout=layout, dataset_uri=dataset_uri, phase="stage1", candidates=tuple(candidates))
-    confirm_phase("stage1", ctx, sweep, False, None)
-    ranked = rank_confirmed(collect_rows(layout, sweep), "stage1", sweep.search.objective, sweep.search.mode,
+    ctx = PhaseContext(sweep=sweep, layout=layout, dataset_uri=dataset_uri, phase=Phase.STAGE1,
+                       candidates=tuple(candidates))
+    confirm_phase(Phase.STAGE1, ctx, sweep, False, None)
+    ranked = rank_confirmed(collect_rows(layout, sweep), Phase.STAGE1, sweep.objective,
                             config_id(defaults))
     return {c.config_id: {"mean": c.summary.mean, "sd": c.summary.sd, "ci": [c.summary.low, c.summary.high],
                           "values": list(c.values), "is_default": c.is_default} for c in ranked}
@@ -186,7 +188,7 @@ def curve_on_grid(points: list[dict], grid: np.ndarray) -> np.ndarray:
 def analyse(args, reps: list[dict], confirmed: dict[str, dict]) -> dict:
     from scipy import stats
 
-    from harness.confirm import config_id
+    from harness.results import config_id
 
     grid = np.arange(1, args.budget + 1)
     methods = [m for m in args.methods if any(r["method"] == m for r in reps)]

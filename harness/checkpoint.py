@@ -4,7 +4,7 @@ A checkpoint is a directory ``<run>/checkpoints/epoch-NNNN/`` (harness/run_layou
     state.pt      G, D, both optimizers and schedulers, RNG states (torch.save; loads with weights_only=True)
     meta.json     epoch, stage, metrics, the full run config, the model architecture, the code version
     COMMITTED     written last: a checkpoint without it (a killed upload) is never loaded
-Retention keeps the last ``keep`` checkpoints plus the best by the stage metric.
+Retention keeps the last ``keep`` checkpoints plus the best by the sweep's objective.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 
 from harness import storage
 from harness.errors import StorageError
+from harness.objective import Objective
 from harness.run_layout import StageLayout, checkpoint_epoch
 
 MARKER = "COMMITTED"
@@ -57,11 +58,6 @@ def write(run: StageLayout, epoch: int, payload: bytes, meta: dict) -> str:
     storage.write_bytes(storage.join(ckpt, "meta.json"), json.dumps(meta, indent=2).encode())
     storage.write_bytes(storage.join(ckpt, MARKER), b"ok\n")
     return ckpt
-
-
-def save(run: StageLayout, epoch: int, state: dict, meta: dict) -> str:
-    """Serializes and writes a checkpoint, blocking until it is complete; returns its URI."""
-    return write(run, epoch, serialize(state), meta)
 
 
 def _copy_tensors(obj):
@@ -150,21 +146,18 @@ def load(ckpt_uri: str, map_location: str | torch.device = "cpu") -> tuple[dict,
     return state, meta
 
 
-def _best_of(checkpoints: list[str], metric: str, mode: str) -> str | None:
-    scored = []
-    for ckpt in checkpoints:
-        value = read_meta(ckpt)["metrics"].get(metric)
-        if value is not None:
-            scored.append((value if mode == "min" else -value, ckpt))
-    return min(scored)[1] if scored else None
+def _best_of(checkpoints: list[str], objective: Objective) -> str | None:
+    scored = [(ckpt, objective.value_of(read_meta(ckpt)["metrics"])) for ckpt in checkpoints]
+    best_scored = objective.best(scored, lambda pair: pair[1])
+    return best_scored[0] if best_scored else None
 
 
-def prune(run: StageLayout, keep: int, metric: str, mode: str) -> None:
-    """Keeps the newest ``keep`` checkpoints and the best by ``metric``; deletes the rest."""
+def prune(run: StageLayout, keep: int, objective: Objective) -> None:
+    """Keeps the newest ``keep`` checkpoints and the best by ``objective``; deletes the rest."""
     done = list_complete(run)
     if len(done) <= keep:
         return
-    keep_set = set(done[-keep:]) | {_best_of(done, metric, mode)}
+    keep_set = set(done[-keep:]) | {_best_of(done, objective)}
     for ckpt in done:
         if ckpt not in keep_set:
             storage.delete(storage.join(ckpt, MARKER))  # first the marker: a half-deleted one is invalid
@@ -180,6 +173,6 @@ def copy(src: str, dst: str) -> None:
         storage.write_bytes(storage.join(dst, name), storage.read_bytes(storage.join(src, name)))
 
 
-def best(run: StageLayout, metric: str, mode: str) -> str | None:
-    """The run's complete checkpoint with the best ``metric`` (None when none has it)."""
-    return _best_of(list_complete(run), metric, mode)
+def best(run: StageLayout, objective: Objective) -> str | None:
+    """The run's complete checkpoint with the best ``objective`` value (None when none has it)."""
+    return _best_of(list_complete(run), objective)

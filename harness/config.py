@@ -9,17 +9,18 @@ Search spaces are parsed and checked by harness/search_space.py.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from harness import hyperparams
 from harness.config_fields import DuplicateKeyError, build, field, load_yaml
 from harness.errors import ConfigError
+from harness.objective import SHAPES_ONLY, Objective
+from harness.phase import STRATEGIES, Phase, Source
 from harness.search_space import parse_search
 from models.config import PROFILES
 
-OBJECTIVES = {"fid": "min", "fidelity": "max", "inception_score": "max"}
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("none", "default", "reduce-overhead")
@@ -195,11 +196,11 @@ class StageSection:
                 if not self.search[name].contains(value):
                     raise ConfigError(f"start_points[{i}].{name}: {value!r} is not {self.search[name].describe()}")
 
-    def budget(self, source: str) -> int:
-        """Epochs a run of this stage trains: ``search`` trials get search_epochs (when set), ``confirm`` runs epochs."""
-        if source not in ("search", "confirm"):
-            raise ValueError(f"source must be search or confirm, got {source!r}")
-        return self.search_epochs if source == "search" and self.search_epochs is not None else self.epochs
+    def budget(self, source: Source) -> int:
+        """Epochs a run of this stage trains: search trials get search_epochs (when set), confirmation runs epochs."""
+        if not isinstance(source, Source):
+            raise TypeError(f"budget: source must be a Source, got {source!r}")
+        return self.search_epochs if source is Source.SEARCH and self.search_epochs is not None else self.epochs
 
     def points(self) -> list[dict[str, Any]]:
         """The defaults, then each start point completed with the defaults: what the search evaluates first."""
@@ -235,12 +236,16 @@ class ConfirmConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
+    RENAMED: ClassVar[dict[str, str]] = {"top_k": "stage2_parents"}  # search.confirm.top_k is the other top_k
     strategy: str = field("staged", str)  # staged: Stage-I sweep, then Stage-II from its top-k
     num_samples: int = field(4, int)  # trials per stage sweep (per strategy, for joint)
     max_concurrent: int | None = field(None, int, optional=True)  # None: derived from resources
+    # The metric searched and ranked (objective.METRICS), and how many of a run's last evaluations its value
+    # averages. The code reads both as one typed Objective: SweepConfig.objective.
     objective: str = field("fid", str)
+    objective_window: int = field(1, int)
     grace_period: int = field(1, int)  # ASHA: epochs before a trial may be stopped
-    top_k: int = field(2, int)  # staged: Stage-I checkpoints each Stage-II sweep starts from
+    stage2_parents: int = field(2, int)  # staged: the top Stage-I checkpoints a Stage-II trial may start from
     seed: int | None = field(None, int, optional=True)  # None: derived from the date, and recorded
     time_budget_s: float | None = field(None, float, optional=True)
     max_failures: int = field(2, int)  # worker-group restarts per training run
@@ -260,24 +265,19 @@ class SearchConfig:
             raise ConfigError(f"reduction_factor: must be >= 2, got {self.reduction_factor}")
         if self.startup_trials < 1:
             raise ConfigError(f"startup_trials: must be >= 1, got {self.startup_trials}")
-        if self.strategy not in ("staged", "joint"):
-            raise ConfigError(f"strategy: {self.strategy!r} is not one of staged, joint")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy: {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
         if self.num_samples < 1:
             raise ConfigError(f"num_samples: must be >= 1, got {self.num_samples}")
         if self.confirm is not None and self.confirm.enabled and self.confirm.top_k > self.num_samples:
             raise ConfigError(f"confirm.top_k: {self.confirm.top_k} configs to confirm, but the search runs "
                               f"only num_samples = {self.num_samples} trials")
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"objective: {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
+        Objective(self.objective, self.objective_window)  # refuses an unknown metric or a window below 1
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ConfigError("max_concurrent: must be >= 1")
-        for name in ("top_k", "grace_period"):
+        for name in ("stage2_parents", "grace_period"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
-
-    @property
-    def mode(self) -> str:
-        return OBJECTIVES[self.objective]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,8 +295,9 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if not self.name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"name: {self.name!r} may hold only letters, digits, '-' and '_'")
-        if self.data.kind != "shapes" and self.search.objective == "fidelity":
-            raise ConfigError("search.objective: caption fidelity needs the shapes judge (data.kind: shapes)")
+        if self.data.kind != "shapes" and self.search.objective in SHAPES_ONLY:
+            raise ConfigError(f"search.objective: {self.search.objective} is computed by the shapes judge only "
+                              f"(data.kind: shapes); real datasets are scored by fid or inception_score")
         if self.data.kind != "shapes" and not self.data.inception_weights:
             raise ConfigError(f"data.inception_weights: {self.data.kind} is scored by FID and IS in an Inception "
                               f"network's space: give its TorchScript file")
@@ -322,26 +323,38 @@ class SweepConfig:
                 raise ConfigError(f"{name}.search: no parameters (give each searched parameter a spec, or a value "
                                   "to fix it)")
 
+    @property
+    def objective(self) -> Objective:
+        """The typed objective (metric, direction, window) every ranking of this sweep uses."""
+        return Objective(self.search.objective, self.search.objective_window)
+
+    def stage(self, stage: int) -> StageSection:
+        """The section of Stage-I (1) or Stage-II (2)."""
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+        return self.stage1 if stage == 1 else self.stage2
+
     def defaults(self, stage: int) -> dict[str, Any]:
         """Each searched parameter's default (the paper's values where the file says so)."""
-        section = self.stage1 if stage == 1 else self.stage2
-        return {name: spec.default for name, spec in section.search.items()}
+        return {name: spec.default for name, spec in self.stage(stage).search.items()}
 
     def screened_stages(self) -> list[tuple[str, int, int]]:
         """(stage, search epochs, epochs) of each stage whose search trials train less than its confirmation runs."""
-        return [(name, section.budget("search"), section.epochs) for name, section in (("Stage-I", self.stage1),
-                ("Stage-II", self.stage2)) if section.budget("search") < section.epochs]
+        return [(name, section.budget(Source.SEARCH), section.epochs) for name, section in (("Stage-I", self.stage1),
+                ("Stage-II", self.stage2)) if section.budget(Source.SEARCH) < section.epochs]
 
-    def first_point(self, phase: str) -> dict[str, Any]:
+    def first_point(self, phase: Phase) -> dict[str, Any]:
         """The point a phase evaluates first, the defaults (the paper's values), as Tune sees it."""
         return self.start_points(phase)[0]
 
-    def start_points(self, phase: str) -> list[dict[str, Any]]:
+    def start_points(self, phase: Phase) -> list[dict[str, Any]]:
         """The points a phase evaluates before its sampler proposes any, as Tune sees them: the defaults,
         then the stages' ``start_points`` (joint pairs the i-th of each stage, prefixing s1./s2.)."""
-        if phase == "stage1":
+        if not isinstance(phase, Phase):
+            raise TypeError(f"start_points: phase must be a Phase, got {phase!r}")
+        if phase is Phase.STAGE1:
             return self.stage1.points()
-        if phase == "stage2":
+        if phase is Phase.STAGE2:
             return [{**p, "stage1_parent": 0} for p in self.stage2.points()]  # from the best Stage-I checkpoint
         s1, s2 = self.stage1.points(), self.stage2.points()
         return [{**{f"s1.{k}": v for k, v in s1[min(i, len(s1) - 1)].items()},

@@ -46,6 +46,10 @@ def _mapping(cls, data: Any, path: str) -> dict:
         raise ConfigError(f"{path or 'sweep'}: expected a mapping, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
+    renamed = getattr(cls, "RENAMED", {})  # old key -> its new name: a sweep file of an earlier version
+    for key in unknown:
+        if key in renamed:
+            raise ConfigError(f"{path + '.' if path else ''}{key}: renamed to {renamed[key]}")
     if unknown:
         raise ConfigError(f"{path + '.' if path else ''}{unknown[0]}: unknown key (allowed: {', '.join(sorted(known))})")
     return data

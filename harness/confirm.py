@@ -7,8 +7,9 @@ defaults are trained again, at the phase's full budget, with the same fresh trai
 (``search.confirm``); this module chooses those candidates and ranks the confirmed configs:
 
 - a seed run's score is its last evaluation (the full budget), a diverged run scores the worst value;
-- a config's score is the mean over its seed runs, with a 95 % Student-t interval (n - 1 degrees of
-  freedom) and the sample standard deviation;
+- a config's score is the mean over its seed runs, with the sample standard deviation and a 95 %
+  Student-t interval (n - 1 degrees of freedom) on the metric's scale: log for a positive metric,
+  logit for a share (SeedSummary says why);
 - "beats the paper defaults beyond noise" is a one-sided Welch's unequal-variance t-test at
   ``ALPHA``: it suits 2-5 seeds, where a bootstrap over so few values is degenerate.
 
@@ -18,34 +19,20 @@ Tune runs the confirmation trials (harness/tune.py confirm_phase); this module i
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
+
+from scipy import stats
+
+from harness.objective import Objective
+from harness.phase import Phase, Source
+from harness.results import config_id, last_by_trial, params_of
 
 ALPHA = 0.05
 TEST_NAME = "one-sided Welch's t-test"
-
-
-def _stats():
-    """scipy.stats on first use: every trial process imports config_id from here, and scipy.stats takes ~1 s to load."""
-    from scipy import stats
-
-    return stats
-
-
-PARAM_PREFIX = "param."  # a results row's columns of the config's searched values
-
-
-def params_of(row: dict) -> dict:
-    """The searched values of a results row (its ``param.*`` columns), by name."""
-    return {k.removeprefix(PARAM_PREFIX): v for k, v in row.items() if k.startswith(PARAM_PREFIX)}
-
-
-def config_id(params: dict) -> str:
-    """A stable short id of a config (its searched values), shared by its search and confirmation runs.
-    Numbers compare as floats: a YAML default of 2 and a sampled 2.0 are the same config."""
-    canonical = {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in params.items()}
-    return hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()[:10]
+INTERVAL_METHODS = {"linear": "Student-t interval of the mean",
+                    "log": "Student-t interval on the log scale (the metric is positive), back-transformed",
+                    "logit": "Student-t interval on the logit scale (the metric is a share in [0, 1]), back-transformed"}
+_EDGE = 1e-6  # logit: a share of exactly 0 or 1 is moved this far inside
 
 
 def confirmation_seeds(search_seed: int, n: int) -> list[int]:
@@ -55,26 +42,52 @@ def confirmation_seeds(search_seed: int, n: int) -> list[int]:
 
 @dataclasses.dataclass(frozen=True)
 class SeedSummary:
-    """Mean, sample sd and the 95 % Student-t interval of the mean over n seed runs."""
+    """Mean and sample sd over n seed runs, and a 95 % Student-t interval (n - 1 degrees of freedom) computed
+    on the metric's own scale (Objective.interval_scale): on the log scale a positive metric's interval stays
+    positive, on the logit scale a share's stays inside [0, 1]. With 2 seeds t is 12.7, so a plain interval
+    of a positive metric would reach below zero."""
 
     n: int
     mean: float
     sd: float
     low: float
     high: float
+    scale: str = "linear"
 
     @classmethod
-    def of(cls, values: list[float]) -> SeedSummary:
+    def of(cls, values: list[float], scale: str = "linear") -> SeedSummary:
+        if scale not in INTERVAL_METHODS:
+            raise ValueError(f"scale must be one of {', '.join(INTERVAL_METHODS)}, got {scale!r}")
         n = len(values)
         mean = sum(values) / n
         if n < 2:
-            return cls(n, mean, float("nan"), mean, mean)
-        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-        half = _stats().t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-        return cls(n, mean, sd, mean - half, mean + half)
+            return cls(n, mean, float("nan"), mean, mean, scale)
+        sd = _sd(values)
+        forward, back = _TRANSFORMS[scale]
+        if scale == "log" and min(values) <= 0:  # no log of a value at or below zero: the plain interval
+            forward, back, scale = _TRANSFORMS["linear"] + ("linear",)
+        t = [forward(v) for v in values]
+        centre = sum(t) / n
+        half = stats.t.ppf(0.975, n - 1) * _sd(t) / math.sqrt(n)
+        return cls(n, mean, sd, back(centre - half), back(centre + half), scale)
 
-    def overlaps(self, other: SeedSummary) -> bool:
-        return self.low <= other.high and other.low <= self.high
+    @property
+    def method(self) -> str:
+        return INTERVAL_METHODS[self.scale]
+
+
+def _sd(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, _EDGE), 1 - _EDGE)
+    return math.log(p / (1 - p))
+
+
+_TRANSFORMS = {"linear": (float, float), "log": (math.log, math.exp),
+               "logit": (_logit, lambda x: 1 / (1 + math.exp(-x)))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +97,7 @@ class Verdict:
     sentence: str
 
 
-def compare_to_defaults(values: list[float], default_values: list[float], mode: str, metric: str) -> Verdict:
+def compare_to_defaults(values: list[float], default_values: list[float], objective: Objective) -> Verdict:
     """Does a config beat the paper defaults beyond seed noise? One-sided Welch's t-test each way."""
     mine, ref = SeedSummary.of(values), SeedSummary.of(default_values)
     if mine.n < 2 or ref.n < 2:
@@ -92,15 +105,13 @@ def compare_to_defaults(values: list[float], default_values: list[float], mode: 
                                          f"(has {mine.n} and {ref.n}).")
     if mine.sd == 0 and ref.sd == 0:
         return Verdict("untested", None, "Not tested: neither this config nor the paper defaults varied across seeds.")
-    lower_is_better = mode == "min"
-    better_alt = "less" if lower_is_better else "greater"
-    worse_alt = "greater" if lower_is_better else "less"
-    stats = _stats()
+    better_alt = "less" if objective.lower_is_better else "greater"
+    worse_alt = "greater" if objective.lower_is_better else "less"
     p_better = float(stats.ttest_ind(values, default_values, equal_var=False, alternative=better_alt).pvalue)
     p_worse = float(stats.ttest_ind(values, default_values, equal_var=False, alternative=worse_alt).pvalue)
     diff = mine.mean - ref.mean
     rel = f" ({diff / ref.mean:+.0%})" if ref.mean else ""
-    means = f"mean {metric} {mine.mean:.4g} against the defaults' {ref.mean:.4g}{rel}"
+    means = f"mean {objective.key} {mine.mean:.4g} against the defaults' {ref.mean:.4g}{rel}"
     if p_better < ALPHA:
         return Verdict("better", p_better, f"Beats the paper defaults beyond seed noise: {means}, "
                                            f"{TEST_NAME} p = {p_better:.3f} < {ALPHA}.")
@@ -125,56 +136,43 @@ class ConfirmedConfig:
     summary: SeedSummary
     verdict: Verdict
 
-    def to_row(self, metric: str) -> dict:
-        """A flat dict for tables and Parquet."""
-        s = self.summary
-        return {"config_id": self.config_id, "is_default": self.is_default, "seeds": list(self.seeds),
-                "trial_ids": list(self.trial_ids), "values": list(self.values), "n_seeds": s.n, "diverged": self.diverged,
-                f"{metric}_mean": s.mean, f"{metric}_sd": s.sd, "ci_low": s.low, "ci_high": s.high,
-                "verdict": self.verdict.outcome, "p_value": self.verdict.p_value, "sentence": self.verdict.sentence,
-                "best_trial": self.best_trial, **{PARAM_PREFIX + k: v for k, v in self.params.items()}}
 
-
-def _final_score(trial_rows: list[dict], final_stage: int, metric: str) -> tuple[float, bool] | None:
-    """A confirmation run's (score, diverged), or None while it has not ended."""
-    last = max(trial_rows, key=lambda r: (r["stage"], r["epoch"]))
+def _final_score(last: dict, final_stage: int, objective: Objective) -> tuple[float, bool] | None:
+    """A confirmation run's (score, diverged) from its last evaluation, or None while it has not ended."""
+    value = objective.value_of(last)
     if last["status"] == "diverged":
-        return float(last[metric]), True
-    if last["stage"] == final_stage and last["status"] == "finished" and last.get(metric) is not None:
-        return float(last[metric]), False
+        return (objective.worst if value is None else value), True
+    if last["stage"] == final_stage and last["status"] == "finished" and value is not None:
+        return value, False
     return None
 
 
-def rank_confirmed(rows: list[dict], phase: str, metric: str, mode: str, default_id: str) -> list[ConfirmedConfig]:
+def rank_confirmed(rows: list[dict], phase: Phase, objective: Objective, default_id: str) -> list[ConfirmedConfig]:
     """The confirmed configs of ``phase``, best mean first (configs with a diverged seed last)."""
-    final_stage = 1 if phase == "stage1" else 2
-    by_trial: dict[str, list[dict]] = {}
-    for r in rows:
-        if r["phase"] == phase and r.get("source") == "confirm":
-            by_trial.setdefault(r["trial_id"], []).append(r)
+    confirm_rows = [r for r in rows if r["phase"] == phase and r["source"] == Source.CONFIRM]
     runs: dict[str, list[tuple[int, str, float, bool]]] = {}
     params: dict[str, dict] = {}
-    for tid, trial_rows in by_trial.items():
-        scored = _final_score(trial_rows, final_stage, metric)
+    for tid, last in last_by_trial(confirm_rows).items():
+        scored = _final_score(last, phase.final_stage, objective)
         if scored is None:
             continue
-        cid = trial_rows[0]["config_id"]
-        runs.setdefault(cid, []).append((int(trial_rows[0]["train_seed"]), tid, *scored))
-        params[cid] = params_of(trial_rows[0])
+        cid = last["config_id"]
+        runs.setdefault(cid, []).append((int(last["train_seed"]), tid, *scored))
+        params[cid] = params_of(last)
     default_values = [v for _, _, v, _ in sorted(runs.get(default_id, []))]
-    sign = 1 if mode == "min" else -1
     out = []
     for cid, seed_runs in runs.items():
         seed_runs.sort()
         values = [v for _, _, v, _ in seed_runs]
-        best = min(seed_runs, key=lambda run: sign * run[2])
+        best = objective.best(seed_runs, lambda run: run[2])
         is_default = cid == default_id
         verdict = (Verdict("reference", None, "The paper defaults: the reference the other configs are tested against.")
-                   if is_default else compare_to_defaults(values, default_values, mode, metric))
+                   if is_default else compare_to_defaults(values, default_values, objective))
         out.append(ConfirmedConfig(cid, params[cid], is_default, tuple(t for _, t, _, _ in seed_runs),
                                    tuple(s for s, _, _, _ in seed_runs), tuple(values),
-                                   sum(1 for *_, d in seed_runs if d), best[1], SeedSummary.of(values), verdict))
-    out.sort(key=lambda c: (c.diverged > 0, sign * c.summary.mean))
+                                   sum(1 for *_, d in seed_runs if d), best[1],
+                                   SeedSummary.of(values, objective.interval_scale), verdict))
+    out.sort(key=lambda c: (c.diverged > 0, objective.sort_key(c.summary.mean)))
     return out
 
 

@@ -4,38 +4,28 @@
                      cost (CPU-/GPU-hours), quality per hour, the regression flag, its report
     trials.parquet   one row per trial per night, with its own cost and quality per hour
     leaderboard.md / leaderboard.html   both tables, the trend plot, a regression banner
-    trend.png        best value per night and the all-time best
+    trend.png        best value per night and the all-time best (pages drawn by harness/report/nightly_board.py)
     best/            the all-time best checkpoint (stage2/ and the stage1/ it refines), best.json
 
-Quality is the objective for objectives to maximise (caption fidelity, Inception Score) and
-1 / objective for FID, so "quality per GPU-hour" is larger when better for every objective.
+Quality is Objective.quality: the objective for objectives to maximise (caption fidelity, Inception Score)
+and 1 / objective for FID and KID, so "quality per GPU-hour" is larger when better for every objective.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
-import math
 
-import matplotlib
+from harness import checkpoint, storage
+from harness.errors import HarnessError
+from harness.objective import Objective
+from harness.report import Report
+from harness.report.nightly_board import render_board
+from harness.results import last_evaluations, read_parquet, write_parquet
+from harness.run_layout import NightlyLayout, SweepLayout
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from harness import checkpoint, storage  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
-from harness.report_markdown import html_page  # noqa: E402
-from harness.results import last_evaluations, read_parquet, write_parquet  # noqa: E402
-from harness.run_layout import NightlyLayout, SweepLayout  # noqa: E402
-
-
-def quality(value: float | None, mode: str) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    if mode == "max":
-        return value
-    return 1.0 / value if value > 0 else None
+# Columns every row of nights.parquet has; a file without them was written by an older harness.
+NIGHT_COLUMNS = ("date", "sweep", "best_value", "best_ci_low", "best_ci_high", "best_seeds", "all_time_best")
 
 
 def per_hour(q: float | None, hours: float) -> float | None:
@@ -54,33 +44,31 @@ class NightBest:
 
     @classmethod
     def of_row(cls, night: dict) -> NightBest:
-        # Nights recorded before confirmation runs existed carry no interval: a point.
-        low, high = night.get("best_ci_low"), night.get("best_ci_high")
-        value = night["best_value"]
-        return cls(value, value if low is None else low, value if high is None else high, night.get("best_seeds") or 1)
+        return cls(night["best_value"], night["best_ci_low"], night["best_ci_high"], night["best_seeds"])
+
+    def overlaps(self, other: NightBest) -> bool:
+        return self.low <= other.high and other.low <= self.high
 
 
-def is_regression(tonight: NightBest, all_time_before: NightBest | None, mode: str, margin: float) -> bool:
+def is_regression(tonight: NightBest, all_time_before: NightBest | None, objective: Objective, margin: float) -> bool:
     """Tonight is clearly worse than the best of all earlier nights: the two 95 % intervals do not
     overlap, and tonight's mean is worse by more than ``margin`` (relative). Overlapping intervals
     are seed noise, not a regression, however far apart the means."""
-    if all_time_before is None:
+    if all_time_before is None or tonight.overlaps(all_time_before):
         return False
-    if tonight.low <= all_time_before.high and all_time_before.low <= tonight.high:
-        return False
-    if mode == "min":
+    if objective.lower_is_better:
         return tonight.value > all_time_before.value * (1 + margin)
     return tonight.value < all_time_before.value * (1 - margin)
 
 
-def tonights_best(report: dict, metric: str) -> tuple[NightBest, str, int]:
+def tonights_best(report: Report, objective: Objective) -> tuple[NightBest, str, int]:
     """(tonight's best, the trial whose checkpoint represents it, its stage): the best confirmed config
     by mean when the sweep ran confirmation runs, else the best search trial as a point."""
-    best = report["ranked"][0]  # rank_trials puts diverged trials last
-    if report["confirmed"]:
-        c = report["confirmed"][0]
+    best = report.ranked[0]  # rank_trials puts diverged trials last
+    if report.confirmed:
+        c = report.confirmed[0]
         return NightBest(c.summary.mean, c.summary.low, c.summary.high, c.summary.n), c.best_trial, best["stage"]
-    value = float(best[metric])
+    value = objective.value_of(best)
     return NightBest(value, value, value, 1), best["trial_id"], best["stage"]
 
 
@@ -105,9 +93,10 @@ class NightOutcome:
 
 
 class Leaderboard:
-    def __init__(self, root: str, sweep_name: str, metric: str, mode: str) -> None:
+    def __init__(self, root: str, sweep_name: str, objective: Objective, beside: tuple[str, ...] = ()) -> None:
+        """``beside``: metrics shown and kept beside the objective (report.markdown.extra_columns)."""
         self.uri = NightlyLayout(root).leaderboard_dir
-        self.sweep_name, self.metric, self.mode = sweep_name, metric, mode
+        self.sweep_name, self.objective, self.beside = sweep_name, objective, tuple(beside)
 
     def _read(self, name: str) -> list[dict]:
         uri = storage.join(self.uri, name)
@@ -118,28 +107,33 @@ class Leaderboard:
 
     def nights(self) -> list[dict]:
         rows = self._read("nights.parquet")
+        missing = [c for c in NIGHT_COLUMNS if rows and c not in rows[0]]
+        if missing:
+            raise HarnessError(f"{storage.join(self.uri, 'nights.parquet')}: no {', '.join(missing)} column (written by "
+                               "an older harness); move it aside to start the leaderboard afresh")
         others = sorted({r["sweep"] for r in rows} - {self.sweep_name})
         if others:
             raise HarnessError(f"{self.uri}: holds the nightly sweep {others[0]!r}, not {self.sweep_name!r}; "
                                "use one storage root per nightly sweep")
         return sorted(rows, key=lambda r: r["date"])
 
-    def record_night(self, date: str, report: dict, night: SweepLayout, wall_seconds: float, seed: int,
+    def record_night(self, date: str, report: Report, night: SweepLayout, wall_seconds: float, seed: int,
                      margin: float, budget_ended: list[str] = ()) -> NightOutcome:
         """Adds (or replaces) tonight's rows, judges regression, promotes a new all-time best, renders."""
-        if not report["ranked"]:
+        if not report.ranked:
             raise HarnessError(f"{night.uri}: the night has no ranked trial")
-        best = report["ranked"][0]
-        tonight, best_trial, final_stage = tonights_best(report, self.metric)
-        costs = trial_costs(report["results"])
+        objective, key = self.objective, self.objective.key
+        best = report.ranked[0]
+        tonight, best_trial, final_stage = tonights_best(report, objective)
+        costs = trial_costs(report.rows)
         trial_rows = []
-        stage1 = report["stage1_ranked"] if best["phase"] == "stage2" else []  # a staged night's Stage-I trials cost too
-        for e in report["ranked"] + stage1:
+        for e in report.ranked + report.stage1_ranked:  # a staged night's Stage-I trials cost too
             c = costs.get(e["trial_id"], {"cpu_hours": 0.0, "gpu_hours": 0.0})
-            q = quality(e.get(self.metric), self.mode)
-            trial_rows.append({"date": date, "sweep": self.sweep_name, "trial_id": e["trial_id"], "phase": e["phase"],
-                               "status": e["final_status"], "epoch": e["epoch"], self.metric: e.get(self.metric),
-                               "fidelity": e.get("fidelity"), "cpu_hours": c["cpu_hours"], "gpu_hours": c["gpu_hours"],
+            q = objective.quality(objective.value_of(e))
+            trial_rows.append({"date": date, "sweep": self.sweep_name, "trial_id": e["trial_id"],
+                               "phase": str(e["phase"]), "status": e["final_status"], "epoch": e["epoch"],
+                               key: objective.value_of(e), **{m: e.get(m) for m in self.beside},
+                               "cpu_hours": c["cpu_hours"], "gpu_hours": c["gpu_hours"],
                                "quality": q, "quality_per_gpu_hour": per_hour(q, c["gpu_hours"]),
                                "quality_per_cpu_hour": per_hour(q, c["cpu_hours"])})
         cpu_h = sum(c["cpu_hours"] for c in costs.values())
@@ -149,49 +143,37 @@ class Leaderboard:
         before = self._best_night([n for n in earlier if n["date"] < date])
         all_time_before = NightBest.of_row(before) if before is not None else None
         value = tonight.value
-        regression = is_regression(tonight, all_time_before, self.mode, margin)
-        all_time = tonight if all_time_before is None or self._better(value, all_time_before.value) else all_time_before
-        ckpt = checkpoint.best(night.trial(best_trial).stage(final_stage), self.metric, self.mode)
-        q = quality(value, self.mode)
-        confirmed = report["confirmed"][0] if report["confirmed"] else None
-        night = {"date": date, "sweep": self.sweep_name, "objective": self.metric, "mode": self.mode,
+        regression = is_regression(tonight, all_time_before, objective, margin)
+        all_time = (tonight if all_time_before is None or objective.better(value, all_time_before.value)
+                    else all_time_before)
+        ckpt = checkpoint.best(night.trial(best_trial).stage(final_stage), objective)
+        q = objective.quality(value)
+        confirmed = report.confirmed[0] if report.confirmed else None
+        night = {"date": date, "sweep": self.sweep_name, "objective": key, "mode": objective.mode,
                  "best_trial": best_trial, "best_value": value, "best_ci_low": tonight.low, "best_ci_high": tonight.high,
                  "best_seeds": tonight.n, "best_config": confirmed.config_id if confirmed else best["config_id"],
                  "best_verdict": confirmed.verdict.sentence if confirmed else None,
-                 "best_fidelity": best.get("fidelity") if confirmed is None else None,
+                 **{f"best_{m}": best.get(m) if confirmed is None else None for m in self.beside},
                  "all_time_best": all_time.value, "all_time_best_ci_low": all_time.low,
                  "all_time_best_ci_high": all_time.high, "regression": regression, "margin": margin,
                  "trials": len(costs), "cpu_hours": cpu_h, "gpu_hours": gpu_h, "wall_hours": wall_seconds / 3600,
                  "quality": q, "quality_per_gpu_hour": per_hour(q, gpu_h), "quality_per_cpu_hour": per_hour(q, cpu_h),
-                 "seed": seed, "report": report["report"], "checkpoint": ckpt,
+                 "seed": seed, "report": report.uri, "checkpoint": ckpt,
                  "ended_by": f"time budget ({', '.join(budget_ended)})" if budget_ended else "completed"}
         nights = sorted(earlier + [night], key=lambda n: n["date"])
         promoted = False
-        if ckpt is not None and value == self._best_value([n["best_value"] for n in nights]):
-            self.promote(ckpt, {"date": date, "trial_id": best_trial, self.metric: value,
+        best_night = self._best_night(nights)
+        if ckpt is not None and best_night is not None and value == best_night["best_value"]:
+            self.promote(ckpt, {"date": date, "trial_id": best_trial, key: value,
                                 "ci": [tonight.low, tonight.high], "seeds": tonight.n})
             promoted = True
         self._write("nights.parquet", nights)
         self._write("trials.parquet", [r for r in self._read("trials.parquet") if r["date"] != date] + trial_rows)
-        self.render(nights, trial_rows, night)
+        render_board(self.uri, self.sweep_name, objective, self.beside, nights, trial_rows, night)
         return NightOutcome(date, regression, all_time.value, value, storage.join(self.uri, "leaderboard.html"), promoted)
 
-    def _better(self, a: float, b: float) -> bool:
-        return a < b if self.mode == "min" else a > b
-
     def _best_night(self, nights: list[dict]) -> dict | None:
-        best = None
-        for n in nights:
-            if n["best_value"] is not None and math.isfinite(n["best_value"]) and (
-                    best is None or self._better(n["best_value"], best["best_value"])):
-                best = n
-        return best
-
-    def _best_value(self, values: list[float]) -> float | None:
-        values = [v for v in values if v is not None and math.isfinite(v)]
-        if not values:
-            return None
-        return min(values) if self.mode == "min" else max(values)
+        return self.objective.best(nights, lambda n: n["best_value"])
 
     def promote(self, ckpt_uri: str, info: dict) -> None:
         """Copies the checkpoint (and the Stage-I checkpoint a Stage-II one refines) to best/.
@@ -210,81 +192,3 @@ class Leaderboard:
         for name, src in sources.items():
             checkpoint.copy(src, storage.join(best_uri, name))
         storage.write_bytes(info_uri, json.dumps({**info, "sources": sources}, indent=2).encode())
-
-    def render(self, nights: list[dict], trial_rows: list[dict], tonight: dict) -> None:
-        trend = self._trend_png(nights)
-        storage.write_bytes(storage.join(self.uri, "trend.png"), trend)
-        md = self._markdown(nights, trial_rows, tonight)
-        storage.write_bytes(storage.join(self.uri, "leaderboard.md"), md.encode())
-        page = html_page(md, {"trend.png": trend}, title=f"Nightly leaderboard: {self.sweep_name}")
-        storage.write_bytes(storage.join(self.uri, "leaderboard.html"), page.encode())
-
-    def _trend_png(self, nights: list[dict]) -> bytes:
-        fig, (ax, ax_cost) = plt.subplots(1, 2, figsize=(11, 3.6))
-        dates = [n["date"] for n in nights]
-        x = range(len(nights))
-        bests = [NightBest.of_row(n) for n in nights]
-        ax.errorbar(x, [b.value for b in bests],
-                    yerr=[[max(0.0, b.value - b.low) for b in bests], [max(0.0, b.high - b.value) for b in bests]],
-                    marker="o", capsize=3, label="best of the night (95 % interval)")
-        ax.step(x, [n["all_time_best"] for n in nights], where="post", linestyle="--", label="all-time best")
-        bad = [i for i, n in enumerate(nights) if n["regression"]]
-        ax.scatter(bad, [nights[i]["best_value"] for i in bad], color="red", zorder=3, s=60, label="regression")
-        ax.set_title(f"{self.metric} per night ({'lower' if self.mode == 'min' else 'higher'} is better)")
-        ax_cost.bar([i - 0.2 for i in x], [n["gpu_hours"] for n in nights], width=0.4, label="GPU-hours")
-        ax_cost.bar([i + 0.2 for i in x], [n["cpu_hours"] for n in nights], width=0.4, label="CPU-hours")
-        ax_cost.set_title("cost per night")
-        for a in (ax, ax_cost):
-            a.set_xticks(list(x), dates, rotation=30, fontsize=7)
-            a.legend(fontsize=7)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-        plt.close(fig)
-        return buf.getvalue()
-
-    def _markdown(self, nights: list[dict], trial_rows: list[dict], tonight: dict) -> str:
-        m = self.metric
-        lines = [f"# Nightly leaderboard: {self.sweep_name}", "",
-                 f"Objective `{m}` ({self.mode}); quality = {m if self.mode == 'max' else '1/' + m}; "
-                 f"regression margin {tonight['margin']:.0%}.", ""]
-        if tonight["regression"]:
-            lines += [f"**REGRESSION on {tonight['date']}**: best {m} {_fmt(tonight['best_value'])} "
-                      f"{_interval(tonight)} is worse than the all-time best {_fmt(tonight['all_time_best'])} "
-                      f"[{_fmt(tonight['all_time_best_ci_low'])}, {_fmt(tonight['all_time_best_ci_high'])}]: the 95 % "
-                      f"intervals do not overlap and the means differ by more than {tonight['margin']:.0%}.", ""]
-        top = next(n for n in nights if n["best_value"] == tonight["all_time_best"]) if nights else tonight
-        lines += [f"**All-time best**: {m} = {_fmt(top['best_value'])} {_interval(top)}, trial `{top['best_trial']}` on "
-                  f"{top['date']}; its checkpoint is promoted to leaderboard/best/.", "",
-                  f"A night's best is its best confirmed config: the mean {m} over its confirmation seeds, with the 95 % "
-                  "interval. A night is flagged as a regression only when its interval and the all-time best's do not "
-                  f"overlap and the means differ by more than the margin.", "", "## Nights", ""]
-        head = ["date", "best trial", m, "95 % interval", "seeds", "all-time best", "regression", "ended by", "trials",
-                "CPU-h", "GPU-h", "quality/GPU-h", "quality/CPU-h", "report"]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for n in reversed(nights):
-            cells = [n["date"], n["best_trial"], _fmt(n["best_value"]), _interval(n), str(n.get("best_seeds") or 1),
-                     _fmt(n["all_time_best"]), "yes" if n["regression"] else "", n.get("ended_by") or "", str(n["trials"]),
-                     _fmt(n["cpu_hours"]), _fmt(n["gpu_hours"]), _fmt(n["quality_per_gpu_hour"]),
-                     _fmt(n["quality_per_cpu_hour"]), n["report"]]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", "## Trend", "", "![trend](trend.png)", "", f"## Trials of {tonight['date']}", ""]
-        head = ["trial", "phase", "status", "epoch", m, "fidelity", "CPU-h", "GPU-h", "quality/GPU-h", "quality/CPU-h"]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for t in trial_rows:
-            cells = [t["trial_id"], t["phase"], t["status"], str(t["epoch"]), _fmt(t[m]), _fmt(t["fidelity"]),
-                     _fmt(t["cpu_hours"]), _fmt(t["gpu_hours"]), _fmt(t["quality_per_gpu_hour"]),
-                     _fmt(t["quality_per_cpu_hour"])]
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines) + "\n"
-
-
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _interval(night: dict) -> str:
-    b = NightBest.of_row(night)
-    return f"[{_fmt(b.low)}, {_fmt(b.high)}]" if b.n > 1 else "(one seed)"
-

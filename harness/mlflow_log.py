@@ -50,12 +50,13 @@ class SweepRun:
         self.parent_id = found[0].info.run_id if found else self.client.create_run(
             self.experiment_id, run_name=sweep.name, tags={SWEEP_TAG: layout.uri}).info.run_id
 
-    def callback(self, phase: str):
-        """Ray Tune's MLflow logger for one phase's Tune run: its trials become children of the sweep."""
+    def callback(self, tune_run: str):
+        """Ray Tune's MLflow logger for one Tune run (a phase's search or its confirmation runs, by its name):
+        its trials become children of the sweep, tagged with that name."""
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
         return MLflowLoggerCallback(tracking_uri=self.uri, experiment_name=self.sweep.name,
-                                    tags={"mlflow.parentRunId": self.parent_id, "harness.phase": phase})
+                                    tags={"mlflow.parentRunId": self.parent_id, "harness.phase": tune_run})
 
     def finish(self, status: str = "FINISHED") -> None:
         """Each child's hyperparameters and final sample grid, the report on the parent; ends the parent."""

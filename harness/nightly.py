@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import time
@@ -30,11 +29,19 @@ if __package__ in (None, ""):  # `python harness/x.py`: see harness/_script_path
     import _script_path  # noqa: F401
 
 from harness import REPO_ROOT, cli, storage  # noqa: E402
-from harness.config import SweepConfig, load_sweep, sweep_from_dict  # noqa: E402
+from harness.config import SweepConfig, load_sweep  # noqa: E402
 from harness.config_fields import replaced  # noqa: E402
 from harness.errors import ConfigError, HarnessError  # noqa: E402
-from harness.preflight import check_inputs  # noqa: E402
+from harness.leaderboard import Leaderboard  # noqa: E402
+from harness.phase import final_phase  # noqa: E402
+from harness.preflight import check_inputs, preflight  # noqa: E402
+from harness.report import build_report  # noqa: E402
+from harness.report.markdown import extra_columns  # noqa: E402
 from harness.run_layout import NightlyLayout  # noqa: E402
+from harness.searcher import derive_seed  # noqa: E402
+from harness.study import StudyStore  # noqa: E402
+from harness.sweep_record import SweepRecord  # noqa: E402
+from harness.tune import run_sweep  # noqa: E402
 
 DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
 
@@ -67,8 +74,6 @@ def night_date(text: str | None) -> str:
 
 def night_sweep(args, date: str) -> SweepConfig:
     """The sweep file with tonight's budget and a date-derived searcher seed."""
-    from harness.searcher import derive_seed
-
     if args.regression_margin < 0:
         raise ConfigError(f"--regression-margin: must be >= 0, got {args.regression_margin}")
     if args.budget_hours is not None and args.budget_hours <= 0:
@@ -92,41 +97,35 @@ def main(argv=None) -> int:
 
 
 def _night_command(args) -> int:
-    from harness.preflight import preflight
-
     t0 = time.perf_counter()
     date = night_date(args.date)
     sweep = night_sweep(args, date)
     preflight(args.storage)
 
-    from harness.leaderboard import Leaderboard
-    from harness.report import build_report
-    from harness.study import StudyStore
-    from harness.tune import run_sweep
-
     nightly = NightlyLayout(args.storage)
     night_root, night = nightly.night_root(date), nightly.night(date, sweep.name)
-    board = Leaderboard(args.storage, sweep.name, sweep.search.objective, sweep.search.mode)
+    board = Leaderboard(args.storage, sweep.name, sweep.objective, extra_columns(sweep))
     study = StudyStore(args.study or nightly.study_journal(sweep.name))
     board.nights()  # refuses a root that holds another nightly sweep before any trial runs
     if args.report_only:
         record_uri = night.record
         if not storage.exists(record_uri):
             raise HarnessError(f"{record_uri}: not found (no night {date} to report)")
-        record = json.loads(storage.read_bytes(record_uri))
-        sweep = sweep_from_dict(record["sweep"])
-        final_phase = "stage2" if sweep.search.strategy == "staged" else "joint"
-        report = build_report(night, sweep, record, study.trials(study.study_name(sweep.name, final_phase)))
+        record = SweepRecord.load(record_uri)
+        sweep = record.sweep
+        final = final_phase(sweep.search.strategy)
+        report = build_report(night, sweep, record, study.trials(study.study_name(sweep.name, final)))
     else:
         cli.start_ray()
         print(f"night {date}: {sweep.name} under {night_root}, study {study.location}", flush=True)
         record, report = run_sweep(sweep, night_root, resume=True, dataset_root=args.storage, study=study)
-    outcome = board.record_night(date, report, night, record.get("wall_seconds", time.perf_counter() - t0),
-                                 record["seed"], args.regression_margin, record.get("budget_ended", []))
-    metric = sweep.search.objective
+    wall_seconds = record.wall_seconds if record.wall_seconds is not None else time.perf_counter() - t0
+    outcome = board.record_night(date, report, night, wall_seconds, record.seed, args.regression_margin,
+                                 record.budget_ended)
+    metric = sweep.objective.key
     print(f"night {date}: best {metric} {outcome.best_value:.4g}, all-time best {outcome.all_time_best:.4g}"
           f"{' (new, promoted to leaderboard/best/)' if outcome.promoted else ''}")
-    print(f"night report: {report['report']}")
+    print(f"night report: {report.uri}")
     print(f"leaderboard: {outcome.leaderboard_uri}")
     if outcome.regression:
         print(f"REGRESSION: tonight's best {metric} {outcome.best_value:.4g} is worse than the all-time best "

@@ -12,6 +12,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from harness import ray_compat
 from harness.config import ResourcesConfig
+from harness.objective import Objective
 from harness.search_space import ParamSpec
 
 
@@ -130,7 +131,7 @@ def make_scheduler(name: str, max_epochs: int, grace_period: int, reduction_fact
     raise ValueError(f"unknown scheduler {name!r}")
 
 
-def make_searcher(space: dict, start_points: list[dict], metric: str, mode: str, seed: int, final_stage: int = 2,
+def make_searcher(space: dict, start_points: list[dict], objective: Objective, seed: int, final_stage: int = 2,
                   study_name: str | None = None, storage=None, sampler: str = "tpe",
                   startup_trials: int = 10) -> OptunaSearch:
     """Optuna's ``sampler`` (multivariate TPE by default), seeded; ``start_points`` (the paper's defaults,
@@ -140,7 +141,7 @@ def make_searcher(space: dict, start_points: list[dict], metric: str, mode: str,
     kwargs = {}
     if study_name is not None:
         kwargs.update(study_name=study_name, storage=storage)
-    return BudgetAwareOptunaSearch(space=space, metric=metric, mode=mode,
+    return BudgetAwareOptunaSearch(space=space, metric=objective.key, mode=objective.mode,
                                    points_to_evaluate=list(start_points) or None,
                                    sampler=make_sampler(sampler, seed, startup_trials), final_stage=final_stage,
                                    **kwargs)

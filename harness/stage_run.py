@@ -12,6 +12,7 @@ from harness.config import DataConfig, SweepConfig, TrainSettings
 from harness.errors import ConfigError
 from harness.hyperparams import Hyperparams
 from harness.loop import LoopSpec
+from harness.objective import Objective
 from harness.run_layout import StageLayout
 
 
@@ -22,7 +23,7 @@ class StageRunConfig:
     dataset_uri: str
     data: DataConfig
     epochs: int
-    metric: str = "fid"  # the sweep's objective: which checkpoint is "best"
+    objective: Objective = Objective()  # the sweep's objective: what the run reports and which checkpoint is "best"
     stage1_checkpoint: str | None = None  # Stage-II: the frozen Stage-I generator's checkpoint URI
 
     def __post_init__(self) -> None:
@@ -44,7 +45,7 @@ class StageRunConfig:
                    stage1_checkpoint: str | None = None, train: TrainSettings | None = None) -> StageRunConfig:
         """``train`` replaces the sweep's training settings (a confirmation run's own seed)."""
         return cls(spec=LoopSpec.from_sweep(sweep, hparams, train), layout=layout, dataset_uri=dataset_uri,
-                   data=sweep.data, epochs=epochs, metric=sweep.search.objective, stage1_checkpoint=stage1_checkpoint)
+                   data=sweep.data, epochs=epochs, objective=sweep.objective, stage1_checkpoint=stage1_checkpoint)
 
     def to_dict(self) -> dict:
         """JSON-ready, for a checkpoint's meta.json."""

@@ -23,6 +23,7 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 
 from harness import storage
+from harness.phase import Phase
 
 DATABASE_SCHEMES = ("sqlite:", "postgresql", "mysql")
 
@@ -70,7 +71,7 @@ class StudyStore:
         self.is_database = location.startswith(DATABASE_SCHEMES)
         self._storage = None
 
-    def study_name(self, sweep_name: str, phase: str) -> str:
+    def study_name(self, sweep_name: str, phase: Phase) -> str:
         return f"{sweep_name}-{phase}"
 
     def storage(self) -> optuna.storages.BaseStorage:

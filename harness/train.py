@@ -95,7 +95,7 @@ def _train(args, sweep, resources, layout: SweepLayout, dataset_uri: str) -> int
         run = StageRunConfig.from_sweep(sweep, layout.train_run(1), dataset_uri, args.epochs_stage1 or sweep.stage1.epochs,
                                         from_sampled(1, sweep.defaults(1)))
         summary["stage1"] = fit_stage(run, resources, sweep.search.max_failures)
-        stage1_ckpt = best(run.layout, sweep.search.objective, sweep.search.mode)
+        stage1_ckpt = best(run.layout, sweep.objective)
         if stage1_ckpt is None:
             print(f"error: Stage-I produced no checkpoint ({summary['stage1'].get('status')})", file=sys.stderr)
             print(json.dumps(summary, indent=2, default=str))

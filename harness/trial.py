@@ -16,9 +16,10 @@ from ray import tune
 from harness import storage
 from harness.checkpoint import best
 from harness.config import SweepConfig
-from harness.confirm import config_id
 from harness.fit import fit_stage
 from harness.hyperparams import from_sampled
+from harness.phase import Phase, Source
+from harness.results import config_id
 from harness.run_layout import SweepLayout
 from harness.stage_run import StageRunConfig
 
@@ -30,7 +31,7 @@ class PhaseContext:
     sweep: SweepConfig
     layout: SweepLayout
     dataset_uri: str
-    phase: str  # stage1 | stage2 | joint
+    phase: Phase
     stage1_parents: tuple[str, ...] = ()  # stage2: the top-k Stage-I checkpoint URIs
     # A confirmation run of the phase when set: the trial's config is {candidate: index, train_seed: seed}
     # and trains candidates[index] (a search config's values) with that training seed.
@@ -40,11 +41,10 @@ class PhaseContext:
 def stage_trial(config: dict, ctx: PhaseContext) -> None:
     trial_id = tune.get_context().get_trial_id()
     sweep = ctx.sweep
-    mode = sweep.search.mode
     if ctx.candidates:  # a confirmation run: a chosen config, trained again with a fresh seed
-        source, config, train_seed = "confirm", dict(ctx.candidates[int(config["candidate"])]), int(config["train_seed"])
+        source, config, train_seed = Source.CONFIRM, dict(ctx.candidates[int(config["candidate"])]), int(config["train_seed"])
     else:
-        source, train_seed = "search", sweep.train.seed
+        source, train_seed = Source.SEARCH, sweep.train.seed
     trial = ctx.layout.trial(trial_id)
     info = {"trial_id": trial_id, "phase": ctx.phase, "params": config, "source": source, "train_seed": train_seed,
             "config_id": config_id(config)}
@@ -57,14 +57,14 @@ def stage_trial(config: dict, ctx: PhaseContext) -> None:
         fit_stage(run, sweep.resources, sweep.search.max_failures, in_tune=True)
 
     epochs1, epochs2 = sweep.stage1.budget(source), sweep.stage2.budget(source)
-    if ctx.phase == "stage1":
+    if ctx.phase is Phase.STAGE1:
         fit(1, "", epochs1, None)
-    elif ctx.phase == "stage2":
+    elif ctx.phase is Phase.STAGE2:
         rank = min(int(config["stage1_parent"]), len(ctx.stage1_parents) - 1)  # fewer survivors than top_k
         fit(2, "", epochs2, ctx.stage1_parents[rank])
     else:
         fit(1, "s1.", epochs1, None)
-        parent = best(trial.stage(1), sweep.search.objective, mode)
+        parent = best(trial.stage(1), sweep.objective)
         if parent is None:  # Stage-I diverged: its worst-case result is already reported
             return
         fit(2, "s2.", epochs2, parent)

@@ -19,8 +19,9 @@ import torch
 import torch.distributed as dist
 
 from harness import checkpoint, storage
-from harness.config import OBJECTIVES, ResourcesConfig
+from harness.config import ResourcesConfig
 from harness.data.dataset import open_train_data
+from harness.errors import ConfigError
 from harness.evaluate import (
     chance_fidelity,
     inception_metrics,
@@ -37,7 +38,6 @@ from harness.sync_batchnorm import convert_sync_batchnorm
 from models import Stage1Config, Stage1Generator
 from models.config import get_profile
 
-WORST = {"fid": 1e6, "fidelity": 0.0, "inception_score": 0.0}
 GRID_SAMPLES = 32
 
 
@@ -167,13 +167,14 @@ def train_fn_per_worker(config: dict) -> None:
         distribute(loop, device, run.train.sync_batchnorm)
     loop.compile(run.train.compile)
 
-    start_epoch, resumed_from = 0, None
+    start_epoch, resumed_from, history = 0, None, []
     latest = checkpoint.latest(run.layout)
     if latest is not None:
         state, meta = checkpoint.load(latest, map_location=device)
         loop.load_state_dict(state)
         start_epoch = meta["epoch"]  # checkpoints record completed epochs
         resumed_from = meta["metrics"]  # the time spent up to that checkpoint is charged again in the totals
+        history = _objective_history(meta, run, latest)
     if start_epoch >= run.epochs:
         # Restored after it had finished (e.g. the sweep driver died first): report the final
         # result again so Tune records it, without training anything.
@@ -183,7 +184,7 @@ def train_fn_per_worker(config: dict) -> None:
     evaluator = None
     if rank == 0:
         with torch.random.fork_rng(devices=[]):  # building/loading the judge must not shift training's RNG
-            evaluator = _Evaluator(run, data, loop)
+            evaluator = _Evaluator(run, data, loop, history)
     batch_size = run.train.batch_size
     steps = data.steps_per_epoch(batch_size)
     if steps == 0:
@@ -198,8 +199,9 @@ def train_fn_per_worker(config: dict) -> None:
                 raise _share_exceeded(resources.gpus_per_worker, device) from exc
             raise
         if reason is not None:
+            objective = run.objective
             diverged = {"status": "diverged", "reason": reason, "epoch": epoch + 1, "stage": run.stage,
-                        run.metric: WORST[run.metric]}
+                        objective.metric: objective.worst, objective.key: objective.worst}
             if evaluator is not None:
                 evaluator.close()  # earlier checkpoints finish uploading: the best of them stays usable
                 write_metrics(run.layout, epoch + 1, diverged)
@@ -246,8 +248,9 @@ class _Evaluator:
     """Rank 0: metrics on the fixed caption set, the sample grid, TensorBoard events, the checkpoint and
     its retention."""
 
-    def __init__(self, run: StageRunConfig, data, loop: StageLoop) -> None:
+    def __init__(self, run: StageRunConfig, data, loop: StageLoop, history: list[float]) -> None:
         self.run, self.loop = run, loop
+        self.history = list(history)  # the objective's metric at each of the run's evaluations so far
         self.writer = checkpoint.AsyncCheckpointWriter()
         self.eval_set = data.eval_set(run.data.eval_samples, loop.image_size)
         self.judge = self.inception = None
@@ -261,7 +264,8 @@ class _Evaluator:
         n = min(GRID_SAMPLES, len(self.eval_set.captions))
         if not storage.exists(run.layout.real_grid):  # the same captions' real images, once per run
             storage.write_bytes(run.layout.real_grid, sample_grid(self.eval_set.real_images_B3HW[:n], self.eval_set.captions[:n]))
-        shown = [run.metric] + (["fidelity"] if self.judge is not None and run.metric != "fidelity" else [])
+        objective = run.objective
+        shown = list(dict.fromkeys([objective.metric, objective.key] + (["fidelity"] if self.judge is not None else [])))
         self.events = RunEvents(run.layout, {**dataclasses.asdict(run.spec.hparams), "stage": run.stage,
                                              "train_seed": run.train.seed}, shown)
 
@@ -280,6 +284,10 @@ class _Evaluator:
             metrics = inception_metrics(self.inception, fake, ev.real_images_B3HW)
         else:
             metrics = {}
+        objective = run.objective
+        if objective.metric in metrics:  # the windowed mean the sweep ranks by, beside the raw metric
+            self.history.append(float(metrics[objective.metric]))
+            metrics[objective.key] = objective.smoothed(self.history)
         grid_uri = run.layout.sample_grid(epoch)
         n = min(GRID_SAMPLES, len(fake))
         grid = sample_grid(fake[:n], ev.captions[:n], None if attention is None else attention[:n])
@@ -291,17 +299,28 @@ class _Evaluator:
         meta = {
             "stage": run.stage,
             "metrics": all_metrics,
+            "objective_history": list(self.history),  # a resumed run's window continues from these
             "config": run.to_dict(),
             "architecture": {"stage1": dataclasses.asdict(self.loop.profile.stage1),
                              "stage2": dataclasses.asdict(self.loop.profile.stage2)},
         }
         # Uploaded in the background (the loop waits only for serialization); retention runs after it.
         ckpt = self.writer.submit(run.layout, epoch, self.loop.state_dict(), meta, after=lambda: checkpoint.prune(
-            run.layout, run.train.keep_checkpoints, run.metric, OBJECTIVES[run.metric]))
+            run.layout, run.train.keep_checkpoints, objective))
         if train_metrics["status"] == "finished":
             self.writer.wait()  # "finished" promises a complete checkpoint: Stage-II or a resume may read it now
         write_metrics(run.layout, epoch, {**all_metrics, "checkpoint_path": ckpt})
         return {**metrics, "sample_grid": grid_uri, "checkpoint_path": ckpt}
+
+
+def _objective_history(meta: dict, run: StageRunConfig, ckpt_uri: str) -> list[float]:
+    """The objective's metric at each evaluation up to a checkpoint: where a resumed run's window goes on."""
+    if "objective_history" in meta:
+        return [float(v) for v in meta["objective_history"]]
+    if run.objective.window > 1:
+        raise ConfigError(f"{ckpt_uri}: written before search.objective_window existed (no objective history); "
+                          f"resume it with objective_window: 1, or start the sweep again")
+    return []
 
 
 def write_metrics(run: StageLayout, epoch: int, metrics: dict) -> None:

@@ -9,6 +9,7 @@ import torch
 
 from harness import checkpoint, storage
 from harness.errors import StorageError
+from harness.objective import Objective
 from harness.run_layout import stage_run
 
 
@@ -40,10 +41,10 @@ def test_retention_keeps_last_k_and_the_best(tmp_path):
     run = stage_run(str(tmp_path / "run"))
     for epoch, fid in enumerate([5.0, 1.0, 4.0, 3.0, 6.0], start=1):
         checkpoint.save(run, epoch, _state(epoch), {"stage": 1, "metrics": {"fid": fid}})
-        checkpoint.prune(run, keep=2, metric="fid", mode="min")
+        checkpoint.prune(run, keep=2, objective=Objective("fid"))
     names = [c.rsplit("/", 1)[-1] for c in checkpoint.list_complete(run)]
     assert names == ["epoch-0002", "epoch-0004", "epoch-0005"]
-    assert checkpoint.best(run, "fid", "min").endswith("epoch-0002")
+    assert checkpoint.best(run, Objective("fid")).endswith("epoch-0002")
 
 
 def test_round_trip_on_the_s3_endpoint(s3):

@@ -13,6 +13,7 @@ import pytest
 
 from harness.errors import ConfigError
 from harness.hyperparams import Stage1Hyperparams, Stage2Hyperparams, kind, names, paper_defaults
+from harness.phase import Phase, Source
 from tests.conftest import ROOT, write_sweep
 
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"
@@ -228,10 +229,10 @@ def test_start_points_follow_the_defaults_and_take_the_defaults_for_what_they_le
 
     sweep = load_sweep(_sweep_file(tmp_path, **{"stage1.start_points": [{"lr_g": 1e-3, "kl_weight": 0.5}]}))
     defaults = sweep.defaults(1)
-    assert sweep.start_points("stage1") == [defaults, {**defaults, "lr_g": 1e-3, "kl_weight": 0.5}]
-    assert sweep.first_point("stage1") == defaults  # the paper's values stay the reference point
+    assert sweep.start_points(Phase.STAGE1) == [defaults, {**defaults, "lr_g": 1e-3, "kl_weight": 0.5}]
+    assert sweep.first_point(Phase.STAGE1) == defaults  # the paper's values stay the reference point
     # Joint trials pair the i-th point of each stage; a stage with fewer points repeats its last (the defaults).
-    joint = sweep.start_points("joint")
+    joint = sweep.start_points(Phase.JOINT)
     assert [p["s1.lr_g"] for p in joint] == [defaults["lr_g"], 1e-3]
     assert joint[1]["s2.lr_g"] == sweep.defaults(2)["lr_g"]
 
@@ -240,6 +241,6 @@ def test_search_trials_train_search_epochs_and_confirmation_runs_the_full_budget
     from harness.config import sweep_from_dict
 
     sweep = sweep_from_dict({"stage1": {"epochs": 16, "search_epochs": 8}, "stage2": {"epochs": 2}})
-    assert (sweep.stage1.budget("search"), sweep.stage1.budget("confirm")) == (8, 16)
-    assert (sweep.stage2.budget("search"), sweep.stage2.budget("confirm")) == (2, 2)  # unset: the full budget
+    assert (sweep.stage1.budget(Source.SEARCH), sweep.stage1.budget(Source.CONFIRM)) == (8, 16)
+    assert (sweep.stage2.budget(Source.SEARCH), sweep.stage2.budget(Source.CONFIRM)) == (2, 2)  # unset: the full budget
     assert sweep.screened_stages() == [("Stage-I", 8, 16)]

@@ -9,11 +9,15 @@ import pytest
 from harness.confirm import (
     SeedSummary,
     compare_to_defaults,
-    config_id,
     confirmation_candidates,
     confirmation_seeds,
     rank_confirmed,
 )
+from harness.objective import Objective
+from harness.phase import Phase, Source
+from harness.results import config_id
+
+FID, FIDELITY = Objective("fid"), Objective("fidelity")
 
 
 def test_seed_summary_is_the_mean_sample_sd_and_students_t_interval():
@@ -25,26 +29,45 @@ def test_seed_summary_is_the_mean_sample_sd_and_students_t_interval():
     assert two.high - two.mean == pytest.approx(25.412, abs=1e-3)
     one = SeedSummary.of([5.0])
     assert one.low == one.high == 5.0 and math.isnan(one.sd)
-    assert s.overlaps(SeedSummary.of([4.0, 4.4, 4.2])) and not SeedSummary.of([9.0, 9.1]).overlaps(s)
+
+
+def test_a_positive_metrics_interval_stays_positive_and_a_shares_stays_inside_0_1():
+    # Two seeds of FID, 10 and 40: the plain interval is 25 +- 12.706 * 21.21 / 1.414 = 25 +- 190.6, below zero.
+    assert SeedSummary.of([10.0, 40.0]).low == pytest.approx(25.0 - 190.59, abs=0.01)
+    # On the log scale: logs 2.3026 and 3.6889, mean 2.9957 (ln 20), sd 0.9803, half 12.706 * 0.9803 / 1.414 = 8.807;
+    # exp(2.9957 -+ 8.807) = 0.002993 and 133653. The mean and sd stay those of the values.
+    log = SeedSummary.of([10.0, 40.0], "log")
+    assert log.mean == 25.0 and log.sd == pytest.approx(21.213, abs=1e-3) and log.scale == "log"
+    assert log.low == pytest.approx(0.0029928, rel=1e-4) and log.high == pytest.approx(133653.0, rel=1e-4)
+    # Fidelity 0.5 and 0.9 on the logit scale: logits 0 and 2.1972, half 13.959: sigmoid(1.0986 -+ 13.959).
+    share = SeedSummary.of([0.5, 0.9], "logit")
+    assert share.low == pytest.approx(2.5985e-6, rel=1e-3) and share.high == pytest.approx(0.99999971, abs=1e-8)
+    assert 0 < share.low < share.high < 1 and "logit" in share.method
+    # A diverged run scores 0 fidelity: the logit scale moves it inside [0, 1]; a log interval of a value at 0 is
+    # the plain one.
+    assert 0 < SeedSummary.of([0.0, 0.8], "logit").low
+    assert SeedSummary.of([0.0, 5.0], "log").scale == "linear"
+    assert FID.interval_scale == "log" and FIDELITY.interval_scale == "logit" and Objective("kid").interval_scale == "linear"
 
 
 def test_verdict_says_better_worse_or_within_noise_with_welchs_test():
     defaults = [1311.0, 1217.0, 1405.0]
-    better = compare_to_defaults([900.0, 910.0, 905.0], defaults, "min", "fid")
+    better = compare_to_defaults([900.0, 910.0, 905.0], defaults, FID)
     assert better.outcome == "better" and better.p_value < 0.05
     assert better.sentence.startswith("Beats the paper defaults beyond seed noise") and "Welch" in better.sentence
-    worse = compare_to_defaults([1900.0, 1950.0, 1920.0], defaults, "min", "fid")
+    worse = compare_to_defaults([1900.0, 1950.0, 1920.0], defaults, FID)
     assert worse.outcome == "worse" and worse.sentence.startswith("Worse than the paper defaults")
     # The measurement: the demo winner 1190 +- 126 against the defaults 1311 +- 94, 3 seeds each.
-    noise = compare_to_defaults([1064.0, 1190.0, 1316.0], defaults, "min", "fid")
+    noise = compare_to_defaults([1064.0, 1190.0, 1316.0], defaults, FID)
     assert noise.outcome == "within_noise" and noise.p_value > 0.05
     assert noise.sentence.startswith("Not distinguishable from the paper defaults")
     # Higher is better for fidelity: the direction flips.
-    assert compare_to_defaults([0.9, 0.92, 0.91], [0.5, 0.52, 0.51], "max", "fidelity").outcome == "better"
-    assert compare_to_defaults([0.9], [0.5, 0.6], "max", "fidelity").outcome == "untested"
+    assert compare_to_defaults([0.9, 0.92, 0.91], [0.5, 0.52, 0.51], FIDELITY).outcome == "better"
+    assert compare_to_defaults([0.9], [0.5, 0.6], FIDELITY).outcome == "untested"
 
 
-def _rows(trial_id, cid, seed, values, phase="stage1", stage=1, source="confirm", status="finished", params=None):
+def _rows(trial_id, cid, seed, values, phase=Phase.STAGE1, stage=1, source=Source.CONFIRM, status="finished",
+          params=None):
     out = []
     for epoch, v in enumerate(values, 1):
         last = epoch == len(values)
@@ -59,15 +82,15 @@ def test_rank_confirmed_scores_each_run_by_its_last_evaluation_and_ranks_by_mean
             + _rows("a1", "aaa", 1, [100.0, 300.0]) + _rows("a2", "aaa", 2, [900.0, 320.0])
             + _rows("b1", "bbb", 1, [900.0, 1e6], status="diverged") + _rows("b2", "bbb", 2, [100.0, 200.0])
             + _rows("c1", "ccc", 1, [100.0])  # still running (no finished evaluation): not scored
-            + _rows("s1", "aaa", 0, [50.0], source="search"))  # search rows never enter the confirmed ranking
+            + _rows("s1", "aaa", 0, [50.0], source=Source.SEARCH))  # search rows never enter the confirmed ranking
     rows[-2]["status"] = "running"
-    ranked = rank_confirmed(rows, "stage1", "fid", "min", "dflt")
+    ranked = rank_confirmed(rows, Phase.STAGE1, FID, "dflt")
     assert [c.config_id for c in ranked] == ["aaa", "dflt", "bbb"]  # a config with a diverged seed ranks last
     a = ranked[0]
     assert a.values == (300.0, 320.0) and a.seeds == (1, 2) and a.summary.mean == 310.0 and a.best_trial == "a1"
     assert ranked[1].is_default and ranked[1].verdict.outcome == "reference"
     assert ranked[2].diverged == 1 and ranked[2].values == (1e6, 200.0)
-    assert a.to_row("fid")["fid_mean"] == 310.0 and a.to_row("fid")["param.lr"] == 1e-4
+    assert a.params == {"lr": 1e-4} and a.summary.scale == "log" and a.summary.low > 0
 
 
 def test_candidates_are_the_defaults_then_the_best_distinct_non_diverged_search_configs():

@@ -12,7 +12,8 @@ import pytest
 
 from harness import checkpoint, cli, nightly, storage
 from harness.config import load_sweep
-from harness.leaderboard import NightBest, is_regression, quality, trial_costs
+from harness.leaderboard import NightBest, is_regression, trial_costs
+from harness.objective import Objective
 from harness.results import read_parquet
 from harness.searcher import make_searcher
 from harness.study import StudyStore
@@ -20,6 +21,7 @@ from models import Stage1Config, Stage1Generator, Stage2Config, Stage2Generator
 from tests.conftest import ROOT, search_trial_ends, write_sweep
 
 SMOKE = str(ROOT / "search_spaces" / "smoke.yaml")
+FID, FIDELITY = Objective("fid"), Objective("fidelity")
 SMOKE_DEFAULTS = load_sweep(str(ROOT / "search_spaces" / "smoke.yaml")).defaults(1)
 
 
@@ -29,29 +31,30 @@ def _point(v: float) -> NightBest:
 
 def test_regression_is_relative_to_the_best_of_earlier_nights():
     # Nights without confirmation runs are points: only the margin separates them.
-    assert not is_regression(_point(105.0), _point(100.0), "min", 0.10)
-    assert is_regression(_point(111.0), _point(100.0), "min", 0.10)
-    assert is_regression(_point(0.44), _point(0.5), "max", 0.10) and not is_regression(_point(0.46), _point(0.5), "max", 0.10)
-    assert not is_regression(_point(1e9), None, "min", 0.0)  # the first night has nothing to regress from
+    assert not is_regression(_point(105.0), _point(100.0), FID, 0.10)
+    assert is_regression(_point(111.0), _point(100.0), FID, 0.10)
+    assert is_regression(_point(0.44), _point(0.5), FIDELITY, 0.10)
+    assert not is_regression(_point(0.46), _point(0.5), FIDELITY, 0.10)
+    assert not is_regression(_point(1e9), None, FID, 0.0)  # the first night has nothing to regress from
 
 
 def test_no_alarm_while_tonights_interval_overlaps_the_all_time_best():
     all_time = NightBest(1190.0, 877.0, 1503.0, 3)  # the demo winner's 3 seeds (docs/RANKING.md)
     tonight = NightBest(1450.0, 1300.0, 1600.0, 3)  # 22 % worse in the mean, but inside the noise
-    assert not is_regression(tonight, all_time, "min", 0.10)
-    assert not is_regression(NightBest(0.40, 0.30, 0.52, 3), NightBest(0.60, 0.50, 0.70, 3), "max", 0.10)
+    assert not is_regression(tonight, all_time, FID, 0.10)
+    assert not is_regression(NightBest(0.40, 0.30, 0.52, 3), NightBest(0.60, 0.50, 0.70, 3), FIDELITY, 0.10)
 
 
 def test_alarm_when_tonight_is_clearly_worse():
     all_time = NightBest(1190.0, 1100.0, 1280.0, 3)
-    assert is_regression(NightBest(1600.0, 1450.0, 1750.0, 3), all_time, "min", 0.10)
-    assert is_regression(NightBest(0.30, 0.25, 0.35, 3), NightBest(0.60, 0.50, 0.70, 3), "max", 0.10)
+    assert is_regression(NightBest(1600.0, 1450.0, 1750.0, 3), all_time, FID, 0.10)
+    assert is_regression(NightBest(0.30, 0.25, 0.35, 3), NightBest(0.60, 0.50, 0.70, 3), FIDELITY, 0.10)
     # Clearly apart but closer than the margin: not an alarm.
-    assert not is_regression(NightBest(1300.0, 1290.0, 1310.0, 3), NightBest(1250.0, 1240.0, 1260.0, 3), "min", 0.10)
-    # A night recorded before confirmation runs (no interval columns) reads as a point.
-    assert NightBest.of_row({"best_value": 5.0}) == _point(5.0)
-    assert quality(200.0, "min") == pytest.approx(0.005) and quality(0.7, "max") == 0.7
-    assert quality(float("nan"), "min") is None
+    assert not is_regression(NightBest(1300.0, 1290.0, 1310.0, 3), NightBest(1250.0, 1240.0, 1260.0, 3), FID, 0.10)
+    assert NightBest.of_row({"best_value": 5.0, "best_ci_low": 4.0, "best_ci_high": 6.0, "best_seeds": 2}) == NightBest(
+        5.0, 4.0, 6.0, 2)
+    assert FID.quality(200.0) == pytest.approx(0.005) and FIDELITY.quality(0.7) == 0.7
+    assert FID.quality(float("nan")) is None
 
 
 def test_trial_cost_sums_the_last_evaluation_of_each_stage():
@@ -65,7 +68,7 @@ def test_trial_cost_sums_the_last_evaluation_of_each_stage():
 def _searcher(tmp_path, name="s"):
     store = StudyStore(str(tmp_path / "study.journal"))
     space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    return store, make_searcher(space, [], "fid", "min", seed=1, final_stage=1, study_name=name, storage=store.storage())
+    return store, make_searcher(space, [], Objective("fid"), seed=1, final_stage=1, study_name=name, storage=store.storage())
 
 
 def test_an_early_stopped_trial_reaches_optuna_as_pruned_not_complete(tmp_path):
@@ -97,7 +100,7 @@ def test_an_s3_journal_is_home_after_every_trial_and_follows_a_restored_searcher
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "pod1") + "/")
     (tmp_path / "pod1").mkdir()
     store = StudyStore(uri)
-    searcher = make_searcher(space, [], "fid", "min", seed=1, final_stage=1, study_name="s", storage=store.storage())
+    searcher = make_searcher(space, [], Objective("fid"), seed=1, final_stage=1, study_name="s", storage=store.storage())
     searcher.suggest("done")
     searcher.suggest("running")  # the pod dies while this one trains
     searcher.on_trial_complete("done", {"fid": 40.0, "status": "finished", "stage": 1, "training_iteration": 1})

@@ -8,6 +8,7 @@ import pytest
 import ray
 
 from harness import ray_compat
+from harness.objective import Objective
 from harness.searcher import make_searcher
 
 
@@ -53,14 +54,14 @@ def test_tunes_propagated_env_var_list_exists_and_can_be_trimmed(monkeypatch):
 @pytest.mark.parametrize("attribute", ["_ot_study", "_ot_trials", "_completed_trials"])
 def test_optuna_search_keeps_the_attributes_the_pruned_tell_uses(attribute):
     space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    searcher = make_searcher(space, [], "fid", "min", seed=0, final_stage=1)
+    searcher = make_searcher(space, [], Objective("fid"), seed=0, final_stage=1)
     searcher.suggest("t")
     assert hasattr(searcher, attribute), f"ray.tune.search.optuna.OptunaSearch lost {attribute}"
 
 
 def test_a_pruned_tell_reaches_the_study_once():
     space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    searcher = make_searcher(space, [], "fid", "min", seed=0, final_stage=1)
+    searcher = make_searcher(space, [], Objective("fid"), seed=0, final_stage=1)
     searcher.suggest("t")
     ray_compat.tell_optuna_pruned(searcher, "t")
     assert ray_compat.optuna_search_has_told(searcher, "t")
@@ -74,7 +75,7 @@ def _restored_search(limit: int = 1):
     from ray.tune.search.search_generator import SearchGenerator
 
     space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    limiter = ConcurrencyLimiter(make_searcher(space, [], "fid", "min", seed=0, final_stage=1), max_concurrent=limit)
+    limiter = ConcurrencyLimiter(make_searcher(space, [], Objective("fid"), seed=0, final_stage=1), max_concurrent=limit)
     generator = SearchGenerator(limiter)
     generator._total_samples = 2
     return generator, limiter

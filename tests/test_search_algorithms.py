@@ -11,6 +11,8 @@ import pytest
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 
 from harness.config import SAMPLERS, SCHEDULERS, load_sweep
+from harness.objective import Objective
+from harness.phase import Phase
 from harness.searcher import make_sampler, make_scheduler, make_searcher
 from tests.conftest import ROOT, write_sweep
 
@@ -28,7 +30,7 @@ def test_every_sampler_is_accepted_and_proposes_seeded_points(tmp_path, name):
     space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0), "y": optuna.distributions.FloatDistribution(0.0, 1.0)}
 
     def points(seed):
-        searcher = make_searcher(space, [], "fid", "min", seed=seed, final_stage=1, sampler=name, startup_trials=2)
+        searcher = make_searcher(space, [], Objective("fid"), seed=seed, final_stage=1, sampler=name, startup_trials=2)
         out = []
         for i in range(4):  # past the start-up trials, so the model-based samplers use their model
             out.append(searcher.suggest(f"t{i}"))
@@ -80,8 +82,8 @@ def test_the_searcher_evaluates_the_start_points_first_then_samples(tmp_path):
     sweep = load_sweep(write_sweep(SMOKE, tmp_path / "s.yaml", **{"stage1.start_points": [{"lr_g": 1e-3}]}))
     from harness.searcher import optuna_space
 
-    searcher = make_searcher(optuna_space(sweep.stage1.search), sweep.start_points("stage1"), "fid", "min", seed=0,
+    searcher = make_searcher(optuna_space(sweep.stage1.search), sweep.start_points(Phase.STAGE1), Objective("fid"), seed=0,
                              final_stage=1)
     proposed = [searcher.suggest(f"t{i}") for i in range(3)]
-    assert proposed[:2] == sweep.start_points("stage1")
+    assert proposed[:2] == sweep.start_points(Phase.STAGE1)
     assert proposed[2] not in proposed[:2]  # then the sampler's own

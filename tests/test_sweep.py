@@ -70,7 +70,7 @@ def test_smoke_sweep_on_s3_ends_in_a_ranked_report(smoke_sweep, s3):
     assert {r["train_seed"] for r in search} == {0}
     # Confirmation runs: the best search config and the paper defaults, each with the same 2 fresh
     # seeds, every run at the phase's full budget (the defaults too: an equal budget).
-    from harness.confirm import config_id
+    from harness.results import config_id
 
     for phase, planned in (("stage1", 2), ("stage2", 1)):
         confirm = [r for r in rows if r["source"] == "confirm" and r["phase"] == phase]
@@ -79,7 +79,7 @@ def test_smoke_sweep_on_s3_ends_in_a_ranked_report(smoke_sweep, s3):
             seeds.setdefault(r["config_id"], set()).add(r["train_seed"])
         assert len(seeds) == 2 and all(s == {1, 2} for s in seeds.values()), seeds
         record = json.loads(storage.read_bytes(f"{root}/smoke/sweep.json"))
-        defaults = config_id(record[f"{phase}_confirm_candidates"][0])
+        defaults = config_id(record["confirm_candidates"][phase][0])
         assert defaults in seeds
         last = {}
         for r in confirm:
@@ -117,6 +117,47 @@ def test_smoke_sweep_on_s3_ends_in_a_ranked_report(smoke_sweep, s3):
                                         "Worse than the paper defaults beyond seed noise"))
     assert "Not computed: " in md, "importances from 2 trials are noise, and the report says so"
     assert storage.exists(f"{root}/smoke/report/images/curves.png")
+
+
+@pytest.mark.slow
+def test_the_windowed_objective_is_one_value_for_the_searcher_the_confirmation_ranking_and_the_report(smoke_sweep,
+                                                                                                     tmp_path):
+    import optuna
+
+    from harness.report import build_report
+    from harness.results import last_by_run, params_of
+    from harness.run_layout import SweepLayout
+    from harness.sweep_record import SweepRecord
+
+    record = SweepRecord.load(f"{smoke_sweep.sweep}/sweep.json")
+    objective = record.sweep.objective
+    assert objective.key == "fid_last2_mean"
+    rows = read_parquet(f"{smoke_sweep.sweep}/results.parquet")
+    by_run: dict = {}
+    for r in sorted(rows, key=lambda r: r["epoch"]):
+        by_run.setdefault((r["trial_id"], r["stage"]), []).append(r)
+    for evaluations in by_run.values():  # the worker's value: the mean of the run's last 2 evaluations of fid
+        fids = [r["fid"] for r in evaluations]
+        assert [r[objective.key] for r in evaluations] == pytest.approx(
+            [sum(fids[max(0, i - 1): i + 1]) / len(fids[max(0, i - 1): i + 1]) for i in range(len(fids))])
+    last = last_by_run(rows)
+    # The searcher: each COMPLETE Stage-I trial's value in the Optuna study is its run's last windowed value.
+    journal = tmp_path / "optuna.journal"
+    journal.write_bytes(storage.read_bytes(f"{smoke_sweep.sweep}/optuna.journal"))
+    study = optuna.load_study(study_name="smoke-stage1", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))))
+    search_last = {tuple(sorted(params_of(r).items())): r[objective.key] for (tid, stage), r in last.items()
+                   if r["phase"] == "stage1" and r["source"] == "search"}
+    told = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert told and all(t.value == pytest.approx(search_last[tuple(sorted(t.params.items()))]) for t in told)
+    # The confirmation ranking and the report read the same value.
+    report = build_report(SweepLayout(smoke_sweep.root, "smoke"), record.sweep, record)
+    for c in report.confirmed + report.stage1_confirmed:
+        stage = 2 if c in report.confirmed else 1
+        assert list(c.values) == pytest.approx([last[(t, stage)][objective.key] for t in c.trial_ids])
+    assert [e[objective.key] for e in report.ranked] == sorted(e[objective.key] for e in report.ranked)
+    md = storage.read_bytes(f"{smoke_sweep.sweep}/report/leaderboard.md").decode()
+    assert "fid, mean of the last 2 evaluations" in md and "log scale" in md
 
 
 @pytest.mark.slow
@@ -238,7 +279,7 @@ def test_a_killed_training_worker_resumes_its_trial_from_the_last_checkpoint(ray
     runs = tmp_path / "runs"
     sweep = _sweep_file(tmp_path, **{"resources.workers": 1, "stage1.epochs": 6, "search.num_samples": 1,
                                      "search.confirm": {"top_k": 1, "seeds": 0},
-                                     "search.grace_period": 6, "name": "killed", "search.top_k": 1})
+                                     "search.grace_period": 6, "name": "killed", "search.stage2_parents": 1})
     killed: list = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_first_train_worker_after_checkpoint, args=(runs, killed, stop), daemon=True)

@@ -15,7 +15,8 @@ from PIL import Image
 
 from harness import storage
 from harness.config import load_sweep
-from harness.report_plots import pareto_front
+from harness.objective import Objective
+from harness.report.plots import pareto_front
 from harness.results import read_parquet
 from tests.conftest import ROOT
 
@@ -119,8 +120,8 @@ def test_the_html_report_parses_and_every_embedded_image_decodes(smoke_sweep):
 
 def test_the_pareto_front_keeps_only_runs_nothing_beats_on_cost_and_quality():
     points = [(1.0, 50.0), (2.0, 40.0), (2.5, 45.0), (3.0, 30.0), (0.5, 60.0), (3.0, 35.0)]
-    assert pareto_front(points, "min") == [(0.5, 60.0), (1.0, 50.0), (2.0, 40.0), (3.0, 30.0)]
-    assert pareto_front(points, "max") == [(0.5, 60.0)]
+    assert pareto_front(points, Objective("fid")) == [(0.5, 60.0), (1.0, 50.0), (2.0, 40.0), (3.0, 30.0)]
+    assert pareto_front(points, Objective("fidelity")) == [(0.5, 60.0)]
 
 
 def test_building_a_dataset_draws_no_progress_bar_into_a_log(tmp_path):

@@ -51,7 +51,6 @@ ROWS = ["top", "middle", "bottom"]
 COLS = ["left", "centre", "right"]
 POSITIONS = [f"{r} {c}" for r in ROWS for c in COLS]
 _ROW_WORDS = {"top": ["top", "upper"], "middle": ["middle"], "bottom": ["bottom", "lower"]}
-_COL_WORDS = {"left": ["left"], "centre": ["centre", "center"], "right": ["right"]}
 
 ATTRIBUTES = ("shape", "colour", "size", "position", "background")
 ATTRIBUTE_VALUES: dict[str, list[str]] = {

@@ -11,6 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from harness.objective import Objective  # noqa: E402
+from harness.phase import Source  # noqa: E402
+
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
@@ -19,9 +22,10 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def curves_png(rows: list[dict], metric: str) -> bytes:
+def curves_png(rows: list[dict], objective: Objective) -> bytes:
     """Per stage: the metric per epoch of every run (top), its discriminator and generator losses
     (bottom: D solid, G dashed), one colour per run."""
+    metric = objective.key
     stages = sorted({r["stage"] for r in rows})
     fig, axes = plt.subplots(2, len(stages), figsize=(5.5 * len(stages), 6.4), squeeze=False)
     for col, stage in enumerate(stages):
@@ -56,39 +60,38 @@ def curves_png(rows: list[dict], metric: str) -> bytes:
     return _png(fig)
 
 
-def pareto_front(points: list[tuple[float, float]], mode: str) -> list[tuple[float, float]]:
-    """The points no other point beats on both cost (lower) and quality (``mode``), by cost."""
-    sign = 1 if mode == "min" else -1
+def pareto_front(points: list[tuple[float, float]], objective: Objective) -> list[tuple[float, float]]:
+    """The points no other point beats on both cost (lower) and the objective, by cost."""
     front, best = [], float("inf")
-    for cost, value in sorted(points, key=lambda p: (p[0], sign * p[1])):
-        if sign * value < best:
+    for cost, value in sorted(points, key=lambda p: (p[0], objective.sort_key(p[1]))):
+        if objective.sort_key(value) < best:
             front.append((cost, value))
-            best = sign * value
+            best = objective.sort_key(value)
     return front
 
 
-def pareto_png(points: list[tuple[float, float, str]], metric: str, mode: str, unit: str) -> bytes:
+def pareto_png(points: list[tuple[float, float, Source]], objective: Objective, unit: str) -> bytes:
     """Each run's final evaluation against the compute it used; the Pareto front joined and ringed."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for source, marker in (("search", "o"), ("confirm", "s")):
+    for source, marker in ((Source.SEARCH, "o"), (Source.CONFIRM, "s")):
         mine = [(c, v) for c, v, s in points if s == source]
         if mine:
             ax.scatter([c for c, _ in mine], [v for _, v in mine], marker=marker, alpha=0.7,
-                       label="search trial" if source == "search" else "confirmation run")
-    front = pareto_front([(c, v) for c, v, _ in points], mode)
+                       label="search trial" if source is Source.SEARCH else "confirmation run")
+    front = pareto_front([(c, v) for c, v, _ in points], objective)
     if front:
         ax.plot([c for c, _ in front], [v for _, v in front], "-", color="black", lw=1)
         ax.scatter([c for c, _ in front], [v for _, v in front], s=140, facecolors="none", edgecolors="black",
                    label="Pareto front")
     ax.set_xlabel(f"{unit} per run")
-    ax.set_ylabel(f"{metric} ({'lower' if mode == 'min' else 'higher'} is better)")
+    ax.set_ylabel(f"{objective.key} ({objective.direction_words()})")
     ax.set_title(f"Quality against {unit}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _png(fig)
 
 
-def confirmed_png(confirmed: list, stage1_confirmed: list, metric: str, mode: str) -> bytes:
+def confirmed_png(confirmed: list, stage1_confirmed: list, objective: Objective) -> bytes:
     """Each confirmed config's seed runs (dots) and its mean with the 95 % interval (bar)."""
     panels = [("final stage" if stage1_confirmed else "confirmed configs", confirmed)]
     if stage1_confirmed:
@@ -104,7 +107,7 @@ def confirmed_png(confirmed: list, stage1_confirmed: list, metric: str, mode: st
             ax.scatter(c.values, [y] * len(c.values), marker="x", color="black", s=18, zorder=3)
         ax.set_yticks(range(len(configs)), [c.config_id + (" (defaults)" if c.is_default else "") for c in configs],
                       fontsize=8)
-        ax.set_xlabel(f"{metric} ({'lower' if mode == 'min' else 'higher'} is better); x: one seed, bar: 95 % interval")
+        ax.set_xlabel(f"{objective.key} ({objective.direction_words()}); x: one seed, bar: 95 % interval")
         ax.set_title(title)
         ax.set_ylim(len(configs) - 0.5, -0.5)
     fig.tight_layout()

@@ -1,5 +1,5 @@
 """The Markdown leaderboard of a sweep (for terminals and git), and a plain HTML page made from
-Markdown for the nightly leaderboard. The sweep's HTML report is report_html.py's template."""
+Markdown for the nightly leaderboard. The sweep's HTML report is page.py's template."""
 
 from __future__ import annotations
 
@@ -8,17 +8,29 @@ import html
 import re
 
 from harness.config import SweepConfig
-from harness.confirm import ALPHA, TEST_NAME, params_of
+from harness.confirm import ALPHA, TEST_NAME
 from harness.hyperparams import ALL_NAMES
-from harness.importance import IMPORTANCE_METHOD, MIN_TRIALS_FOR_IMPORTANCE
+from harness.phase import Phase, Source
+from harness.report.fmt import fmt as _fmt
+from harness.report.fmt import interval
+from harness.report.importance import IMPORTANCE_METHOD, MIN_TRIALS_FOR_IMPORTANCE
+from harness.results import params_of
 
 SHOWN_PARAMS = (*ALL_NAMES, "stage1_parent")
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+def extra_columns(sweep: SweepConfig) -> tuple[str, ...]:
+    """Shown beside the objective: caption fidelity on shapes; on real data FID and IS, both always shown."""
+    if sweep.data.kind == "shapes":
+        return ("fidelity",) if sweep.objective.key != "fidelity" else ()
+    return tuple(m for m in ("fid", "inception_score") if m != sweep.objective.key)
+
+
+def screened_note(sweep: SweepConfig, stages) -> str:
+    """What a search table's budget was, for its own stages only."""
+    names = {"Stage-I": 1, "Stage-II": 2}
+    return "".join(f" {name} search trials train {search} of the confirmation runs' {full} epochs."
+                   for name, search, full in sweep.screened_stages() if names[name] in stages)
 
 
 def _table(entries: list[dict], metric: str, extra: tuple[str, ...]) -> list[str]:
@@ -39,44 +51,42 @@ def _confirmed_section(title: str, confirmed: list, metric: str, sweep: SweepCon
     seeds = ", ".join(str(s) for s in confirmed[0].seeds)
     lines = [f"## {title}", "",
              f"Each config was trained again with the same fresh training seeds ({seeds}) at the full budget of "
-             f"{epochs} epoch{'s' if epochs != 1 else ''}, the paper defaults included, and is ranked by the mean of "
-             "its runs' last "
-             f"evaluations. Interval: 95 % Student-t interval of the mean. Against the defaults: {TEST_NAME} "
-             f"at {ALPHA}.", ""]
+             f"{epochs} epoch{'s' if epochs != 1 else ''}, the paper defaults included, and is ranked by the mean "
+             f"over its runs of {sweep.objective.run_value()}. Interval: 95 % {confirmed[0].summary.method}. Against the "
+             f"defaults: {TEST_NAME} at {ALPHA}.", ""]
     head = ["rank", "config", "seeds", f"mean {metric}", "95 % interval", "sd", "per seed", "vs defaults", *SHOWN_PARAMS]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, c in enumerate(confirmed, 1):
         s, p = c.summary, c.params
         name = f"{c.config_id} (paper defaults)" if c.is_default else c.config_id
         cells = [str(i), name, str(s.n) + (f" ({c.diverged} diverged)" if c.diverged else ""), _fmt(s.mean),
-                 f"[{_fmt(s.low)}, {_fmt(s.high)}]", _fmt(s.sd), ", ".join(_fmt(v) for v in c.values),
+                 interval(s.low, s.high), _fmt(s.sd), ", ".join(_fmt(v) for v in c.values),
                  c.verdict.outcome.replace("_", " "), *(_fmt(p.get(k, "")) for k in SHOWN_PARAMS)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if min(c.summary.n for c in confirmed) < 3:
-        lines += ["With 2 seeds the interval is wide (the t quantile is 12.7; with 3 seeds 4.3, with 5 seeds 2.8), "
-                  "and can reach below zero: more seeds (`search.confirm.seeds`) narrow it.", ""]
+        lines += ["With 2 seeds the interval is wide (the t quantile is 12.7; with 3 seeds 4.3, with 5 seeds 2.8): "
+                  "more seeds (`search.confirm.seeds`) narrow it.", ""]
     lines += [f"- Rank {i}, {c.config_id}: {c.verdict.sentence}" for i, c in enumerate(confirmed, 1)]
     return lines + [""]
 
 
-def markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, best_grids, summary, confirmed,
-              stage1_confirmed) -> str:
-    # Beside the objective: caption fidelity on shapes; on real data FID and IS, both always shown.
-    extra = ("fidelity",) if sweep.data.kind == "shapes" else tuple(m for m in ("fid", "inception_score") if m != metric)
-    final_epochs = sweep.stage1.epochs if ranked and ranked[0].get("stage") == 1 else sweep.stage2.epochs
-    if sweep.search.strategy == "joint":
-        final_epochs = sweep.stage1.epochs + sweep.stage2.epochs
+def markdown(sweep: SweepConfig, phase: Phase, ranked, stage1_ranked, imp, cost, paper, best_grids, record,
+             confirmed, stage1_confirmed) -> str:
+    objective = sweep.objective
+    metric = objective.key
+    extra = extra_columns(sweep)
+    final_epochs = phase.epochs(sweep, Source.CONFIRM)
     lines = [f"# Leaderboard: {sweep.name}", "",
-             f"Strategy `{sweep.search.strategy}`, objective `{metric}` ({sweep.search.mode}), "
+             f"Strategy `{sweep.search.strategy}`, objective `{objective.describe()}` ({objective.mode}), "
              f"data `{sweep.data.kind}`, profile `{sweep.model.profile}`, sampler `{sweep.search.sampler}`, "
-             f"scheduler `{sweep.search.scheduler}`, searcher seed {summary.get('seed', 'n/a')}.", ""]
+             f"scheduler `{sweep.search.scheduler}`, searcher seed {record.seed if record else 'n/a'}.", ""]
     if confirmed:
         b = confirmed[0]
         verdict = ("The paper defaults rank first: no searched config beat them." if b.is_default
                    else b.verdict.sentence)
         lines.append(f"**Best confirmed config** {b.config_id}: mean {metric} {_fmt(b.summary.mean)} over {b.summary.n} "
-                     f"seeds, 95 % interval [{_fmt(b.summary.low)}, {_fmt(b.summary.high)}]. {verdict}")
+                     f"seeds, 95 % interval {interval(b.summary.low, b.summary.high)}. {verdict}")
         lines += ["", *_confirmed_section("Confirmed ranking", confirmed, metric, sweep, final_epochs)]
         if stage1_confirmed:
             lines += _confirmed_section("Confirmed Stage-I ranking (the Stage-II parents come from its top)",
@@ -88,19 +98,19 @@ def markdown(sweep, ranked, stage1_ranked, imp, cost, paper, metric, best_grids,
     if ranked:
         b = ranked[0]
         lines.append(f"**Best search trial** `{b['trial_id']}`: {metric} = {_fmt(b[metric])} at epoch {b['epoch']}"
-                     + (f", caption fidelity {_fmt(b.get('fidelity'))}" if "fidelity" in b else "") + ".")
+                     + (f", caption fidelity {_fmt(b.get('fidelity'))}" if "fidelity" in extra else "") + ".")
     if paper is not None:
         lines.append(f"**Paper defaults** (`{paper['trial_id']}`): {metric} = {_fmt(paper[metric])} at epoch "
-                     f"{paper['epoch']}" + (f", caption fidelity {_fmt(paper.get('fidelity'))}" if "fidelity" in paper else "")
-                     + ".")
+                     f"{paper['epoch']}" + (f", caption fidelity {_fmt(paper.get('fidelity'))}" if "fidelity" in extra
+                                            else "") + ".")
     lines += ["", "## Search trials", "",
               "One training seed each, at the budget the scheduler gave them (an early-stopped trial's epoch is below "
               "the planned one), ranked by their best evaluation: for exploring the space, not for choosing a config."
-              + "".join(f" {name} search trials train {search} of the confirmation runs' {full} epochs."
-                        for name, search, full in sweep.screened_stages()),
+              + screened_note(sweep, phase.stages),
               "", *_table(ranked, metric, extra), ""]
-    if stage1_ranked and ranked and ranked[0].get("stage") == 2:
-        lines += ["## Stage-I search trials", "", *_table(stage1_ranked, metric, extra), ""]
+    if stage1_ranked:
+        lines += ["## Stage-I search trials", "", screened_note(sweep, (1,)).strip(), "",
+                  *_table(stage1_ranked, metric, extra), ""]
     lines += ["## Best sample grids", ""]
     for rank, (name, e) in enumerate(best_grids, 1):
         lines += [f"Rank {rank}: trial `{e['trial_id']}`, epoch {e['epoch']}, {metric} = {_fmt(e[metric])}", "",

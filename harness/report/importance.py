@@ -6,7 +6,9 @@ from __future__ import annotations
 import optuna
 
 from harness.config import SweepConfig
-from harness.confirm import params_of
+from harness.objective import Objective
+from harness.phase import Phase
+from harness.results import params_of
 from harness.searcher import optuna_space
 
 # Importances from a handful of trials rank noise: Optuna's evaluators fit a model of the objective
@@ -16,19 +18,19 @@ MIN_TRIALS_FOR_IMPORTANCE = 30
 IMPORTANCE_METHOD = "PED-ANOVA (Optuna's default evaluator)"
 
 
-def importances(entries: list[dict], sweep: SweepConfig, phase: str, metric: str, mode: str,
+def importances(entries: list[dict], sweep: SweepConfig, phase: Phase, objective: Objective,
                 study_trials: list | None = None) -> tuple[dict[str, float], int]:
     """Optuna's PED-ANOVA importances and the number of completed trials they rest on.
 
     Computed over ``study_trials`` (a persistent study's finished trials, all nights) when given,
     else over the ranked search trials; empty below MIN_TRIALS_FOR_IMPORTANCE."""
-    if phase == "joint":
+    if phase is Phase.JOINT:
         space = {**optuna_space(sweep.stage1.search, "s1."), **optuna_space(sweep.stage2.search, "s2.")}
     else:
-        space = optuna_space((sweep.stage1 if phase == "stage1" else sweep.stage2).search)
+        space = optuna_space(sweep.stage(phase.final_stage).search)
     if study_trials is not None:
         trials = [t for t in study_trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
-        return _importances(trials, mode), len(trials)
+        return _importances(trials, objective), len(trials)
     trials = []
     for e in entries:
         if e["final_status"] == "diverged":
@@ -37,17 +39,17 @@ def importances(entries: list[dict], sweep: SweepConfig, phase: str, metric: str
         try:
             params = {k: (int(v) if isinstance(space[k], optuna.distributions.IntDistribution) else v) for k, v in params.items()}
             trials.append(optuna.trial.create_trial(params=params, distributions={k: space[k] for k in params},
-                                                    value=float(e[metric])))
+                                                    value=objective.value_of(e)))
         except ValueError:
             continue
-    return _importances(trials, mode), len(trials)
+    return _importances(trials, objective), len(trials)
 
 
-def _importances(trials: list, mode: str) -> dict[str, float]:
+def _importances(trials: list, objective: Objective) -> dict[str, float]:
     if len(trials) < MIN_TRIALS_FOR_IMPORTANCE:
         return {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a throw-away study, not a run to log
-    study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
+    study = optuna.create_study(direction=objective.optuna_direction())
     study.add_trials(trials)
     try:
         return {k: round(v, 3) for k, v in optuna.importance.get_param_importances(study).items()}

@@ -1,0 +1,59 @@
+"""The import rules the design rests on (docs/DESIGN.md): models/ is pure torch, only the Ray-boundary
+modules import Ray, private Ray APIs live in one module, and the owners of the sweep's words (objective,
+phase, results schema, report) import no Ray."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The modules that talk to Ray: the Tune driver and trainable, the Train worker and its launcher, the CLI's
+# start-up, capacity queries, the MLflow callback and the compatibility layer.
+RAY_BOUNDARY = {"harness/capacity.py", "harness/cli.py", "harness/fit.py", "harness/mlflow_log.py",
+                "harness/ray_compat.py", "harness/searcher.py", "harness/train.py", "harness/trial.py",
+                "harness/tune.py", "harness/worker.py"}
+PRIVATE_RAY = "harness/ray_compat.py"  # the one module that may reach into ray._private and friends
+RAY_FREE_OWNERS = ("harness/objective.py", "harness/phase.py", "harness/results.py", "harness/confirm.py",
+                   "harness/sweep_record.py", "harness/loop.py", "harness/report/")
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    """Every module name ``path`` imports, at any depth (function-level imports included)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _sources(folder: str) -> dict[str, set[str]]:
+    return {str(p.relative_to(ROOT)): _imports(p) for p in sorted((ROOT / folder).rglob("*.py"))}
+
+
+def test_models_import_only_torch_the_standard_library_and_each_other():
+    for path, names in _sources("models").items():
+        for name in names:
+            top = name.split(".")[0]
+            assert top in ("torch", "models", "__future__") or top in sys.stdlib_module_names, f"{path} imports {name}"
+
+
+def test_only_the_ray_boundary_imports_ray_and_only_ray_compat_its_private_apis():
+    importing_ray = set()
+    for path, names in _sources("harness").items():
+        ray_names = {n for n in names if n == "ray" or n.startswith("ray.")}
+        if ray_names:
+            importing_ray.add(path)
+        private = {n for n in ray_names if any(part.startswith("_") for part in n.split("."))}
+        assert not private or path == PRIVATE_RAY, f"{path} imports private Ray APIs {sorted(private)}"
+    assert importing_ray <= RAY_BOUNDARY, f"outside the Ray boundary: {sorted(importing_ray - RAY_BOUNDARY)}"
+    for owner in RAY_FREE_OWNERS:
+        assert not any(p.startswith(owner) for p in importing_ray), f"{owner} imports Ray"
+
+
+def test_the_harness_does_not_point_at_the_shared_reading_folder():
+    for path in sorted((ROOT / "harness").rglob("*.py")) + sorted((ROOT / "models").rglob("*.py")):
+        assert "../shared" not in path.read_text(), f"{path} refers to ../shared"
