@@ -2,7 +2,8 @@
 
 A checkpoint is a directory ``<run>/checkpoints/epoch-NNNN/`` (harness/run_layout.py names it) holding
     state.pt      G, D, both optimizers and schedulers, RNG states (torch.save; loads with weights_only=True)
-    meta.json     epoch, stage, metrics, the full run config, the model architecture, the code version
+    meta.json     CheckpointMeta: epoch, stage, metrics, the objective's history, the full run config, the model
+                  architecture, the code version, a schema version (another version is refused in one line)
     COMMITTED     written last: a checkpoint without it (a killed upload) is never loaded
 Retention keeps the last ``keep`` checkpoints plus the best by the sweep's objective.
 """
@@ -10,6 +11,7 @@ Retention keeps the last ``keep`` checkpoints plus the best by the sweep's objec
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import hashlib
 import io
@@ -26,6 +28,7 @@ from harness.objective import Objective
 from harness.run_layout import StageLayout, checkpoint_epoch
 
 MARKER = "COMMITTED"
+META_SCHEMA = 2  # 1: the untyped meta.json before CheckpointMeta (no "schema" key)
 _SOURCE_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -40,6 +43,38 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint says about itself (meta.json): enough to resume the run, to build its generator
+    without the run's config, and to tell which checkpoint is best."""
+
+    stage: int
+    metrics: dict  # the evaluation at this epoch, as reported
+    config: dict  # the run's StageRunConfig (stage_run.py to_dict), for the record
+    architecture: dict  # {"stage1": Stage1Config fields, "stage2": Stage2Config fields}
+    objective_history: list[float]  # the objective's metric at each evaluation so far: a resumed window goes on
+    epoch: int = 0  # set by write(): the epochs completed
+    code_version: str = ""  # set by write()
+    saved_at: float = 0.0  # set by write()
+
+    @property
+    def stage1_checkpoint(self) -> str | None:
+        """Stage-II: the Stage-I checkpoint it refines."""
+        return self.config.get("stage1_checkpoint")
+
+    def to_json(self) -> bytes:
+        return json.dumps({"schema": META_SCHEMA, **dataclasses.asdict(self)}, indent=2).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, uri: str) -> CheckpointMeta:
+        raw = json.loads(data)
+        version = raw.pop("schema", 1)
+        if version != META_SCHEMA:
+            raise StorageError(f"{uri}: checkpoint meta schema {version}, this harness reads {META_SCHEMA} (written by "
+                               "another version); resume or read it with that version, or start the run again")
+        return cls(**raw)
+
+
 def serialize(state: dict) -> bytes:
     """The checkpoint's bytes: a snapshot, so training may go on changing the tensors afterwards."""
     buf = io.BytesIO()
@@ -47,15 +82,15 @@ def serialize(state: dict) -> bytes:
     return buf.getvalue()
 
 
-def write(run: StageLayout, epoch: int, payload: bytes, meta: dict) -> str:
+def write(run: StageLayout, epoch: int, payload: bytes, meta: CheckpointMeta) -> str:
     """Uploads serialized state and meta, then the marker; returns the checkpoint URI.
 
     storage retries transient failures; a write that still fails leaves no marker, so the
     checkpoint is never loaded."""
     ckpt = run.checkpoint(epoch)
-    meta = {**meta, "epoch": epoch, "code_version": code_version(), "saved_at": time.time()}
+    meta = dataclasses.replace(meta, epoch=epoch, code_version=code_version(), saved_at=time.time())
     storage.write_bytes(storage.join(ckpt, "state.pt"), payload)
-    storage.write_bytes(storage.join(ckpt, "meta.json"), json.dumps(meta, indent=2).encode())
+    storage.write_bytes(storage.join(ckpt, "meta.json"), meta.to_json())
     storage.write_bytes(storage.join(ckpt, MARKER), b"ok\n")
     return ckpt
 
@@ -85,7 +120,7 @@ class AsyncCheckpointWriter:
         self._pending: list[concurrent.futures.Future] = []
         self.blocked_seconds = 0.0  # time submit() held the caller, summed
 
-    def submit(self, run: StageLayout, epoch: int, state: dict, meta: dict, after=None) -> str:
+    def submit(self, run: StageLayout, epoch: int, state: dict, meta: CheckpointMeta, after=None) -> str:
         t0 = time.perf_counter()
         self._raise_failures()
         snapshot = _copy_tensors(state)  # training goes on changing the originals in place
@@ -132,13 +167,14 @@ def latest(run: StageLayout) -> str | None:
     return done[-1] if done else None
 
 
-def read_meta(ckpt_uri: str) -> dict:
+def read_meta(ckpt_uri: str) -> CheckpointMeta:
     if not is_complete(ckpt_uri):
         raise StorageError(f"{ckpt_uri}: not a complete checkpoint (no {MARKER} marker)")
-    return json.loads(storage.read_bytes(storage.join(ckpt_uri, "meta.json")))
+    uri = storage.join(ckpt_uri, "meta.json")
+    return CheckpointMeta.from_json(storage.read_bytes(uri), uri)
 
 
-def load(ckpt_uri: str, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
+def load(ckpt_uri: str, map_location: str | torch.device = "cpu") -> tuple[dict, CheckpointMeta]:
     """(state, meta) of a complete checkpoint; refuses a partial one."""
     meta = read_meta(ckpt_uri)
     data = storage.read_bytes(storage.join(ckpt_uri, "state.pt"))
@@ -147,7 +183,7 @@ def load(ckpt_uri: str, map_location: str | torch.device = "cpu") -> tuple[dict,
 
 
 def _best_of(checkpoints: list[str], objective: Objective) -> str | None:
-    scored = [(ckpt, objective.value_of(read_meta(ckpt)["metrics"])) for ckpt in checkpoints]
+    scored = [(ckpt, objective.value_of(read_meta(ckpt).metrics)) for ckpt in checkpoints]
     best_scored = objective.best(scored, lambda pair: pair[1])
     return best_scored[0] if best_scored else None
 

@@ -183,10 +183,9 @@ class Leaderboard:
         best_uri = storage.join(self.uri, "best")
         info_uri = storage.join(best_uri, "best.json")
         meta = checkpoint.read_meta(ckpt_uri)
-        sources = {f"stage{meta['stage']}": ckpt_uri}
-        parent = meta["config"].get("stage1_checkpoint")
-        if meta["stage"] == 2 and parent:
-            sources["stage1"] = parent
+        sources = {f"stage{meta.stage}": ckpt_uri}
+        if meta.stage == 2 and meta.stage1_checkpoint:
+            sources["stage1"] = meta.stage1_checkpoint
         if storage.exists(info_uri) and json.loads(storage.read_bytes(info_uri))["sources"] == sources:
             return  # already promoted (a night reported again): no need to copy gigabytes once more
         for name, src in sources.items():

@@ -21,7 +21,6 @@ import torch.distributed as dist
 from harness import checkpoint, storage
 from harness.config import ResourcesConfig
 from harness.data.dataset import open_train_data
-from harness.errors import ConfigError
 from harness.evaluate import (
     chance_fidelity,
     inception_metrics,
@@ -43,9 +42,9 @@ GRID_SAMPLES = 32
 
 def load_stage1_generator(ckpt_uri: str) -> Stage1Generator:
     state, meta = checkpoint.load(ckpt_uri)
-    if meta["stage"] != 1:
-        raise ValueError(f"{ckpt_uri}: is a Stage-{meta['stage']} checkpoint; Stage-II needs a Stage-I one")
-    g = Stage1Generator(Stage1Config(**meta["architecture"]["stage1"]))
+    if meta.stage != 1:
+        raise ValueError(f"{ckpt_uri}: is a Stage-{meta.stage} checkpoint; Stage-II needs a Stage-I one")
+    g = Stage1Generator(Stage1Config(**meta.architecture["stage1"]))
     # Stage-II refines what the Stage-I run was evaluated as: its moving average when it kept one (train.g_ema).
     g.load_state_dict(state["generator_ema"]["module"] if "generator_ema" in state else state["generator"])
     return g
@@ -172,9 +171,9 @@ def train_fn_per_worker(config: dict) -> None:
     if latest is not None:
         state, meta = checkpoint.load(latest, map_location=device)
         loop.load_state_dict(state)
-        start_epoch = meta["epoch"]  # checkpoints record completed epochs
-        resumed_from = meta["metrics"]  # the time spent up to that checkpoint is charged again in the totals
-        history = _objective_history(meta, run, latest)
+        start_epoch = meta.epoch  # checkpoints record completed epochs
+        resumed_from = meta.metrics  # the time spent up to that checkpoint is charged again in the totals
+        history = [float(v) for v in meta.objective_history]  # a resumed run's window goes on from these
     if start_epoch >= run.epochs:
         # Restored after it had finished (e.g. the sweep driver died first): report the final
         # result again so Tune records it, without training anything.
@@ -296,14 +295,10 @@ class _Evaluator:
         self.events.log(epoch, {k: v for k, v in train_metrics.items() if k not in ("epoch", "stage")},
                         {k: v for k, v in metrics.items() if not k.startswith("chance_")}, lrs, grid)
         all_metrics = {**train_metrics, **metrics, "sample_grid": grid_uri}
-        meta = {
-            "stage": run.stage,
-            "metrics": all_metrics,
-            "objective_history": list(self.history),  # a resumed run's window continues from these
-            "config": run.to_dict(),
-            "architecture": {"stage1": dataclasses.asdict(self.loop.profile.stage1),
-                             "stage2": dataclasses.asdict(self.loop.profile.stage2)},
-        }
+        meta = checkpoint.CheckpointMeta(
+            stage=run.stage, metrics=all_metrics, config=run.to_dict(), objective_history=list(self.history),
+            architecture={"stage1": dataclasses.asdict(self.loop.profile.stage1),
+                          "stage2": dataclasses.asdict(self.loop.profile.stage2)})
         # Uploaded in the background (the loop waits only for serialization); retention runs after it.
         ckpt = self.writer.submit(run.layout, epoch, self.loop.state_dict(), meta, after=lambda: checkpoint.prune(
             run.layout, run.train.keep_checkpoints, objective))
@@ -313,23 +308,13 @@ class _Evaluator:
         return {**metrics, "sample_grid": grid_uri, "checkpoint_path": ckpt}
 
 
-def _objective_history(meta: dict, run: StageRunConfig, ckpt_uri: str) -> list[float]:
-    """The objective's metric at each evaluation up to a checkpoint: where a resumed run's window goes on."""
-    if "objective_history" in meta:
-        return [float(v) for v in meta["objective_history"]]
-    if run.objective.window > 1:
-        raise ConfigError(f"{ckpt_uri}: written before search.objective_window existed (no objective history); "
-                          f"resume it with objective_window: 1, or start the sweep again")
-    return []
-
-
-def write_metrics(run: StageLayout, epoch: int, metrics: dict) -> None:
+def write_metrics(layout: StageLayout, epoch: int, metrics: dict) -> None:
     """Rank 0's report of this evaluation, kept with the run (results.py reads the history back;
     Train V2's Result carries only metrics attached to Ray-managed checkpoints: docs/DESIGN.md)."""
     data = json.dumps(metrics).encode()
-    storage.write_bytes(run.metrics(epoch), data)
-    storage.write_bytes(run.latest_metrics, data)
+    storage.write_bytes(layout.metrics(epoch), data)
+    storage.write_bytes(layout.latest_metrics, data)
 
 
-def read_latest_metrics(run: StageLayout) -> dict:
-    return json.loads(storage.read_bytes(run.latest_metrics)) if storage.exists(run.latest_metrics) else {}
+def read_latest_metrics(layout: StageLayout) -> dict:
+    return json.loads(storage.read_bytes(layout.latest_metrics)) if storage.exists(layout.latest_metrics) else {}

@@ -75,3 +75,15 @@ def test_attribute_probe_supervised_d_reports_what_it_checks(tmp_path):
 def test_attribute_probe_g_judge_reports_fidelity(tmp_path):
     lines = _attribute_probe(tmp_path, "--probe", "g-judge", "--steps", "4", "--every", "4")
     assert len(lines) == 1 and lines[0]["step"] == 4 and 0.0 <= lines[0]["fidelity_colour"] <= 1.0
+
+
+def test_fid_conditioning_shows_fid_blind_to_shuffled_captions(tmp_path):
+    out = _probe("fid_conditioning", "--sweep", "search_spaces/tiny.yaml", "--storage", str(tmp_path), "--n", "24",
+                 "--threads", "1", "--device", "cpu")
+    lines = {(line["stand_in"], line["stage"]): line for line in map(json.loads, out.stdout.splitlines())}
+    assert len(lines) == 6
+    for stage in (1, 2):
+        real, shuffled = lines[("real", stage)], lines[("real, captions shuffled", stage)]
+        # The same images with other captions: the same FID, while fidelity falls.
+        assert shuffled["fid"] == real["fid"] and shuffled["fidelity"] < real["fidelity"]
+        assert lines[("other scenes", stage)]["fid"] > real["fid"]

@@ -23,9 +23,10 @@ def test_the_autoscaler_status_key_and_internal_kv_exist():
         assert ray_compat.autoscaler_status() is None  # no cluster: no report, and no exception
 
 
-def test_the_reported_cluster_config_reader_exists():
+def test_the_reported_cluster_config_reader_reads_a_plain_cluster_as_having_no_node_groups(ray_local):
     state = ray._private.state.state
     assert callable(getattr(state, "get_cluster_config", None)), "ray._private.state.state.get_cluster_config moved"
+    assert ray_compat.reported_node_groups() == []  # a local `ray.init` cluster: no autoscaler config reported
 
 
 def test_read_only_node_types_are_recognised():
@@ -57,6 +58,12 @@ def test_optuna_search_keeps_the_attributes_the_pruned_tell_uses(attribute):
     searcher = make_searcher(space, [], Objective("fid"), seed=0, final_stage=1)
     searcher.suggest("t")
     assert hasattr(searcher, attribute), f"ray.tune.search.optuna.OptunaSearch lost {attribute}"
+    # What ray_compat relies on each attribute being: the study, the live trial by Tune id, the told ids.
+    value = getattr(searcher, attribute)
+    expected = {"_ot_study": optuna.Study, "_ot_trials": dict, "_completed_trials": set}[attribute]
+    assert isinstance(value, expected), f"OptunaSearch.{attribute} is a {type(value).__name__} now"
+    if attribute == "_ot_trials":
+        assert isinstance(value["t"], optuna.trial.Trial)
 
 
 def test_a_pruned_tell_reaches_the_study_once():

@@ -101,7 +101,8 @@ def _objects(s3, prefix: str) -> list[str]:
 
 def test_a_checkpoint_without_its_marker_is_never_loaded(s3):
     run = stage_run(f"s3://{s3.bucket}/partial/run")
-    ckpt = checkpoint.write(run, 1, checkpoint.serialize({"w": torch.ones(3)}), {"stage": 1, "metrics": {}})
+    meta = checkpoint.CheckpointMeta(stage=1, metrics={}, config={}, architecture={}, objective_history=[])
+    ckpt = checkpoint.write(run, 1, checkpoint.serialize({"w": torch.ones(3)}), meta)
     storage.delete(f"{ckpt}/{checkpoint.MARKER}")  # state.pt and meta.json uploaded, the marker not
     assert checkpoint.latest(run) is None
     with pytest.raises(StorageError, match="not a complete checkpoint"):
@@ -116,7 +117,7 @@ def test_a_killed_upload_leaves_no_loadable_checkpoint(s3):
     run = stage_run(uri)
     code = ("import torch; from harness import checkpoint; from harness.run_layout import stage_run; "
             f"checkpoint.write(stage_run({uri!r}), 1, checkpoint.serialize({{'w': torch.randn(100_000_000)}}), "
-            "{'stage': 1, 'metrics': {}})")
+            "checkpoint.CheckpointMeta(stage=1, metrics={}, config={}, architecture={}, objective_history=[]))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     client = boto3.client("s3", endpoint_url=s3.endpoint)
     try:

@@ -95,21 +95,25 @@ def test_smoke_sweep_on_s3_ends_in_a_ranked_report(smoke_sweep, s3):
     assert all(r["stage"] == 2 for r in rows if r["phase"] == "stage2")
     assert len(record["stage1_parents"]) == 2
 
-    md = storage.read_bytes(f"{root}/smoke/report/leaderboard.md").decode()
-    ranked = [line.split("|")[2].strip() for line in md.split("## Search trials")[1].split("##")[0].splitlines()
-              if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    from harness.report import build_report
+    from harness.run_layout import SweepLayout
+    from harness.sweep_record import SweepRecord
+
+    swept = SweepRecord.load(f"{root}/smoke/sweep.json")
+    report = build_report(SweepLayout(root, "smoke"), swept.sweep, swept)  # the typed report of what ran
+    key = swept.sweep.objective.key
+    ranked = [e["trial_id"] for e in report.ranked]
     assert set(ranked) == stage2_trials
-    best_fid = {t: min(r["fid"] for r in rows if r["trial_id"] == t and r["stage"] == 2) for t in ranked}
-    assert [best_fid[t] for t in ranked] == sorted(best_fid.values()), "ranked by the objective"
+    best = {t: min(r[key] for r in rows if r["trial_id"] == t and r["stage"] == 2) for t in ranked}
+    assert [best[t] for t in ranked] == sorted(best.values()), "ranked by the objective"
+    assert [c.summary.mean for c in report.confirmed] == sorted(c.summary.mean for c in report.confirmed)
+    assert len(report.confirmed) == 2 and sum(c.is_default for c in report.confirmed) == 1
+    md = storage.read_bytes(f"{root}/smoke/report/leaderboard.md").decode()
     html = storage.read_bytes(f"{root}/smoke/report/leaderboard.html").decode()
     assert html.count("data:image/png;base64,") >= 4, "curves, confirmed intervals and the best sample grids are inlined"
     assert "Parameter importances" in html and "Cost" in html and "`" not in html, "HTML, not Markdown"
     assert "Paper defaults" in md
-    # The confirmed ranking: intervals, the named test and one verdict sentence per non-default config.
-    confirmed = md.split("## Confirmed ranking")[1].split("## ")[0]
-    means = [float(line.split("|")[4]) for line in confirmed.splitlines()
-             if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
-    assert len(means) == 2 and means == sorted(means), "ranked by the mean over seeds"
+    # The confirmed ranking's words: intervals, the named test and one verdict sentence per non-default config.
     for text in (md, unescape(html)):
         assert "95 % interval" in text and "one-sided Welch's t-test" in text
         assert any(v in text for v in ("Beats the paper defaults beyond seed noise",

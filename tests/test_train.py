@@ -42,7 +42,7 @@ def test_two_worker_ddp_run_reports_metrics_and_checkpoints(ray_local, tmp_path,
         assert pathlib.Path(m["checkpoint_path"], checkpoint.MARKER).exists()
         assert pathlib.Path(m["sample_grid"]).read_bytes()[:4] == b"\x89PNG"
     _, meta = checkpoint.load(summary["stage2"]["checkpoint_path"])
-    assert meta["config"]["stage1_checkpoint"] == summary["stage1_checkpoint"]
+    assert meta.stage1_checkpoint == summary["stage1_checkpoint"]
     assert meta["architecture"]["stage2"]["image_size"] == 32 and meta["config"]["spec"]["train"]["sync_batchnorm"] is True
 
 

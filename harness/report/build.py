@@ -143,7 +143,7 @@ def _showcase(layout: SweepLayout, best: dict, final_stage: int, parents: list[s
     if final_stage == 2 and parents and "stage1_parent" in params:
         try:
             parent = parents[min(int(params["stage1_parent"]), len(parents) - 1)]
-            parent_metrics = checkpoint.read_meta(parent)["metrics"]
+            parent_metrics = checkpoint.read_meta(parent).metrics
         except StorageError:  # the parent was pruned or moved: the table shows the run alone
             parent_metrics = {}
     rows = [{"attribute": a, "value": best.get(f"fidelity_{a}"), "parent": parent_metrics.get(f"fidelity_{a}"),

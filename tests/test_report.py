@@ -1,0 +1,128 @@
+"""The ranking and the report on a synthetic sweep written straight to storage (no Ray, no training): which
+trials rank where, the confirmed ranking, the cost table, the Stage-II parents and the nightly rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness import checkpoint, storage
+from harness.config import load_sweep
+from harness.config_fields import replaced
+from harness.leaderboard import Leaderboard
+from harness.phase import Phase, Source
+from harness.report import build_report, rank_trials
+from harness.report.markdown import extra_columns
+from harness.results import config_id, read_parquet
+from harness.run_layout import SweepLayout
+from harness.sweep_record import SweepRecord
+from harness.tune import top_stage1_checkpoints
+from tests.conftest import ROOT
+
+SMOKE = load_sweep(str(ROOT / "search_spaces" / "smoke.yaml"))
+SWEEP = replaced(SMOKE, "", name="synthetic", search=replaced(SMOKE.search, "search", objective_window=1,
+                                                              stage2_parents=2))
+D1, D2 = SWEEP.defaults(1), {**SWEEP.defaults(2), "stage1_parent": 0}
+OTHER1, OTHER2 = {**D1, "lr_g": 1e-3}, {**D2, "lr_g": 1e-4}
+
+
+def _trial(layout: SweepLayout, trial_id: str, phase: Phase, params: dict, fids: list[float], *, stage: int,
+           source: Source = Source.SEARCH, seed: int = 0, diverged: bool = False, cpu: float = 10.0,
+           checkpoints: bool = False) -> None:
+    trial = layout.trial(trial_id)
+    storage.write_bytes(trial.params, json.dumps({"trial_id": trial_id, "phase": phase, "params": params,
+                                                  "source": source, "train_seed": seed,
+                                                  "config_id": config_id(params)}).encode())
+    run = trial.stage(stage)
+    for epoch, fid in enumerate(fids, 1):
+        last = epoch == len(fids)
+        status = ("diverged" if diverged else "finished") if last else "running"
+        metrics = {"status": status, "epoch": epoch, "stage": stage, "fid": fid, "fidelity": 1 / fid,
+                   "cpu_seconds": cpu * epoch, "gpu_seconds": 0.0, "wall_seconds": cpu * epoch}
+        storage.write_bytes(run.metrics(epoch), json.dumps(metrics).encode())
+        if checkpoints and not diverged:
+            checkpoint.write(run, epoch, checkpoint.serialize({}), checkpoint.CheckpointMeta(
+                stage=stage, metrics=metrics, config={"stage1_checkpoint": None}, architecture={},
+                objective_history=fids[:epoch]))
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    """A staged sweep's files: Stage-I search and confirmation, Stage-II search and confirmation."""
+    layout = SweepLayout(str(tmp_path), SWEEP.name)
+    _trial(layout, "s1-defaults", Phase.STAGE1, D1, [900.0, 700.0], stage=1, checkpoints=True)
+    _trial(layout, "s1-other", Phase.STAGE1, OTHER1, [800.0, 600.0], stage=1, checkpoints=True)
+    _trial(layout, "s1-diverged", Phase.STAGE1, {**D1, "lr_d": 2e-3}, [1e6], stage=1, diverged=True)
+    for seed, (d, o) in enumerate(((650.0, 500.0), (750.0, 560.0)), 1):
+        _trial(layout, f"c1-defaults-{seed}", Phase.STAGE1, D1, [900.0, d], stage=1, source=Source.CONFIRM, seed=seed)
+        _trial(layout, f"c1-other-{seed}", Phase.STAGE1, OTHER1, [900.0, o], stage=1, source=Source.CONFIRM, seed=seed,
+               checkpoints=True)
+    _trial(layout, "s2-defaults", Phase.STAGE2, D2, [500.0], stage=2)
+    _trial(layout, "s2-other", Phase.STAGE2, OTHER2, [450.0], stage=2, cpu=30.0)
+    for seed, (d, o) in enumerate(((480.0, 400.0), (520.0, 420.0)), 1):
+        _trial(layout, f"c2-defaults-{seed}", Phase.STAGE2, D2, [d], stage=2, source=Source.CONFIRM, seed=seed)
+        _trial(layout, f"c2-other-{seed}", Phase.STAGE2, OTHER2, [o], stage=2, source=Source.CONFIRM, seed=seed,
+               checkpoints=True)
+    return layout
+
+
+def test_search_trials_rank_by_their_best_evaluation_with_diverged_ones_last():
+    rows = [{"trial_id": t, "stage": 1, "epoch": e, "fid": v, "status": s}
+            for t, e, v, s in [("a", 1, 900.0, "running"), ("a", 2, 700.0, "finished"), ("b", 1, 300.0, "diverged"),
+                               ("c", 1, 650.0, "running"), ("c", 2, 800.0, "stopped"), ("d", 1, 500.0, "running")]]
+    rows.append({"trial_id": "d", "stage": 1, "epoch": 2, "status": "running"})  # an evaluation without the metric
+    ranked = rank_trials(rows, 1, SWEEP.objective)
+    assert [(e["trial_id"], e["fid"], e["final_status"]) for e in ranked] == [
+        ("d", 500.0, "running"), ("c", 650.0, "stopped"), ("a", 700.0, "finished"), ("b", 300.0, "diverged")]
+    assert ranked[1]["trial_cost"]["epoch"] == 2  # the cost is the run's last evaluation's
+    assert rank_trials(rows, 2, SWEEP.objective) == []
+
+
+def test_the_report_ranks_the_final_phase_and_confirms_by_mean_over_seeds(synthetic):
+    record = SweepRecord.new(SWEEP, seed=7)
+    report = build_report(synthetic, SWEEP, record)
+    assert report.phase is Phase.STAGE2
+    assert [e["trial_id"] for e in report.ranked] == ["s2-other", "s2-defaults"]
+    assert [e["trial_id"] for e in report.stage1_ranked] == ["s1-other", "s1-defaults", "s1-diverged"]
+    best, defaults = report.confirmed
+    assert best.config_id == config_id(OTHER2) and best.values == (400.0, 420.0) and best.summary.mean == 410.0
+    assert defaults.is_default and defaults.values == (480.0, 520.0) and best.verdict.outcome in ("better", "within_noise")
+    assert 0 < best.summary.low < 410.0 < best.summary.high  # the log-scale interval of a positive metric
+    assert [c.values for c in report.stage1_confirmed] == [(500.0, 560.0), (650.0, 750.0)]
+    assert {k: v["runs"] for k, v in report.cost.items()} == {"stage1": 3, "stage1-confirm": 4, "stage2": 2,
+                                                              "stage2-confirm": 4}
+    assert report.cost["stage2"]["cpu_seconds"] == 40.0  # 10 + 30: each run's last evaluation, summed
+    assert len(read_parquet(synthetic.results)) == len(report.rows) == 2 + 2 + 1 + 8 + 2 + 4  # an evaluation a row
+    md = storage.read_bytes(synthetic.report_file("leaderboard.md")).decode()
+    assert "searcher seed 7" in md and "Student-t interval on the log scale" in md
+    assert storage.exists(synthetic.report_file("leaderboard.html"))
+
+
+def test_an_interrupted_staged_sweep_reports_its_stage1_phase(tmp_path):
+    layout = SweepLayout(str(tmp_path), SWEEP.name)
+    _trial(layout, "s1-defaults", Phase.STAGE1, D1, [900.0, 700.0], stage=1)
+    report = build_report(layout, SWEEP, None)
+    assert report.phase is Phase.STAGE1 and [e["trial_id"] for e in report.ranked] == ["s1-defaults"]
+    assert report.stage1_ranked == [] and report.confirmed == []
+
+
+def test_stage2_parents_are_the_confirmed_configs_best_seed_checkpoints_then_the_search_ranking(synthetic):
+    parents = top_stage1_checkpoints(synthetic, SWEEP)
+    # The confirmed winner (OTHER1: mean 530) by its best seed run's best checkpoint; then the next config by the
+    # search ranking (the defaults' search trial: the defaults' confirmation runs kept no checkpoints).
+    assert parents == [synthetic.trial("c1-other-1").stage(1).checkpoint(2),
+                       synthetic.trial("s1-defaults").stage(1).checkpoint(2)]
+
+
+def test_a_night_records_its_best_confirmed_config_and_promotes_it(synthetic, tmp_path):
+    report = build_report(synthetic, SWEEP, SweepRecord.new(SWEEP, seed=7))
+    board = Leaderboard(str(tmp_path / "board"), SWEEP.name, SWEEP.objective, extra_columns(SWEEP))
+    outcome = board.record_night("2026-12-01", report, synthetic, 3600.0, 7, 0.1, ["stage2"])
+    night = board.nights()[-1]
+    assert (night["best_value"], night["best_seeds"], night["best_trial"]) == (410.0, 2, "c2-other-1")
+    assert night["best_ci_low"] < 410.0 < night["best_ci_high"] and night["ended_by"] == "time budget (stage2)"
+    assert outcome.promoted and not outcome.regression and outcome.all_time_best == 410.0
+    trials = read_parquet(str(tmp_path / "board" / "leaderboard" / "trials.parquet"))
+    assert [t["trial_id"] for t in trials] == ["s2-other", "s2-defaults", "s1-other", "s1-defaults", "s1-diverged"]
+    assert trials[0]["fidelity"] == pytest.approx(1 / 450.0) and trials[0]["quality"] == pytest.approx(1 / 450.0)
