@@ -3,6 +3,11 @@
     python benchmarks/search_efficiency.py [--methods random,random+asha,tpe,tpe+asha] [--reps 5]
         [--budget 48] [--epochs 6] [--n 1000] [--startup-trials 4] [--confirm-seeds 2] [--concurrent 2]
         [--device cpu|cuda] [--sweep FILE] [--out DIR]
+    python benchmarks/search_efficiency.py --replay GRID [--objective KEY:METRIC:WINDOW ...] [--reps 200]
+        [--budget 36] [--methods ...]
+
+--replay replays searches over a grid that benchmarks/objective_noise.py recorded, instead of training
+(benchmarks/search_replay.py says how); the rest of this text is the live benchmark.
 
 Setup: the demo sweep's Stage-I (shapes data, small profile, batch 16, its search space and the paper
 defaults as the first trial) on --n scenes; a trial trains at most --epochs epochs, and one repetition
@@ -289,8 +294,24 @@ def parse_args(argv):
     p.add_argument("--sweep", default=os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml"),
                    help="the sweep file whose data, model, training and Stage-I space are benchmarked (default: the demo)")
     p.add_argument("--out", default="runs/search-efficiency", help="local directory: the trials, the JSON and the PNG")
+    p.add_argument("--replay", metavar="GRID", help="replay searches over objective_noise.py's grid.jsonl (no training)")
+    p.add_argument("--objective", action="append", metavar="KEY:METRIC:WINDOW",
+                   help="--replay: an objective of the grid, e.g. live/base:fid:1 (repeatable; default: that one)")
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.replay:
+        from search_replay import REPLAY_METHODS, ObjectiveSpec
+
+        bad = [m for m in args.methods if m not in REPLAY_METHODS]
+        if bad:
+            p.error(f"--methods: {bad[0]!r} cannot be replayed; known: {', '.join(REPLAY_METHODS)}")
+        if not os.path.exists(args.replay):
+            p.error(f"--replay: {args.replay} does not exist (record it with benchmarks/objective_noise.py)")
+        try:
+            args.objective = [ObjectiveSpec.parse(o) for o in (args.objective or ["live/base:fid:1"])]
+        except ValueError:
+            p.error(f"--objective: expected KEY:METRIC:WINDOW, e.g. live/base:fid:1, got {args.objective}")
+        return args
     bad = [m for m in args.methods if m not in METHODS]
     if bad:
         p.error(f"--methods: unknown method {bad[0]!r}; known: {', '.join(METHODS)}")
@@ -301,8 +322,33 @@ def parse_args(argv):
     return args
 
 
+def main_replay(args) -> int:
+    from search_replay import plot as plot_replay
+    from search_replay import run as run_replay
+
+    from harness.config import load_sweep
+
+    with open(args.replay) as f:
+        runs = [json.loads(line) for line in f]
+    t0 = time.perf_counter()
+    result = run_replay(runs, load_sweep(args.sweep), args.objective, args.methods, args.reps, args.budget,
+                        args.grace_period, args.reduction_factor, args.startup_trials)
+    result = {"grid": args.replay, "machine": {"cpu": platform.processor() or platform.machine()}, **result,
+              "wall_s": round(time.perf_counter() - t0, 1)}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "search_replay.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    plot_replay(result, os.path.join(args.out, "search_replay.png"))
+    brief = {name: {m: {k: v for k, v in r.items() if not k.startswith("curve")} for m, r in o["methods"].items()}
+             for name, o in result["objectives"].items()}
+    print(json.dumps({"wall_s": result["wall_s"], "objectives": brief}, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.replay:
+        return main_replay(args)
     from harness.cli import start_ray
     from harness.data.ensure import ensure_dataset
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT
@@ -104,3 +105,34 @@ def test_objective_noise_records_a_tiny_grid_and_measures_every_candidate(tmp_pa
                    "--eval-samples", "4", "--rescore-draws", "2", "--threads", "1", "--storage", str(tmp_path / "store"),
                    "--out", str(tmp_path / "out"))
     assert json.loads(again.stdout)["baseline"] == base
+
+
+def test_replayed_searches_find_the_clearly_best_config_of_a_recorded_grid(tmp_path):
+    # A grid as objective_noise.py records it: 4 configs x 3 seeds x 3 epochs; config 2 (lr_g 1e-3) is best at
+    # every epoch and seed, the seeds add a little noise.
+    rng = np.random.default_rng(0)
+    lr_gs, level = [2e-4, 5e-5, 1e-3, 3e-4], [600.0, 700.0, 300.0, 650.0]
+    grid = tmp_path / "grid.jsonl"
+    with open(grid, "w") as f:
+        for c, (lr_g, base) in enumerate(zip(lr_gs, level)):
+            params = {"kl_weight": 2.0, "lr_g": lr_g, "lr_d": 2e-4, "z_dim": 8, "c_dim": 8}
+            for seed in range(3):
+                curve = [{"epoch": e, "evals": {"live/base": {"fid": base * (1.5 - 0.2 * e) + rng.normal(0, 5),
+                                                              "fidelity": 0.9 if c == 2 else 0.3}}}
+                         for e in (1, 2, 3)]
+                f.write(json.dumps({"config": c, "seed": seed, "params": params, "status": "finished",
+                                    "curve": curve, "rescored": {}}) + "\n")
+    out = _bench("search_efficiency.py", "--replay", str(grid), "--sweep", "search_spaces/tiny.yaml", "--methods",
+                 "random,tpe,random+asha,random+median", "--reps", "20", "--budget", "24", "--grace-period", "1",
+                 "--reduction-factor", "2", "--out", str(tmp_path / "out"))
+    result = json.loads((tmp_path / "out" / "search_replay.json").read_text())
+    methods = result["objectives"]["live/base:fid:1"]["methods"]
+    assert set(methods) == {"random", "tpe", "random+asha", "random+median"}
+    # 24 trial-epochs is 8 full trials over 4 configs: random search nearly always meets config 2.
+    assert methods["random"]["share_picking_the_best_config"] >= 0.8 and methods["random"]["median_pick_rank"] == 1
+    assert methods["random"]["median_pick_fidelity"] == pytest.approx(0.9)
+    # Its confirmed value is config 2's mean over the 2 seeds the search did not see, at epoch 3: about 300 * 0.9.
+    assert methods["random"]["median_confirmed"] == pytest.approx(270.0, abs=15.0)
+    assert len(methods["tpe"]["curve_median"]) == 24 and "p_vs_random" in methods["tpe"]
+    assert (tmp_path / "out" / "search_replay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(out.stdout)["objectives"]["live/base:fid:1"]["random"]["median_pick_rank"] == 1
