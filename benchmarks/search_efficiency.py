@@ -12,14 +12,14 @@
 Setup: the demo sweep's Stage-I (shapes data, small profile, batch 16, its search space and the paper
 defaults as the first trial) on --n scenes; a trial trains at most --epochs epochs, and one repetition
 of a method spends --budget trial-epochs. Every repetition is a real search phase of the harness
-(harness.tune.run_phase: Tune + OptunaSearch with the method's sampler, seeded with the repetition's
+(harness.sweep.run_phase: Tune + OptunaSearch with the method's sampler, seeded with the repetition's
 index, and the method's scheduler), stopped by a Tune stopper once its budget is spent.
 
 After every finished trial it records the incumbent (the best judge-FID among trials that ran the full
 --epochs) against cumulative trial-epochs and wall time, read back from what the trials wrote; run it
 again with the same --out and it resumes, skipping the repetitions that finished. Then every repetition's pick (its final
 incumbent) and the paper defaults are trained again with --confirm-seeds fresh seeds at the full budget
-(harness.tune.confirm_phase), so methods are compared on real quality, not on lucky evaluations.
+(harness.sweep.confirm_phase), so methods are compared on real quality, not on lucky evaluations.
 
 Answers, in the JSON it prints: each method's median final incumbent with its interquartile range; the
 trial-epochs its median curve needs to reach random search's final median incumbent, and the ratio to
@@ -126,8 +126,8 @@ def run_repetition(args, root: str, dataset_uri: str, method: str, rep: int) -> 
     """One search of ``method`` with searcher seed ``rep``, stopped at the budget; skipped when an
     earlier run of the benchmark finished it (its repetition.json exists)."""
     from harness.searcher import optuna_space
+    from harness.sweep import run_phase
     from harness.trial import PhaseContext
-    from harness.tune import run_phase
 
     sampler, scheduler = METHODS[method]
     sweep = bench_sweep(args, f"{method.replace('+', '-')}-r{rep}", sampler, scheduler)
@@ -152,8 +152,8 @@ def confirm_picks(args, root: str, dataset_uri: str, reps: list[dict]) -> dict[s
     """Trains every distinct pick and the paper defaults with fresh seeds; config id -> confirmed summary."""
     from harness.confirm import rank_confirmed
     from harness.results import collect_rows, config_id
+    from harness.sweep import confirm_phase
     from harness.trial import PhaseContext
-    from harness.tune import confirm_phase
 
     sweep = bench_sweep(args, "confirm", "tpe", "none")
     defaults = sweep.first_point(Phase.STAGE1)

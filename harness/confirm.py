@@ -13,7 +13,7 @@ defaults are trained again, at the phase's full budget, with the same fresh trai
 - "beats the paper defaults beyond noise" is a one-sided Welch's unequal-variance t-test at
   ``ALPHA``: it suits 2-5 seeds, where a bootstrap over so few values is degenerate.
 
-Tune runs the confirmation trials (harness/tune.py confirm_phase); this module is plain Python.
+Tune runs the confirmation trials (harness/sweep.py confirm_phase); this module is plain Python.
 """
 
 from __future__ import annotations

@@ -32,16 +32,10 @@ from harness import REPO_ROOT, cli, storage  # noqa: E402
 from harness.config import SweepConfig, load_sweep  # noqa: E402
 from harness.config_fields import replaced  # noqa: E402
 from harness.errors import ConfigError, HarnessError  # noqa: E402
-from harness.leaderboard import Leaderboard  # noqa: E402
 from harness.phase import final_phase  # noqa: E402
 from harness.preflight import check_inputs, preflight  # noqa: E402
-from harness.report import build_report  # noqa: E402
-from harness.report.markdown import extra_columns  # noqa: E402
 from harness.run_layout import NightlyLayout  # noqa: E402
-from harness.searcher import derive_seed  # noqa: E402
-from harness.study import StudyStore  # noqa: E402
-from harness.sweep_record import SweepRecord  # noqa: E402
-from harness.tune import run_sweep  # noqa: E402
+from harness.sweep_record import SweepRecord, derive_seed  # noqa: E402
 
 DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
 
@@ -101,6 +95,14 @@ def _night_command(args) -> int:
     date = night_date(args.date)
     sweep = night_sweep(args, date)
     preflight(args.storage)
+
+    # Imported here, not at the top: the sweep, the report and the study load Ray Tune, Optuna and matplotlib
+    # (about 5 s), which --help and a refused argument or sweep file need not wait for.
+    from harness.leaderboard import Leaderboard
+    from harness.report import build_report
+    from harness.report.markdown import extra_columns
+    from harness.study import StudyStore
+    from harness.sweep import run_sweep
 
     nightly = NightlyLayout(args.storage)
     night_root, night = nightly.night_root(date), nightly.night(date, sweep.name)

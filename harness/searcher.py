@@ -3,8 +3,6 @@ trial sizing."""
 
 from __future__ import annotations
 
-import datetime
-import hashlib
 import math
 
 import optuna
@@ -28,15 +26,6 @@ def optuna_distribution(spec: ParamSpec) -> optuna.distributions.BaseDistributio
 
 def optuna_space(specs: dict[str, ParamSpec], prefix: str = "") -> dict[str, optuna.distributions.BaseDistribution]:
     return {prefix + name: optuna_distribution(spec) for name, spec in specs.items()}
-
-
-def derive_seed(seed: int | None, day: datetime.date | None = None) -> int:
-    """The sweep's seed, or one derived from the date: a resumed persistent study with a fixed seed
-    replays the same start-up configurations every night (docs/DESIGN.md), so the default varies by day."""
-    if seed is not None:
-        return seed
-    day = day or datetime.date.today()
-    return int(hashlib.sha256(day.isoformat().encode()).hexdigest()[:8], 16)
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):

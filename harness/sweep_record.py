@@ -9,6 +9,8 @@ another version is refused in one line rather than read by guesswork.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import hashlib
 import json
 import time
 
@@ -18,6 +20,15 @@ from harness.errors import HarnessError
 from harness.phase import Phase
 
 SCHEMA = 2  # 1: the untyped record before this module (no "schema" key)
+
+
+def derive_seed(seed: int | None, day: datetime.date | None = None) -> int:
+    """The sweep's seed, or one derived from the date: a resumed persistent study with a fixed seed
+    replays the same start-up configurations every night (docs/DESIGN.md), so the default varies by day."""
+    if seed is not None:
+        return seed
+    day = day or datetime.date.today()
+    return int(hashlib.sha256(day.isoformat().encode()).hexdigest()[:8], 16)
 
 
 @dataclasses.dataclass
@@ -32,8 +43,9 @@ class SweepRecord:
     wall_seconds: float | None = None  # set when the sweep has ended
 
     @classmethod
-    def new(cls, sweep: SweepConfig, seed: int) -> SweepRecord:
-        return cls(sweep=sweep, seed=seed, started=time.time())
+    def new(cls, sweep: SweepConfig, seed: int | None = None) -> SweepRecord:
+        """A record for a sweep starting now; its seed is ``seed``, else the sweep file's, else the date's."""
+        return cls(sweep=sweep, seed=derive_seed(sweep.search.seed if seed is None else seed), started=time.time())
 
     def to_json(self) -> dict:
         return {"schema": SCHEMA, "sweep": dataclasses.asdict(self.sweep), "seed": self.seed, "started": self.started,

@@ -9,11 +9,11 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# The modules that talk to Ray: the Tune driver and trainable, the Train worker and its launcher, the CLI's
+# The modules that talk to Ray: the sweep (Tune driver) and its trainable, the Train worker and its launcher, the CLI's
 # start-up, capacity queries, the MLflow callback and the compatibility layer.
 RAY_BOUNDARY = {"harness/capacity.py", "harness/cli.py", "harness/fit.py", "harness/mlflow_log.py",
                 "harness/ray_compat.py", "harness/searcher.py", "harness/train.py", "harness/trial.py",
-                "harness/tune.py", "harness/worker.py"}
+                "harness/sweep.py", "harness/worker.py"}
 PRIVATE_RAY = "harness/ray_compat.py"  # the one module that may reach into ray._private and friends
 RAY_FREE_OWNERS = ("harness/objective.py", "harness/phase.py", "harness/results.py", "harness/confirm.py",
                    "harness/sweep_record.py", "harness/loop.py", "harness/report/")

@@ -16,8 +16,8 @@ from harness.report import build_report, rank_trials
 from harness.report.markdown import extra_columns
 from harness.results import config_id, read_parquet
 from harness.run_layout import SweepLayout
+from harness.sweep import top_stage1_checkpoints
 from harness.sweep_record import SweepRecord
-from harness.tune import top_stage1_checkpoints
 from tests.conftest import ROOT
 
 SMOKE = load_sweep(str(ROOT / "search_spaces" / "smoke.yaml"))
