@@ -15,8 +15,8 @@ the live generator's trajectory: ``live`` (today's objective), and moving averag
 (harness/generator_ema.py) with decay 0.99 and 0.999 (BatchNorm statistics averaged) and 0.999 with the live
 statistics copied (the naive average). Each is scored on the ``base`` draw (today's evaluation: the first
 eval_samples test scenes, caption 0, noise seed 1234, against those scenes' real images: common random numbers,
-the same at every evaluation and for every config) and the ``large`` draw (every caption of those scenes, ten
-times as many samples, against the training split's real images) for the live and the 0.999 generators.
+the same at every evaluation and for every config) and, for the live generator, the ``large`` draw (every
+caption of those scenes, ten times as many samples, against the training split's real images).
 The metrics are judge-FID, KID (harness/evaluate.py) and caption fidelity. At the last epoch, each run's live
 and EMA-0.999 generators are re-scored with --rescore-draws other draws (captions and noise) of the base size.
 
@@ -61,7 +61,7 @@ from harness.data.shapes_store import read_split  # noqa: E402
 from harness.evaluate import judge_features, shapes_metrics  # noqa: E402
 from harness.generator_ema import GeneratorEMA  # noqa: E402
 from harness.loop import Diverged, LoopSpec, StageLoop  # noqa: E402
-from harness.searcher import optuna_space  # noqa: E402
+from harness.optuna_space import optuna_space  # noqa: E402
 from models.config import get_profile  # noqa: E402
 
 # Generators scored at every evaluation: (name, decay, BatchNorm statistics); live is the trained generator.
@@ -207,7 +207,8 @@ def read_grid(path: str) -> list[dict]:
 
 def candidates(runs: list[dict]) -> list[tuple[str, str, int]]:
     """(evaluation key, metric, window) of every objective the grid can score."""
-    keys = sorted({k for r in runs for e in r["curve"] for k in e["evals"]})
+    # Only what every evaluation of every run has: a grid resumed across versions may lack a key in older runs.
+    keys = sorted(set.intersection(*(set(e["evals"]) for r in runs for e in r["curve"])))
     return [(k, m, w) for k in keys for m in METRICS for w in WINDOWS]
 
 

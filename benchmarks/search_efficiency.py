@@ -125,7 +125,7 @@ def bench_sweep(args, name: str, sampler: str, scheduler: str) -> SweepConfig:
 def run_repetition(args, root: str, dataset_uri: str, method: str, rep: int) -> dict:
     """One search of ``method`` with searcher seed ``rep``, stopped at the budget; skipped when an
     earlier run of the benchmark finished it (its repetition.json exists)."""
-    from harness.searcher import optuna_space
+    from harness.optuna_space import optuna_space
     from harness.sweep import run_phase
     from harness.trial import PhaseContext
 

@@ -34,8 +34,9 @@ from ray.tune.schedulers import TrialScheduler
 from scipy import stats
 
 from harness.objective import Objective
+from harness.optuna_space import optuna_space
 from harness.phase import Phase
-from harness.searcher import make_scheduler, make_searcher, optuna_space
+from harness.searcher import make_scheduler, make_searcher
 
 REPLAY_METHODS = {  # name -> (sampler, scheduler)
     "random": ("random", "none"), "tpe": ("tpe", "none"), "gp": ("gp", "none"),

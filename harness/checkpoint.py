@@ -72,7 +72,10 @@ class CheckpointMeta:
         if version != META_SCHEMA:
             raise StorageError(f"{uri}: checkpoint meta schema {version}, this harness reads {META_SCHEMA} (written by "
                                "another version); resume or read it with that version, or start the run again")
-        return cls(**raw)
+        try:
+            return cls(**raw)
+        except TypeError as exc:  # a field missing or unknown: not what this schema writes
+            raise StorageError(f"{uri}: not a checkpoint meta of schema {META_SCHEMA} ({exc})") from exc
 
 
 def serialize(state: dict) -> bytes:

@@ -237,7 +237,7 @@ class ConfirmConfig:
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
     RENAMED: ClassVar[dict[str, str]] = {"top_k": "stage2_parents"}  # search.confirm.top_k is the other top_k
-    strategy: str = field("staged", str)  # staged: Stage-I sweep, then Stage-II from its top-k
+    strategy: str = field("staged", str)  # staged: Stage-I sweep, then Stage-II from its top stage2_parents
     num_samples: int = field(4, int)  # trials per stage sweep (per strategy, for joint)
     max_concurrent: int | None = field(None, int, optional=True)  # None: derived from resources
     # The metric searched and ranked (objective.METRICS), and how many of a run's last evaluations its value

@@ -8,7 +8,8 @@
     best/            the all-time best checkpoint (stage2/ and the stage1/ it refines), best.json
 
 Quality is Objective.quality: the objective for objectives to maximise (caption fidelity, Inception Score)
-and 1 / objective for FID and KID, so "quality per GPU-hour" is larger when better for every objective.
+and 1 / objective for FID and KID, so "quality per GPU-hour" is larger when better for every objective. A KID at
+or below zero (the unbiased estimate's noise around a perfect match) has no quality: its per-hour cells are empty.
 """
 
 from __future__ import annotations
@@ -107,14 +108,20 @@ class Leaderboard:
 
     def nights(self) -> list[dict]:
         rows = self._read("nights.parquet")
-        missing = [c for c in NIGHT_COLUMNS if rows and c not in rows[0]]
-        if missing:
-            raise HarnessError(f"{storage.join(self.uri, 'nights.parquet')}: no {', '.join(missing)} column (written by "
-                               "an older harness); move it aside to start the leaderboard afresh")
+        uri = storage.join(self.uri, "nights.parquet")
         others = sorted({r["sweep"] for r in rows} - {self.sweep_name})
         if others:
             raise HarnessError(f"{self.uri}: holds the nightly sweep {others[0]!r}, not {self.sweep_name!r}; "
                                "use one storage root per nightly sweep")
+        for row in rows:
+            missing = [c for c in NIGHT_COLUMNS if row.get(c) is None]
+            if missing:
+                raise HarnessError(f"{uri}: night {row.get('date')} has no {', '.join(missing)} (written by an older "
+                                   "harness); move the file aside to start the leaderboard afresh")
+            if row.get("objective") != self.objective.key:
+                raise HarnessError(f"{uri}: night {row['date']} ranked by {row.get('objective')!r}, this sweep by "
+                                   f"{self.objective.key!r}; nights of two objectives cannot share a leaderboard (use "
+                                   "another storage root)")
         return sorted(rows, key=lambda r: r["date"])
 
     def record_night(self, date: str, report: Report, night: SweepLayout, wall_seconds: float, seed: int,

@@ -48,7 +48,7 @@ class Phase(enum.StrEnum):
 
     def tune_run(self, source: Source) -> str:
         """The name of the phase's Tune run for ``source`` (under <sweep>/tune/)."""
-        return str(self) if source is Source.SEARCH else f"{self}-confirm"
+        return str(self) if Source(source) is Source.SEARCH else f"{self}-confirm"
 
     def epochs(self, sweep, source: Source) -> int:
         """Epochs one run of the phase trains, over all its stages (the stages' budgets for ``source``)."""

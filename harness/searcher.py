@@ -1,5 +1,5 @@
-"""Search spaces (sweep YAML -> Optuna distributions), the seeded Optuna searcher, Tune's schedulers and
-trial sizing."""
+"""The seeded Optuna searcher as Tune sees it, Tune's schedulers and trial sizing (the search spaces as Optuna
+distributions are harness/optuna_space.py's)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,6 @@ from ray.tune.search.optuna import OptunaSearch
 from harness import ray_compat
 from harness.config import ResourcesConfig
 from harness.objective import Objective
-from harness.search_space import ParamSpec
-
-
-def optuna_distribution(spec: ParamSpec) -> optuna.distributions.BaseDistribution:
-    if spec.distribution == "loguniform":
-        return optuna.distributions.FloatDistribution(spec.low, spec.high, log=True)
-    if spec.distribution == "uniform":
-        return optuna.distributions.FloatDistribution(spec.low, spec.high)
-    if spec.distribution == "int":
-        return optuna.distributions.IntDistribution(int(spec.low), int(spec.high))
-    return optuna.distributions.CategoricalDistribution(list(spec.choices))
-
-
-def optuna_space(specs: dict[str, ParamSpec], prefix: str = "") -> dict[str, optuna.distributions.BaseDistribution]:
-    return {prefix + name: optuna_distribution(spec) for name, spec in specs.items()}
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):

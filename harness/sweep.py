@@ -14,6 +14,7 @@ tune/ (Tune and searcher state, for --resume), trials/, results.parquet and repo
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 
 import optuna
@@ -28,17 +29,12 @@ from harness.confirm import confirmation_candidates, confirmation_seeds, rank_co
 from harness.data.ensure import ensure_dataset
 from harness.errors import NoResults
 from harness.mlflow_log import open_sweep_run
+from harness.optuna_space import optuna_space
 from harness.phase import Phase, Source, phases
 from harness.report import Report, build_report, rank_trials
 from harness.results import collect_rows, config_id, params_of
 from harness.run_layout import SweepLayout
-from harness.searcher import (
-    make_scheduler,
-    make_searcher,
-    max_concurrent_trials,
-    optuna_space,
-    trial_resources,
-)
+from harness.searcher import make_scheduler, make_searcher, max_concurrent_trials, trial_resources
 from harness.study import StudyStore
 from harness.sweep_record import SweepRecord
 from harness.trial import PhaseContext, stage_trial
@@ -87,6 +83,9 @@ def _fit(name: str, ctx: PhaseContext, sweep: SweepConfig, resume: bool, make_tu
         print(f"resuming {name} from {tune_path}", flush=True)
         ray_compat.reconcile_search_on_restore()
         return tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
+    marker = _budget_marker(ctx, name)
+    if storage.exists(marker):  # left by an earlier sweep of this name, run again afresh
+        storage.delete(marker)
     return make_tuner(trainable, tune_root).fit()
 
 
@@ -175,7 +174,7 @@ class _Sweep:
     resume: bool
     dataset_uri: str
     mlflow_run: object | None
-    t0: float = dataclasses.field(default_factory=time.perf_counter)
+    t0: float  # when the sweep started (time.perf_counter)
 
     def save(self) -> None:
         self.record.save(self.layout.record)
@@ -246,6 +245,7 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     ``study`` makes the Optuna studies persistent across sweeps; without it they live in the sweep's own
     journal (optuna-dashboard reads it), started afresh unless ``resume``.
     """
+    t0 = time.perf_counter()  # the time budget counts the dataset build and the wait for the cluster too
     check_cluster_fits(sweep.resources)
     layout = SweepLayout(storage_root, sweep.name)
     persistent = study is not None
@@ -258,14 +258,16 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     else:
         record = SweepRecord.new(sweep)
     run = _Sweep(sweep, layout, record, study, resume, ensure_dataset(dataset_root or storage_root, sweep.data,
-                 sweep.model.profile), open_sweep_run(sweep, layout))  # MLflow: None unless a tracking URI is set
+                 sweep.model.profile), open_sweep_run(sweep, layout), t0)  # MLflow: None unless a tracking URI is set
     run.save()
 
     if sweep.search.strategy == "staged":
         run.phase(run.context(Phase.STAGE1), optuna_space(sweep.stage1.search), record.seed, STAGE1_SHARE)
-        record.stage1_parents = top_stage1_checkpoints(layout, sweep)
-        if not record.stage1_parents:
-            raise SweepFailed("no Stage-I trial produced a checkpoint (all diverged?)")
+        if not record.stage1_parents:  # chosen once and recorded: a resumed Stage-II maps its indices to the same
+            record.stage1_parents = top_stage1_checkpoints(layout, sweep)
+            if not record.stage1_parents:
+                raise SweepFailed("no Stage-I trial produced a checkpoint (all diverged?)")
+            run.save()
         run.phase(run.context(Phase.STAGE2, stage1_parents=tuple(record.stage1_parents)), stage2_space(sweep),
                   record.seed + 1, 1.0)
     else:
@@ -333,7 +335,7 @@ def print_leaderboard(report: Report, sweep: SweepConfig, record: SweepRecord) -
         fid = f" fidelity={e['fidelity']:.3f}" if "fidelity" in e and key != "fidelity" else ""
         print(f"{i:2d}. {e['trial_id']}  {key}={e[key]:.4g}{fid}  [{e['final_status']}, epoch {e['epoch']}]  "
               f"{_shown_params(params_of(e))}")
-    print(f"cost: {report.cost}")
+    print(f"cost: {json.dumps(report.cost)}")
     print(f"wall time: {record.wall_seconds} s")
     print(f"report: {report.uri}")
 

@@ -1,7 +1,7 @@
 """The Tune function trainable: a flat Tune dict -> typed StageRunConfig -> TorchTrainer per stage.
 
 Three phases share it: ``stage1`` and ``stage2`` (the staged strategy; Stage-II trials also choose
-one of the top-k Stage-I checkpoints as ``stage1_parent``) and ``joint`` (each trial trains Stage-I
+one of the top Stage-I checkpoints (``search.stage2_parents``) as ``stage1_parent``) and ``joint`` (each trial trains Stage-I
 then Stage-II with its own ``s1.*`` / ``s2.*`` values). Runs are named by trial id, so a restored
 trial finds its own checkpoints.
 """
@@ -32,10 +32,14 @@ class PhaseContext:
     layout: SweepLayout
     dataset_uri: str
     phase: Phase
-    stage1_parents: tuple[str, ...] = ()  # stage2: the top-k Stage-I checkpoint URIs
+    stage1_parents: tuple[str, ...] = ()  # stage2: the top Stage-I checkpoint URIs (search.stage2_parents of them)
     # A confirmation run of the phase when set: the trial's config is {candidate: index, train_seed: seed}
     # and trains candidates[index] (a search config's values) with that training seed.
     candidates: tuple[dict, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.phase, Phase):
+            raise TypeError(f"PhaseContext.phase must be a Phase, got {self.phase!r}")
 
 
 def stage_trial(config: dict, ctx: PhaseContext) -> None:
@@ -60,7 +64,7 @@ def stage_trial(config: dict, ctx: PhaseContext) -> None:
     if ctx.phase is Phase.STAGE1:
         fit(1, "", epochs1, None)
     elif ctx.phase is Phase.STAGE2:
-        rank = min(int(config["stage1_parent"]), len(ctx.stage1_parents) - 1)  # fewer survivors than top_k
+        rank = min(int(config["stage1_parent"]), len(ctx.stage1_parents) - 1)  # fewer survivors than stage2_parents
         fit(2, "", epochs2, ctx.stage1_parents[rank])
     else:
         fit(1, "s1.", epochs1, None)

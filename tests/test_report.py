@@ -10,7 +10,9 @@ import pytest
 from harness import checkpoint, storage
 from harness.config import load_sweep
 from harness.config_fields import replaced
+from harness.errors import HarnessError
 from harness.leaderboard import Leaderboard
+from harness.objective import Objective
 from harness.phase import Phase, Source
 from harness.report import build_report, rank_trials
 from harness.report.markdown import extra_columns
@@ -126,3 +128,15 @@ def test_a_night_records_its_best_confirmed_config_and_promotes_it(synthetic, tm
     trials = read_parquet(str(tmp_path / "board" / "leaderboard" / "trials.parquet"))
     assert [t["trial_id"] for t in trials] == ["s2-other", "s2-defaults", "s1-other", "s1-defaults", "s1-diverged"]
     assert trials[0]["fidelity"] == pytest.approx(1 / 450.0) and trials[0]["quality"] == pytest.approx(1 / 450.0)
+
+
+def test_a_board_refuses_nights_ranked_by_another_objective(synthetic, tmp_path):
+    report = build_report(synthetic, SWEEP, SweepRecord.new(SWEEP, seed=7))
+    root = str(tmp_path / "board")
+    Leaderboard(root, SWEEP.name, SWEEP.objective, extra_columns(SWEEP)).record_night(
+        "2026-12-01", report, synthetic, 3600.0, 7, 0.1)
+    windowed = Leaderboard(root, SWEEP.name, Objective("fid", 3))
+    with pytest.raises(HarnessError, match=r"night 2026-12-01 ranked by 'fid', this sweep by 'fid_last3_mean'"):
+        windowed.nights()
+    with pytest.raises(HarnessError, match=r"holds the nightly sweep 'synthetic', not 'other'"):
+        Leaderboard(root, "other", SWEEP.objective).nights()

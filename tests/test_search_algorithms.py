@@ -80,7 +80,7 @@ def test_bad_search_algorithm_settings_are_refused_before_ray_starts(tmp_path, o
 
 def test_the_searcher_evaluates_the_start_points_first_then_samples(tmp_path):
     sweep = load_sweep(write_sweep(SMOKE, tmp_path / "s.yaml", **{"stage1.start_points": [{"lr_g": 1e-3}]}))
-    from harness.searcher import optuna_space
+    from harness.optuna_space import optuna_space
 
     searcher = make_searcher(optuna_space(sweep.stage1.search), sweep.start_points(Phase.STAGE1), Objective("fid"), seed=0,
                              final_stage=1)

@@ -43,7 +43,7 @@ def test_two_worker_ddp_run_reports_metrics_and_checkpoints(ray_local, tmp_path,
         assert pathlib.Path(m["sample_grid"]).read_bytes()[:4] == b"\x89PNG"
     _, meta = checkpoint.load(summary["stage2"]["checkpoint_path"])
     assert meta.stage1_checkpoint == summary["stage1_checkpoint"]
-    assert meta["architecture"]["stage2"]["image_size"] == 32 and meta["config"]["spec"]["train"]["sync_batchnorm"] is True
+    assert meta.architecture["stage2"]["image_size"] == 32 and meta.config["spec"]["train"]["sync_batchnorm"] is True
 
 
 def _final_generator(run_dir: pathlib.Path) -> dict:
@@ -81,7 +81,7 @@ def test_stage2_starts_from_a_stage1_checkpoint_uri_on_s3(ray_local, s3, tmp_pat
                   "--stage1-checkpoint", ckpt, "--name", "stage2-only")
     assert second["stage2"]["status"] == "finished"
     _, meta = checkpoint.load(second["stage2"]["checkpoint_path"])
-    assert meta["config"]["stage1_checkpoint"] == ckpt
+    assert meta.stage1_checkpoint == ckpt
     assert storage.exists(second["stage2"]["sample_grid"])
 
 

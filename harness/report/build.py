@@ -16,6 +16,7 @@ import dataclasses
 from harness import checkpoint, storage
 from harness.config import SweepConfig
 from harness.confirm import ConfirmedConfig, rank_confirmed
+from harness.data.shapes import ATTRIBUTES
 from harness.errors import NoResults, StorageError
 from harness.objective import Objective
 from harness.phase import Phase, Source, reached_phase
@@ -103,7 +104,8 @@ def build_report(layout: SweepLayout, sweep: SweepConfig, record: SweepRecord | 
     shown = ranked
     if confirmed:  # the best seed run of each of the best confirmed configs, at its last evaluation
         last = last_by_run(rows)
-        shown = [last[(c.best_trial, final_stage)] for c in confirmed if (c.best_trial, final_stage) in last]
+        shown = [last[(c.best_trial, final_stage)] for c in confirmed if (c.best_trial, final_stage) in last
+                 and objective.value_of(last[(c.best_trial, final_stage)]) is not None]
     for i, e in enumerate(shown[:3]):
         grid = e.get("sample_grid")
         if grid and storage.exists(grid):
@@ -137,7 +139,7 @@ def _showcase(layout: SweepLayout, best: dict, final_stage: int, parents: list[s
     run = layout.trial(best["trial_id"]).stage(final_stage)
     if not storage.exists(run.real_grid):
         return None
-    attributes = sorted(k.removeprefix("fidelity_") for k in best if k.startswith("fidelity_"))
+    attributes = [a for a in ATTRIBUTES if f"fidelity_{a}" in best]  # not fidelity_last3_mean, a windowed objective
     parent_metrics = {}
     params = params_of(best)
     if final_stage == 2 and parents and "stage1_parent" in params:

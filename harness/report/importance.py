@@ -7,9 +7,9 @@ import optuna
 
 from harness.config import SweepConfig
 from harness.objective import Objective
+from harness.optuna_space import optuna_space
 from harness.phase import Phase
 from harness.results import params_of
-from harness.searcher import optuna_space
 
 # Importances from a handful of trials rank noise: Optuna's evaluators fit a model of the objective
 # over the search space, and with 5 parameters that needs a few dozen completed trials before the
