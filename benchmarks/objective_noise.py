@@ -28,7 +28,8 @@ objective with other units cannot win by scale:
 - seed spread: the within-config sd at the final budget over the grand mean, and the config share of the
   variance, ICC = var(config means) / (var(config means) + mean within-config variance);
 - rank agreement: Kendall's tau between the configs' mean ranking at each epoch and at the last;
-- agreement with fidelity: Kendall's tau between the configs' ranking by the objective and by caption fidelity.
+- agreement with conditioning: Kendall's tau between the configs' ranking by the objective and by the live
+  generator's mean per-attribute caption fidelity (all-attributes fidelity in grids recorded before that was kept).
 Writes DIR/objective_noise.json (printed too) and DIR/objective_noise.png.
 """
 
@@ -57,6 +58,7 @@ from harness.config import load_sweep  # noqa: E402
 from harness.data.dataset import ShapesData  # noqa: E402
 from harness.data.ensure import ensure_dataset  # noqa: E402
 from harness.data.judge import load_or_train_judge  # noqa: E402
+from harness.data.shapes import ATTRIBUTES  # noqa: E402
 from harness.data.shapes_store import read_split  # noqa: E402
 from harness.evaluate import judge_features, shapes_metrics  # noqa: E402
 from harness.generator_ema import GeneratorEMA  # noqa: E402
@@ -68,7 +70,9 @@ from models.config import get_profile  # noqa: E402
 AVERAGES = (("ema0.99", 0.99, "average"), ("ema0.999", 0.999, "average"), ("ema0.999-copybn", 0.999, "copy"))
 LARGE_DRAW_GENERATORS = ("live",)  # the large draw costs 10x the base: the live G only
 RESCORE_GENERATORS = ("live", "ema0.999")
-METRICS = {"fid": "min", "kid": "min", "fidelity": "max"}
+# "attributes" is the mean of the per-attribute fidelities: at a short budget no image has every attribute right
+# (fidelity ~0), while each attribute already moves.
+METRICS = {"fid": "min", "kid": "min", "fidelity": "max", "attributes": "max"}
 WINDOWS = (1, 2, 3)
 NOISE_SEED = 1234  # harness/loop.py StageLoop.sample's default: today's evaluation noise
 
@@ -141,7 +145,9 @@ def setup(args) -> Bench:
 def _scores(bench: Bench, loop: StageLoop, g, eval_set, real_features, seed: int) -> dict:
     fake, _ = loop.sample(eval_set.text_BD, seed=seed, using=g, batch=256)
     m = shapes_metrics(bench.judge, fake, eval_set, real_features)
-    return {k: round(float(m[k]), 6) for k in ("fid", "kid", "kid_std", "fidelity")}
+    scores = {k: round(float(m[k]), 6) for k in ("fid", "kid", "kid_std", "fidelity")}
+    per_attribute = {f"fidelity_{a}": round(float(m[f"fidelity_{a}"]), 6) for a in ATTRIBUTES}
+    return {**scores, **per_attribute, "attributes": round(float(np.mean(list(per_attribute.values()))), 6)}
 
 
 def train_run(bench: Bench, params: dict, seed: int, epochs: int) -> dict:
@@ -209,7 +215,8 @@ def candidates(runs: list[dict]) -> list[tuple[str, str, int]]:
     """(evaluation key, metric, window) of every objective the grid can score."""
     # Only what every evaluation of every run has: a grid resumed across versions may lack a key in older runs.
     keys = sorted(set.intersection(*(set(e["evals"]) for r in runs for e in r["curve"])))
-    return [(k, m, w) for k in keys for m in METRICS for w in WINDOWS]
+    recorded = set.intersection(*(set(v) for r in runs for e in r["curve"] for v in e["evals"].values()))
+    return [(k, m, w) for k in keys for m in METRICS if m in recorded for w in WINDOWS]
 
 
 def series(run: dict, key: str, metric: str, window: int) -> np.ndarray:
@@ -248,8 +255,12 @@ def measure(runs: list[dict], key: str, metric: str, window: int) -> dict:
     for e in range(epochs):
         means_e = np.array([np.mean([s[e] for s in by_config[c]]) for c in configs])
         taus[e + 1] = round(float(stats.kendalltau(means_e, final_means).statistic), 3)
-    fidelity = np.array([np.mean([r["curve"][epochs - 1]["evals"][key]["fidelity"] for r in finished
-                                  if r["config"] == c]) for c in configs])
+    # The conditioning a ranking should agree with: each attribute's fidelity, averaged (all-attributes fidelity
+    # in grids recorded before it was kept), always on the live generator's base draw, so that every candidate
+    # is compared with one yardstick.
+    conditioning = "attributes" if "attributes" in finished[0]["curve"][-1]["evals"]["live/base"] else "fidelity"
+    yardstick = np.array([np.mean([r["curve"][epochs - 1]["evals"]["live/base"][conditioning] for r in finished
+                                   if r["config"] == c]) for c in configs])
     out = {"objective": f"{metric} {key} window {window}", "key": key, "metric": metric, "window": window,
            "mode": METRICS[metric], "configs": len(configs), "runs": len(finished), "epochs": epochs,
            "level": round(grand, 6),
@@ -257,8 +268,8 @@ def measure(runs: list[dict], key: str, metric: str, window: int) -> dict:
            "seed_sd_rel": round(within_sd / abs(grand), 4) if grand else None,
            "icc": round(icc(final), 3),
            "tau_by_epoch": taus, "tau_half": taus[max(1, epochs // 2)],
-           "tau_with_fidelity": round(float(-sign * stats.kendalltau(final_means, fidelity).statistic), 3)
-           if metric != "fidelity" else 1.0}
+           "conditioning_measure": conditioning,
+           "tau_with_conditioning": round(float(-sign * stats.kendalltau(final_means, yardstick).statistic), 3)}
     rescores = [r["rescored"][key] for r in finished if key in r.get("rescored", {})]
     if rescores and window == 1:
         rel = [np.std([d[metric] for d in draws], ddof=1) / abs(np.mean([d[metric] for d in draws])) for draws in rescores]
