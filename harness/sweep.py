@@ -32,6 +32,7 @@ from harness.mlflow_log import open_sweep_run
 from harness.optuna_space import optuna_space
 from harness.phase import Phase, Source, phases
 from harness.report import Report, build_report, rank_trials
+from harness.report.markdown import extra_columns
 from harness.results import collect_rows, config_id, params_of
 from harness.run_layout import SweepLayout
 from harness.searcher import make_scheduler, make_searcher, max_concurrent_trials, trial_resources
@@ -332,8 +333,8 @@ def print_leaderboard(report: Report, sweep: SweepConfig, record: SweepRecord) -
             print(f"    {c.verdict.sentence}")
         print("search trials (one seed each):")
     for i, e in enumerate(report.ranked, 1):
-        fid = f" fidelity={e['fidelity']:.3f}" if "fidelity" in e and key != "fidelity" else ""
-        print(f"{i:2d}. {e['trial_id']}  {key}={e[key]:.4g}{fid}  [{e['final_status']}, epoch {e['epoch']}]  "
+        beside = "".join(f" {m}={e[m]:.4g}" for m in extra_columns(sweep) if isinstance(e.get(m), (int, float)))
+        print(f"{i:2d}. {e['trial_id']}  {key}={e[key]:.4g}{beside}  [{e['final_status']}, epoch {e['epoch']}]  "
               f"{_shown_params(params_of(e))}")
     print(f"cost: {json.dumps(report.cost)}")
     print(f"wall time: {record.wall_seconds} s")

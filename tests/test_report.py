@@ -18,7 +18,7 @@ from harness.report import build_report, rank_trials
 from harness.report.markdown import extra_columns
 from harness.results import config_id, read_parquet
 from harness.run_layout import SweepLayout
-from harness.sweep import top_stage1_checkpoints
+from harness.sweep import print_leaderboard, top_stage1_checkpoints
 from harness.sweep_record import SweepRecord
 from tests.conftest import ROOT
 
@@ -140,3 +140,14 @@ def test_a_board_refuses_nights_ranked_by_another_objective(synthetic, tmp_path)
         windowed.nights()
     with pytest.raises(HarnessError, match=r"holds the nightly sweep 'synthetic', not 'other'"):
         Leaderboard(root, "other", SWEEP.objective).nights()
+
+
+def test_the_terminal_leaderboard_lists_the_confirmed_configs_then_the_search_trials(synthetic, capsys):
+    record = SweepRecord.new(SWEEP, seed=7)
+    record.wall_seconds = 12.5
+    print_leaderboard(build_report(synthetic, SWEEP, record), SWEEP, record)
+    out = capsys.readouterr().out
+    assert "=== Leaderboard: synthetic (staged, fid, min) ===" in out and "wall time: 12.5 s" in out
+    first = out.splitlines()[out.splitlines().index("confirmed configs, ranked by mean fid over seeds (95 % interval):") + 1]
+    assert first.startswith(f" 1. {config_id(OTHER2)}  fid=410 [")
+    assert " 1. s2-other  fid=450 fidelity=0.002222  [finished, epoch 1]" in out
