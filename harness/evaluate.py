@@ -89,7 +89,19 @@ def _fidelity(pred: dict[str, torch.Tensor], eval_set: EvalSet) -> dict[str, flo
         correct_all &= hit | ~named
         out[f"fidelity_{name}"] = float(hit[named].float().mean()) if named.any() else float("nan")
     out["fidelity"] = float(correct_all.float().mean())
+    out["conditioning"] = conditioning(out)
     return out
+
+
+def conditioning(fidelity: dict[str, float]) -> float:
+    """How far above chance the images follow their captions, 0 at chance and 1 when every named attribute is
+    right: each attribute's fidelity as a share of the way from chance to 1, averaged over the attributes.
+    Judge-FID cannot see this (experiments/fid_conditioning.py: shuffled captions keep FID 0); all-attributes
+    fidelity stays at 0 until a run draws every attribute of one image right."""
+    chance = chance_fidelity()
+    lifts = [(fidelity[k] - chance[k]) / (1.0 - chance[k]) for k in chance if k != "fidelity"
+             and not np.isnan(fidelity.get(k, float("nan")))]
+    return float(np.mean(lifts)) if lifts else float("nan")
 
 
 def chance_fidelity() -> dict[str, float]:

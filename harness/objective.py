@@ -21,15 +21,15 @@ from typing import TypeVar
 from harness.errors import ConfigError
 
 # Each metric a sweep can optimise, and the direction that is better.
-METRICS = {"fid": "min", "kid": "min", "fidelity": "max", "inception_score": "max"}
+METRICS = {"fid": "min", "kid": "min", "fidelity": "max", "conditioning": "max", "inception_score": "max"}
 # What a diverged run reports: worse than any real value, finite so that Tune and Optuna accept it.
-WORST = {"fid": 1e6, "kid": 1e6, "fidelity": 0.0, "inception_score": 0.0}
+WORST = {"fid": 1e6, "kid": 1e6, "fidelity": 0.0, "conditioning": -1.0, "inception_score": 0.0}
 # The scale a metric's confidence interval is computed on (confirm.SeedSummary): FID and IS are positive, so
 # their intervals are taken on the log scale; caption fidelity is a share in [0, 1], taken on the logit scale;
-# the unbiased KID estimate can be negative, so its interval is the plain one.
-INTERVAL_SCALES = {"fid": "log", "kid": "linear", "fidelity": "logit", "inception_score": "log"}
+# the unbiased KID estimate and conditioning (below chance) can be negative, so their intervals are the plain one.
+INTERVAL_SCALES = {"fid": "log", "kid": "linear", "fidelity": "logit", "conditioning": "linear", "inception_score": "log"}
 # Metrics that only the shapes judge computes (real datasets are scored by an Inception network).
-SHAPES_ONLY = ("fidelity", "kid")
+SHAPES_ONLY = ("fidelity", "conditioning", "kid")
 
 T = TypeVar("T")
 

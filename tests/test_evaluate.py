@@ -14,6 +14,7 @@ from harness.data.judge import load_shipped_judge
 from harness.evaluate import (
     caption_fidelity,
     chance_fidelity,
+    conditioning,
     frechet_distance,
     inception_metrics,
     load_inception,
@@ -38,6 +39,15 @@ def test_real_images_with_their_captions_score_near_perfect_fidelity(shapes_uri)
         assert value >= 0.9, (name, value)
     shuffled = caption_fidelity(load_shipped_judge(), ev.real_images_B3HW.roll(1, 0), ev)
     assert shuffled["fidelity"] < 0.2, "mismatched images must not score"
+    assert fid["conditioning"] >= 0.85 and abs(shuffled["conditioning"]) < 0.15  # ~1 with their captions, ~0 without
+
+
+def test_conditioning_is_each_attributes_lift_over_chance_averaged():
+    # shape 1/6, colour 1/8, size 1/3, position 1/9, background 1/4 are chance (shapes.ATTRIBUTE_VALUES).
+    fidelity = {"fidelity_shape": 1 / 6, "fidelity_colour": 1.0, "fidelity_size": 2 / 3, "fidelity_position": 5 / 9,
+                "fidelity_background": float("nan"), "fidelity": 0.0}
+    # (0 + 1 + (2/3 - 1/3) / (2/3) + (5/9 - 1/9) / (8/9)) / 4 = (0 + 1 + 0.5 + 0.5) / 4; background is not named
+    assert conditioning(fidelity) == pytest.approx(0.5)
     assert chance_fidelity()["fidelity_colour"] == pytest.approx(1 / 8)
 
 

@@ -42,7 +42,7 @@ def test_a_windowed_objective_is_the_mean_of_the_last_k_evaluations_under_its_ow
 def test_a_sweep_file_names_the_objective_and_its_window_or_is_refused_in_one_line():
     sweep = sweep_from_dict({"search": {"objective": "kid", "objective_window": 2}})
     assert sweep.objective == Objective("kid", 2) and sweep.objective.key == "kid_last2_mean"
-    cases = {"search.objective: 'lpips' is not one of fid, kid, fidelity, inception_score": {"objective": "lpips"},
+    cases = {"search.objective: 'lpips' is not one of fid, kid, fidelity, conditioning, inception_score": {"objective": "lpips"},
              "search.objective_window: must be >= 1": {"objective_window": 0}}
     for message, search in cases.items():
         with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(")):

@@ -20,9 +20,9 @@ SHOWN_PARAMS = (*ALL_NAMES, "stage1_parent")
 
 
 def extra_columns(sweep: SweepConfig) -> tuple[str, ...]:
-    """Shown beside the objective: caption fidelity on shapes; on real data FID and IS, both always shown."""
+    """Shown beside the objective: conditioning and caption fidelity on shapes; on real data FID and IS."""
     if sweep.data.kind == "shapes":
-        return ("fidelity",) if sweep.objective.key != "fidelity" else ()
+        return tuple(m for m in ("conditioning", "fidelity") if m != sweep.objective.key)
     return tuple(m for m in ("fid", "inception_score") if m != sweep.objective.key)
 
 
