@@ -89,8 +89,3 @@ def test_only_the_ray_boundary_imports_ray_and_only_ray_compat_its_private_apis(
     assert importing_ray <= RAY_BOUNDARY, f"outside the Ray boundary: {sorted(importing_ray - RAY_BOUNDARY)}"
     for owner in RAY_FREE_OWNERS:
         assert not any(p.startswith(owner) for p in importing_ray), f"{owner} imports Ray"
-
-
-def test_the_harness_does_not_point_at_the_shared_reading_folder():
-    for path in sorted((ROOT / "harness").rglob("*.py")) + sorted((ROOT / "models").rglob("*.py")):
-        assert "../shared" not in path.read_text(), f"{path} refers to ../shared"
