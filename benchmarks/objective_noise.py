@@ -63,6 +63,7 @@ from harness.data.shapes_store import read_split  # noqa: E402
 from harness.evaluate import judge_features, shapes_metrics  # noqa: E402
 from harness.generator_ema import GeneratorEMA  # noqa: E402
 from harness.loop import Diverged, LoopSpec, StageLoop  # noqa: E402
+from harness.objective import Objective  # noqa: E402
 from harness.optuna_space import optuna_space  # noqa: E402
 from models.config import get_profile  # noqa: E402
 
@@ -220,8 +221,8 @@ def candidates(runs: list[dict]) -> list[tuple[str, str, int]]:
 
 def series(run: dict, key: str, metric: str, window: int) -> np.ndarray:
     """A run's objective after each epoch: the mean of its last ``window`` evaluations (fewer at the start)."""
-    raw = np.array([e["evals"][key][metric] for e in run["curve"]], float)
-    return np.array([raw[max(0, i - window + 1): i + 1].mean() for i in range(len(raw))])
+    raw = [float(e["evals"][key][metric]) for e in run["curve"]]
+    return np.array(Objective(metric, window).after_each(raw))
 
 
 def icc(groups: list[np.ndarray]) -> float:

@@ -77,9 +77,8 @@ class Grid:
         self.values: dict[int, dict[int, np.ndarray]] = {}
         self.fidelity: dict[int, dict[int, float]] = {}
         for r in finished:
-            raw = np.array([e["evals"][spec.key][spec.metric] for e in r["curve"][:self.epochs]], float)
-            windowed = np.array([spec.objective.smoothed(list(raw[:i + 1])) for i in range(len(raw))])
-            self.values.setdefault(r["config"], {})[r["seed"]] = windowed
+            raw = [float(e["evals"][spec.key][spec.metric]) for e in r["curve"][:self.epochs]]
+            self.values.setdefault(r["config"], {})[r["seed"]] = np.array(spec.objective.after_each(raw))
             self.fidelity.setdefault(r["config"], {})[r["seed"]] = r["curve"][self.epochs - 1]["evals"][spec.key]["fidelity"]
         self.configs = [c for c in self.configs if len(self.values.get(c, {})) >= 2]
         self.objective = spec.objective

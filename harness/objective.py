@@ -88,6 +88,10 @@ class Objective:
         recent = values[-self.window:]
         return sum(recent) / len(recent)
 
+    def after_each(self, values: Sequence[float]) -> list[float]:
+        """The objective after each of a run's evaluations, in order (what the worker reports, one at a time)."""
+        return [self.smoothed(values[:i + 1]) for i in range(len(values))]
+
     def value_of(self, result: dict) -> float | None:
         """The objective's value in a result or results row; None when absent or not a number."""
         return _finite(result.get(self.key))

@@ -34,6 +34,7 @@ def test_a_windowed_objective_is_the_mean_of_the_last_k_evaluations_under_its_ow
     assert [three.smoothed(history[:i]) for i in range(1, 5)] == pytest.approx(
         [867.0, 1150.0, 925.6667, 895.6667], abs=1e-4)
     assert Objective("fid").smoothed(history) == 777.0
+    assert three.after_each(history) == [three.smoothed(history[:i]) for i in range(1, 5)]
     assert three.describe() == "fid, mean of the last 3 evaluations" and Objective("kid").describe() == "kid"
     with pytest.raises(ValueError, match="no evaluation"):
         three.smoothed([])
