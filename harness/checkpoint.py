@@ -185,6 +185,18 @@ def load(ckpt_uri: str, map_location: str | torch.device = "cpu") -> tuple[dict,
     return state, meta
 
 
+def load_generator(ckpt_uri: str) -> tuple[torch.nn.Module, CheckpointMeta]:
+    """The generator a checkpoint was evaluated as, in eval mode: its moving average when the run kept one
+    (train.g_ema), else the trained weights. A later stage refines it; the final evaluation samples it."""
+    from models import Stage1Config, Stage1Generator, Stage2Config, Stage2Generator
+
+    state, meta = load(ckpt_uri)
+    cls, cfg = (Stage1Generator, Stage1Config) if meta.stage == 1 else (Stage2Generator, Stage2Config)
+    g = cls(cfg(**meta.architecture[f"stage{meta.stage}"]))
+    g.load_state_dict(state["generator_ema"]["module"] if "generator_ema" in state else state["generator"])
+    return g.eval(), meta
+
+
 def _best_of(checkpoints: list[str], objective: Objective) -> str | None:
     scored = [(ckpt, objective.value_of(read_meta(ckpt).metrics)) for ckpt in checkpoints]
     best_scored = objective.best(scored, lambda pair: pair[1])

@@ -35,7 +35,15 @@ class DataConfig:
     seed: int = field(0, int)
     encoder: str = field("hash", str)  # hash | minilm | precomputed
     eval_samples: int = field(256, int)  # fixed held-out captions scored at each evaluation
-    inception_weights: str | None = field(None, str, optional=True)  # real datasets: local path or URI
+    # Real datasets: the standard FID Inception's weights (either standard file) or a TorchScript network,
+    # local path or URI (harness/metrics/inception.py).
+    inception_weights: str | None = field(None, str, optional=True)
+    # The classifier IS is computed with (the standard layout, any class count: the StackGAN papers used an
+    # Inception fine-tuned on the birds' or flowers' classes); None: the FID Inception's ImageNet logits.
+    is_classifier: str | None = field(None, str, optional=True)
+    # The papers' protocol, once at the end: samples from the test captions for the final evaluation of every
+    # confirmed config (harness/final_eval.py). None: one per test caption (29,330 on CUB); 0: off.
+    final_eval_samples: int | None = field(None, int, optional=True)
     # none (the paper) | standardize: sentence embeddings to zero mean, unit variance per dimension,
     # with the training split's statistics (harness/data/dataset.py TextNorm says why)
     text_norm: str = field("none", str)
@@ -53,6 +61,16 @@ class DataConfig:
             raise ConfigError(f"text_norm: {self.text_norm!r} is not one of none, standardize")
         if self.n < 20 or self.eval_samples < 2:
             raise ConfigError("n: needs at least 20 scenes and eval_samples >= 2")
+        if self.kind == "shapes" and (self.is_classifier or self.final_eval_samples):
+            raise ConfigError(f"{'is_classifier' if self.is_classifier else 'final_eval_samples'}: shapes is scored by "
+                              f"its judge; the Inception metrics and the final evaluation are for cub and flowers")
+        if self.final_eval_samples is not None and self.final_eval_samples != 0 and self.final_eval_samples < 2:
+            raise ConfigError(f"final_eval_samples: 0 (off), at least 2, or unset (every test caption), "
+                              f"got {self.final_eval_samples}")
+
+    @property
+    def final_eval_on(self) -> bool:
+        return self.kind != "shapes" and self.final_eval_samples != 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,7 +318,7 @@ class SweepConfig:
                               f"(data.kind: shapes); real datasets are scored by fid or inception_score")
         if self.data.kind != "shapes" and not self.data.inception_weights:
             raise ConfigError(f"data.inception_weights: {self.data.kind} is scored by FID and IS in an Inception "
-                              f"network's space: give its TorchScript file")
+                              f"network's space: give the standard FID Inception's weights file (or a TorchScript network)")
         if self.search.sampler == "cmaes":
             for stage, section in ((1, self.stage1), (2, self.stage2)):
                 numeric = [n for n, spec in section.search.items() if spec.distribution != "categorical"]

@@ -3,9 +3,8 @@
 - shapes: FID in the judge's 128-d feature space, and caption fidelity: the share of generated
   images whose judged attribute matches the caption's (per attribute, and all attributes at once),
   shown beside chance.
-- real datasets: FID (pool features) and Inception Score (logits) from an Inception network given
-  as a TorchScript file (local path or URI) returning ``(pool_features_BF, logits_BK)``; no package
-  ships those weights, so the user supplies them.
+- real datasets: FID, KID and Inception Score from the standard FID Inception (or a TorchScript network),
+  harness/metrics/; no package ships its weights, so the user names the file (data.inception_weights).
 """
 
 from __future__ import annotations
@@ -17,57 +16,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from harness import storage
 from harness.data import shapes
 from harness.data.dataset import EvalSet
 from harness.data.text import tokenize
-
-
-def frechet_distance(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
-    """FID between two feature sets (N x F): |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2).
-
-    Tr((S_a S_b)^1/2) is computed as the sum of sqrt eigenvalues of S_a^1/2 S_b S_a^1/2, which is
-    symmetric PSD, so no complex sqrtm is needed.
-    """
-    mu_a, mu_b = feat_a.mean(0), feat_b.mean(0)
-    s_a, s_b = np.cov(feat_a, rowvar=False), np.cov(feat_b, rowvar=False)
-    w, v = np.linalg.eigh(s_a)
-    sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    middle = sqrt_a @ s_b @ sqrt_a
-    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * tr_sqrt)
-
-
-KID_SUBSETS = 100  # torch-fidelity's default
-KID_SUBSET_SIZE = 1000  # torch-fidelity's default; smaller sets use half their size (see kernel_inception_distance)
-
-
-def polynomial_mmd2(feat_x: np.ndarray, feat_y: np.ndarray) -> float:
-    """The unbiased squared MMD between two feature sets (m x F, n x F) with KID's kernel
-    k(a, b) = (a . b / F + 1)^3 (Binkowski et al., ICLR 2018): the mean of k within each set, diagonal
-    left out, minus twice the mean across. Unbiased, so it can be slightly negative."""
-    d = feat_x.shape[1]
-    k_xx = (feat_x @ feat_x.T / d + 1) ** 3
-    k_yy = (feat_y @ feat_y.T / d + 1) ** 3
-    k_xy = (feat_x @ feat_y.T / d + 1) ** 3
-    m, n = len(feat_x), len(feat_y)
-    within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
-    within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
-    return float(within_x + within_y - 2 * k_xy.mean())
-
-
-def kernel_inception_distance(feat_fake: np.ndarray, feat_real: np.ndarray, subsets: int = KID_SUBSETS,
-                              subset_size: int = KID_SUBSET_SIZE, seed: int = 0) -> tuple[float, float]:
-    """KID's (mean, sd) over ``subsets`` random subsets drawn without replacement from each set, as
-    torch-fidelity computes it. Sets smaller than ``subset_size`` use subsets of half the smaller set, so the
-    subsets still differ and the sd says something (at the full set every subset would be the same)."""
-    size = min(subset_size, len(feat_fake), len(feat_real))
-    if size == min(len(feat_fake), len(feat_real)):
-        size = max(2, size // 2)
-    rng = np.random.default_rng(seed)
-    values = [polynomial_mmd2(feat_fake[rng.choice(len(feat_fake), size, replace=False)],
-                              feat_real[rng.choice(len(feat_real), size, replace=False)]) for _ in range(subsets)]
-    return float(np.mean(values)), float(np.std(values))
+from harness.metrics.distances import frechet_distance, kernel_inception_distance
+from harness.metrics.image_sets import features as image_features
+from harness.metrics.image_sets import quantise, scores
+from harness.metrics.inception import ScoringNet
 
 
 def judge_features(judge, images: torch.Tensor) -> np.ndarray:
@@ -123,34 +78,21 @@ def shapes_metrics(judge, fake: torch.Tensor, eval_set: EvalSet, real_features: 
     return metrics
 
 
-def load_inception(uri: str) -> torch.jit.ScriptModule:
-    return torch.jit.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu").eval()
-
-
 @torch.no_grad()
-def inception_metrics(inception, fake: torch.Tensor, real: torch.Tensor, splits: int = 10, batch: int = 64) -> dict:
-    def run(images):
-        feats, logits = [], []
-        for i in range(0, len(images), batch):
-            f, lg = inception(images[i : i + batch])
-            feats.append(f.double())
-            logits.append(lg.double())
-        return torch.cat(feats).numpy(), torch.cat(logits)
-
-    f_fake, logits = run(fake)
-    f_real, _ = run(real)
-    p = torch.softmax(logits, dim=1)
-    scores = []
-    for chunk in p.chunk(min(splits, len(p))):
-        py = chunk.mean(0, keepdim=True)
-        kl = (chunk * (torch.log(chunk + 1e-12) - torch.log(py + 1e-12))).sum(1).mean()
-        scores.append(float(torch.exp(kl)))
-    return {"fid": frechet_distance(f_fake, f_real), "inception_score": float(np.mean(scores)),
-            "inception_score_std": float(np.std(scores))}
+def inception_metrics(net: ScoringNet, fake: torch.Tensor, real_pool: np.ndarray,
+                      classifier: ScoringNet | None = None) -> dict[str, float]:
+    """FID, KID and IS of generated images (in [-1, 1]) against the real images' pool features (a run computes
+    them once). The fakes are quantised to uint8 first, as the real images are. IS takes ``classifier``'s
+    logits when the sweep names one (data.is_classifier), else the FID network's."""
+    fake_uint8 = quantise(fake)
+    fake_pool, logits = image_features(net, fake_uint8)
+    if classifier is not None:
+        logits = image_features(classifier, fake_uint8)[1]
+    return scores(fake_pool, real_pool, logits)
 
 
 def _to_uint8(img_3HW: torch.Tensor) -> np.ndarray:
-    return ((img_3HW.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    return quantise(img_3HW).permute(1, 2, 0).numpy()
 
 
 def sample_grid(images: torch.Tensor, captions: list[str], attention: torch.Tensor | None = None,

@@ -87,13 +87,19 @@ def check_inputs(data, stage1_checkpoint: str | None = None) -> None:
     """Raises ConfigError naming the field whose file or directory is missing or unreadable.
     ``data`` is the sweep's DataConfig (its ``uri`` and ``inception_weights``)."""
     named = [("data.uri", data.uri), ("data.inception_weights", data.inception_weights),
-             ("--stage1-checkpoint", stage1_checkpoint)]
+             ("data.is_classifier", data.is_classifier), ("--stage1-checkpoint", stage1_checkpoint)]
     for field_path, uri in named:
         if uri is None:
             continue
         problem = storage.readable(uri)
         if problem:
             raise ConfigError(f"{field_path}: {uri} {problem}")
+    if data.inception_weights:  # a file that is not the standard layout (or TorchScript) is refused before Ray
+        from harness.metrics.inception import load_scoring_net
+
+        load_scoring_net(data.inception_weights, "data.inception_weights")
+        if data.is_classifier:
+            load_scoring_net(data.is_classifier, "data.is_classifier", num_classes=None)
     if stage1_checkpoint is not None:
         from harness.checkpoint import MARKER, is_complete
 

@@ -25,28 +25,27 @@ from harness.evaluate import (
     chance_fidelity,
     inception_metrics,
     judge_features,
-    load_inception,
     sample_grid,
     shapes_metrics,
 )
 from harness.loop import Diverged, LoopSpec, StageLoop
+from harness.metrics.image_sets import features as image_features
+from harness.metrics.image_sets import quantise
+from harness.metrics.inception import load_scoring_net
 from harness.run_events import RunEvents
 from harness.run_layout import StageLayout
 from harness.stage_run import StageRunConfig
 from harness.sync_batchnorm import convert_sync_batchnorm
-from models import Stage1Config, Stage1Generator
+from models import Stage1Generator
 from models.config import get_profile
 
 GRID_SAMPLES = 32
 
 
 def load_stage1_generator(ckpt_uri: str) -> Stage1Generator:
-    state, meta = checkpoint.load(ckpt_uri)
+    g, meta = checkpoint.load_generator(ckpt_uri)
     if meta.stage != 1:
         raise ValueError(f"{ckpt_uri}: is a Stage-{meta.stage} checkpoint; Stage-II needs a Stage-I one")
-    g = Stage1Generator(Stage1Config(**meta.architecture["stage1"]))
-    # Stage-II refines what the Stage-I run was evaluated as: its moving average when it kept one (train.g_ema).
-    g.load_state_dict(state["generator_ema"]["module"] if "generator_ema" in state else state["generator"])
     return g
 
 
@@ -252,14 +251,18 @@ class _Evaluator:
         self.history = list(history)  # the objective's metric at each of the run's evaluations so far
         self.writer = checkpoint.AsyncCheckpointWriter()
         self.eval_set = data.eval_set(run.data.eval_samples, loop.image_size)
-        self.judge = self.inception = None
+        self.judge = self.inception = self.is_classifier = None
         if run.data.kind == "shapes":
             from harness.data.judge import load_or_train_judge
 
             self.judge, _ = load_or_train_judge(run.dataset_uri)
             self.real_features = judge_features(self.judge, self.eval_set.real_images_B3HW)  # the same every evaluation
         elif run.data.inception_weights:
-            self.inception = load_inception(run.data.inception_weights)
+            self.inception = load_scoring_net(run.data.inception_weights, device=loop.device)
+            if run.data.is_classifier:
+                self.is_classifier = load_scoring_net(run.data.is_classifier, "data.is_classifier", num_classes=None,
+                                                      device=loop.device)
+            self.real_pool = image_features(self.inception, quantise(self.eval_set.real_images_B3HW))[0]
         n = min(GRID_SAMPLES, len(self.eval_set.captions))
         if not storage.exists(run.layout.real_grid):  # the same captions' real images, once per run
             storage.write_bytes(run.layout.real_grid, sample_grid(self.eval_set.real_images_B3HW[:n], self.eval_set.captions[:n]))
@@ -280,7 +283,7 @@ class _Evaluator:
             metrics = shapes_metrics(self.judge, fake, ev, self.real_features)
             metrics.update({f"chance_{k}": v for k, v in chance_fidelity().items()})
         elif self.inception is not None:
-            metrics = inception_metrics(self.inception, fake, ev.real_images_B3HW)
+            metrics = inception_metrics(self.inception, fake, self.real_pool, self.is_classifier)
         else:
             metrics = {}
         objective = run.objective

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from tests import cub_fixture
 
@@ -179,6 +180,32 @@ def shapes_uri(tmp_path_factory) -> str:
     uri = str(tmp_path_factory.mktemp("data") / "shapes")
     build(BuildSpec(n=800, seed=3, resolutions=(16, 32, 64), encoders=("hash",), shards=4), uri, workers=2, log=lambda m: None)
     return uri
+
+
+def random_standard_inception():
+    """The standard FID Inception's layout with random weights (no test downloads the real ones); its BatchNorm
+    statistics are those of one batch of random images, so 94 random layers do not shrink every image's
+    features to the same point."""
+    from harness.metrics.inception import FIDInceptionV3
+
+    torch.manual_seed(0)
+    net = FIDInceptionV3()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # statistics from one batch, so no layer's output collapses
+            m.momentum = None
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(0.0, 0.2)
+    with torch.no_grad():
+        net.train()(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8))
+    return net.eval()
+
+
+@pytest.fixture(scope="session")
+def standard_inception_weights(tmp_path_factory) -> pathlib.Path:
+    """A weights file in the standard layout (torch-fidelity's, with BatchNorm's counters), 95 MB."""
+    path = tmp_path_factory.mktemp("inception") / "weights-inception-random.pth"
+    torch.save(random_standard_inception().state_dict(), path)
+    return path
 
 
 @pytest.fixture()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from harness.errors import ConfigError
 from harness.hyperparams import Stage1Hyperparams, Stage2Hyperparams, kind, names, paper_defaults
@@ -174,6 +175,21 @@ def test_a_missing_dataset_root_is_refused_before_ray_starts(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_weights_file_not_in_the_standard_layout_is_refused_before_ray_starts(tmp_path, cub_root):
+    torch.save({"conv.weight": torch.zeros(3, 3)}, tmp_path / "inception.pth")
+    sweep = _sweep_file(tmp_path, data={"kind": "cub", "uri": str(cub_root), "encoder": "precomputed",
+                                        "inception_weights": str(tmp_path / "inception.pth")},
+                        **{"stage2.search.attention": {"distribution": "categorical", "choices": [False], "default": False}})
+    ray_tmp = tmp_path / "ray"
+    out = subprocess.run([sys.executable, "harness/tune.py", "--sweep", sweep, "--storage", str(tmp_path / "r")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_TMPDIR": str(ray_tmp)})
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().startswith(f"error: {sweep}: data.inception_weights: {tmp_path / 'inception.pth'} is not "
+                                         "the standard FID Inception's layout"), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not ray_tmp.exists(), "Ray started before the input was checked"
+
+
 def test_missing_inception_weights_and_stage1_checkpoints_are_refused_naming_the_field(tmp_path):
     from harness.config import sweep_from_dict
     from harness.preflight import check_inputs
@@ -184,6 +200,9 @@ def test_missing_inception_weights_and_stage1_checkpoints_are_refused_naming_the
     with pytest.raises(ConfigError, match=r"^data\.inception_weights: .*inception\.pt does not exist$"):
         check_inputs(data)
     (tmp_path / "inception.pt").write_bytes(b"weights")
+    with pytest.raises(ConfigError, match=r"^data\.inception_weights: .*inception\.pt is not a weights file torch loads safely"):
+        check_inputs(data)
+    torch.jit.script(torch.nn.Identity()).save(str(tmp_path / "inception.pt"))  # a TorchScript network is accepted
     check_inputs(data)
     with pytest.raises(ConfigError, match=r"^--stage1-checkpoint: .*epoch-0002 does not exist$"):
         check_inputs(data, str(tmp_path / "epoch-0002"))

@@ -9,10 +9,10 @@ from torch import nn
 
 from harness.config import load_sweep
 from harness.errors import ConfigError
-from harness.evaluate import kernel_inception_distance, polynomial_mmd2
 from harness.generator_ema import GeneratorEMA
 from harness.hyperparams import from_sampled
 from harness.loop import LoopSpec, StageLoop
+from harness.metrics.distances import kernel_inception_distance, polynomial_mmd2
 from tests.conftest import ROOT
 
 
