@@ -144,6 +144,11 @@ class SweepLayout:
         return storage.join(self.uri, "results.parquet")
 
     @property
+    def final_eval(self) -> str:
+        """The papers' protocol, scored once at the end (harness/final_eval.py)."""
+        return storage.join(self.uri, "final_eval.json")
+
+    @property
     def report_dir(self) -> str:
         return storage.join(self.uri, "report")
 

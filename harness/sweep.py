@@ -18,16 +18,20 @@ import json
 import time
 
 import optuna
+import ray
+import torch
 from ray import tune
 from ray.tune.stopper import CombinedStopper, TimeoutStopper
 
 from harness import ray_compat, storage
 from harness.capacity import check_cluster_fits, cluster_capacity
 from harness.checkpoint import best
+from harness.checkpoint import latest as checkpoint_latest
 from harness.config import SweepConfig
 from harness.confirm import confirmation_candidates, confirmation_seeds, rank_confirmed
 from harness.data.ensure import ensure_dataset
 from harness.errors import NoResults
+from harness.final_eval import FinalRun, evaluate_runs
 from harness.mlflow_log import open_sweep_run
 from harness.optuna_space import optuna_space
 from harness.phase import Phase, Source, phases
@@ -39,6 +43,7 @@ from harness.searcher import make_scheduler, make_searcher, max_concurrent_trial
 from harness.study import StudyStore
 from harness.sweep_record import SweepRecord
 from harness.trial import PhaseContext, stage_trial
+from models.config import get_profile
 
 # A finished trial's process runs the next trial of its Tune run: a new trial process spends seconds importing
 # torch, Ray Tune and the harness before it trains (about 4 s of each short demo trial).
@@ -274,6 +279,8 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     else:
         space = {**optuna_space(sweep.stage1.search, "s1."), **optuna_space(sweep.stage2.search, "s2.")}
         run.phase(run.context(Phase.JOINT), space, record.seed, 1.0)
+    if sweep.data.final_eval_on:
+        final_evaluation(run)
     record.wall_seconds = round(time.perf_counter() - run.t0, 1)
     run.save()
     final = phases(sweep.search.strategy)[-1]
@@ -288,6 +295,48 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     if run.mlflow_run is not None:
         run.mlflow_run.finish()
     return record, report
+
+
+def final_runs(layout: SweepLayout, sweep: SweepConfig) -> list[FinalRun]:
+    """The final stage's runs the final evaluation scores: every seed run of every confirmed config, or, with
+    confirmation off, the best search trial."""
+    phase = phases(sweep.search.strategy)[-1]
+    rows = [r for r in collect_rows(layout, sweep) if r["phase"] == phase]
+    chosen: list[tuple[str, str, int]] = []
+    if sweep.search.confirm.enabled:
+        for c in rank_confirmed(rows, phase, sweep.objective, config_id(sweep.first_point(phase))):
+            chosen += [(tid, c.config_id, seed) for tid, seed in zip(c.trial_ids, c.seeds)]
+    else:
+        ranked = [e for e in search_ranking(layout, sweep, phase) if e["final_status"] == "finished"][:1]
+        chosen += [(e["trial_id"], e["config_id"], int(e["train_seed"])) for e in ranked]
+    runs = []
+    for trial_id, cid, seed in chosen:
+        ckpt = checkpoint_latest(layout.trial(trial_id).stage(phase.final_stage))
+        if ckpt is not None:
+            runs.append(FinalRun(trial_id, cid, seed, ckpt))
+    return runs
+
+
+def _final_eval_task(runs: list[FinalRun], sweep: SweepConfig, dataset_uri: str, device: str, threads: int):
+    torch.set_num_threads(threads)
+    return evaluate_runs(runs, sweep, dataset_uri, get_profile(sweep.model.profile).stage2.image_size, device)
+
+
+def final_evaluation(run: _Sweep) -> None:
+    """The papers' protocol on the final stage's confirmed runs, once, as one Ray task (a GPU when the trials
+    train on GPUs); final_eval.json, which the report reads. A resumed sweep keeps a finished one."""
+    layout, sweep = run.layout, run.sweep
+    if run.resume and storage.exists(layout.final_eval):
+        return
+    runs = final_runs(layout, sweep)
+    if not runs:
+        return
+    res = sweep.resources
+    gpus = 1 if res.gpus_per_worker else 0
+    task = ray.remote(num_cpus=res.cpus_per_worker, num_gpus=gpus)(_final_eval_task)
+    print(f"final evaluation: {len(runs)} run(s), {sweep.data.final_eval_samples or 'every test caption'} samples each")
+    result = ray.get(task.remote(runs, sweep, run.dataset_uri, "cuda" if gpus else "cpu", res.cpus_per_worker))
+    storage.write_bytes(layout.final_eval, result.to_json())
 
 
 def search_ranking(layout: SweepLayout, sweep: SweepConfig, phase: Phase) -> list[dict]:

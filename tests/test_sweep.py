@@ -16,7 +16,6 @@ from html import unescape
 
 import psutil
 import pytest
-import torch
 
 from harness import storage
 from harness import tune as tune_cmd
@@ -302,38 +301,38 @@ def test_a_killed_training_worker_resumes_its_trial_from_the_last_checkpoint(ray
     assert first.stat().st_mtime < killed[0], "epoch 1 was not retrained after the restart"
 
 
-class _TinyInception(torch.nn.Module):
-    """A stand-in for the TorchScript Inception a real-data sweep names: (pool features, logits)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, 3, stride=2)
-        self.head = torch.nn.Linear(8, 5)
-
-    def forward(self, images_B3HW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features_BF = torch.relu(self.conv(images_B3HW)).mean((2, 3))
-        return features_BF, self.head(features_BF)
-
-
 @pytest.mark.slow
-def test_a_cub_layout_sweep_trains_both_stages_and_reports_fid_and_is(ray_local, tmp_path, capsys):
+def test_a_cub_layout_sweep_trains_both_stages_and_reports_the_papers_protocol(ray_local, tmp_path, capsys,
+                                                                                standard_inception_weights):
     from tests import cub_fixture
 
     birds = cub_fixture.make(tmp_path / "birds", kind="cub", per_split={"train": 24, "test": 8})
-    torch.manual_seed(0)
-    inception = tmp_path / "inception.ts"
-    torch.jit.script(_TinyInception()).save(str(inception))
     sweep = _sweep_file(tmp_path, data={"kind": "cub", "uri": str(birds), "encoder": "precomputed",
-                                        "inception_weights": str(inception), "eval_samples": 8},
+                                        "inception_weights": str(standard_inception_weights), "eval_samples": 8,
+                                        "final_eval_samples": 12},
                         **{"stage2.search.attention": {"distribution": "categorical", "choices": [False], "default": False},
-                           "search.num_samples": 2, "search.confirm": {"top_k": 1, "seeds": 0}})
+                           "search.num_samples": 2, "search.confirm": {"top_k": 1, "seeds": 2}})
     runs = tmp_path / "runs"
     assert tune_cmd.main(["--sweep", sweep, "--storage", str(runs), "--name", "birds"]) == 0, capsys.readouterr().err
     rows = read_parquet(str(runs / "birds" / "results.parquet"))
     for stage in (1, 2):
         finished = [r for r in rows if r["stage"] == stage and r["status"] == "finished"]
         assert finished and all(r["fid"] > 0 and r["inception_score"] >= 1.0 for r in finished), stage
-    # The tables show the objective (smoke.yaml's windowed FID), then both Inception metrics beside it.
+    # The final evaluation scored every final-stage confirmation run (each confirmed config, both seeds) once.
+    final = json.loads((runs / "birds" / "final_eval.json").read_text())
+    confirm_trials = {r["trial_id"] for r in rows if r["phase"] == "stage2" and r["source"] == "confirm"}
+    assert {s["trial_id"] for s in final["scores"]} == confirm_trials and len(confirm_trials) in (2, 4)
+    assert final["samples"] == 12 and final["real_images"] == 8 and final["standard_network"]
+    for s in final["scores"]:
+        assert s["fid"] > 1e-3 and s["kid_std"] >= 0 and s["inception_score"] >= 1.0 and s["checkpoint"].endswith("epoch-0001")
     report = (runs / "birds" / "report" / "leaderboard.md").read_text()
+    section = report[report.index("## Final evaluation (the papers' protocol)"):]
+    assert "12 images per run from the test captions" in section and "the standard FID Inception" in section
+    assert "IS over 10 splits with the FID Inception's ImageNet logits (not the papers' fine-tuned classifier)" in section
+    assert "Not comparable with the published figures: 12 samples" in section
+    assert "| published: StackGAN, CUB" in section and "| 51.89 |" in section and "| 3.7 ± 0.04 |" in section
+    page = (runs / "birds" / "report" / "leaderboard.html").read_text()
+    assert "Final evaluation (the papers' protocol)" in page and "51.89" in page
+    # The per-epoch tables show the objective (smoke.yaml's windowed FID), then both Inception metrics beside it.
     assert "| epoch | fid_last2_mean | fid | inception_score |" in report, report[:3000]
 

@@ -144,7 +144,10 @@ class ShapesData:
         )
 
 
-class _ReleaseItems(torch.utils.data.Dataset):
+class ReleaseItems(torch.utils.data.Dataset):
+    """One split of a release as (image in [-1, 1], one caption embedding, class id): a random crop, flip and
+    caption when training, the centre crop and first caption otherwise."""
+
     def __init__(self, split: cub.ReleaseSplit, resolution: int, train: bool, seed: int) -> None:
         self.split, self.resolution, self.train, self.seed = split, resolution, train, seed
         self.boxes = cub.bounding_boxes(split.root) if split.kind == "cub" else None
@@ -182,7 +185,7 @@ class ReleaseData:
             raise DataError(f"{root}: the precomputed {kind} embeddings have no word features; turn attention off")
         self.root, self.kind, self.resolution = root, kind, resolution
         self.train_split = cub.load_split(root, kind, "train")
-        self.items = _ReleaseItems(self.train_split, resolution, train=True, seed=seed)
+        self.items = ReleaseItems(self.train_split, resolution, train=True, seed=seed)
         self.indices = list(range(rank, len(self.items), world))
         self.samples = len(self.items) // world
         self.rank, self.seed, self.loader_workers = rank, seed, loader_workers
@@ -206,7 +209,7 @@ class ReleaseData:
 
     def eval_set(self, n: int, resolution: int) -> EvalSet:
         test = cub.load_split(self.root, self.kind, "test")
-        items = _ReleaseItems(test, resolution, train=False, seed=self.seed)
+        items = ReleaseItems(test, resolution, train=False, seed=self.seed)
         n = min(n, len(items))
         imgs, text, _ = zip(*(items[i] for i in range(n)))
         captions = [cub.read_captions(self.root, self.kind, k)[0] for k in test.keys[:n]]

@@ -18,6 +18,7 @@ from harness.config import SweepConfig
 from harness.confirm import ConfirmedConfig, rank_confirmed
 from harness.data.shapes import ATTRIBUTES
 from harness.errors import NoResults, StorageError
+from harness.final_eval import FinalEvaluation
 from harness.objective import Objective
 from harness.phase import Phase, Source, reached_phase
 from harness.report.importance import importances
@@ -68,6 +69,7 @@ class Report:
     importances: dict[str, float]
     importance_trials: int
     cost: dict[str, dict]  # per Tune run: cpu/gpu/wall seconds and runs
+    final: FinalEvaluation | None = None  # real data: the papers' protocol, scored once at the end
 
 
 def build_report(layout: SweepLayout, sweep: SweepConfig, record: SweepRecord | None = None,
@@ -121,16 +123,17 @@ def build_report(layout: SweepLayout, sweep: SweepConfig, record: SweepRecord | 
     imp, imp_trials = importances(ranked, sweep, final_phase, objective, study_trials)
     cost = _cost(rows)
     paper = paper_default_trial(ranked, sweep.first_point(final_phase))
+    final = FinalEvaluation.load(layout.final_eval) if storage.exists(layout.final_eval) else None
     md = markdown(sweep, final_phase, ranked, stage1_ranked, (imp, imp_trials), cost, paper, best_grids, record,
-                  confirmed, stage1_confirmed)
+                  confirmed, stage1_confirmed, final)
     page = render_html(sweep=sweep, phase=final_phase, record=record, ranked=ranked, stage1_ranked=stage1_ranked,
                        confirmed=confirmed, stage1_confirmed=stage1_confirmed, importances=(imp, imp_trials), cost=cost,
-                       paper=paper, best_grids=best_grids, showcase=showcase, images=images, unit=unit)
+                       paper=paper, best_grids=best_grids, showcase=showcase, images=images, unit=unit, final=final)
     storage.write_bytes(layout.report_file("leaderboard.md"), md.encode())
     storage.write_bytes(layout.report_file("leaderboard.html"), page.encode())
     return Report(uri=layout.report_file("leaderboard.html"), phase=final_phase, rows=rows, ranked=ranked,
                   stage1_ranked=stage1_ranked, confirmed=confirmed, stage1_confirmed=stage1_confirmed,
-                  importances=imp, importance_trials=imp_trials, cost=cost)
+                  importances=imp, importance_trials=imp_trials, cost=cost, final=final)
 
 
 def _showcase(layout: SweepLayout, best: dict, final_stage: int, parents: list[str]) -> dict | None:

@@ -11,6 +11,7 @@ from harness.config import SweepConfig
 from harness.confirm import ALPHA, TEST_NAME
 from harness.hyperparams import ALL_NAMES
 from harness.phase import Phase, Source
+from harness.report.final_scores import final_note, final_rows
 from harness.report.fmt import fmt as _fmt
 from harness.report.fmt import interval
 from harness.report.importance import IMPORTANCE_METHOD, MIN_TRIALS_FOR_IMPORTANCE
@@ -71,8 +72,18 @@ def _confirmed_section(title: str, confirmed: list, metric: str, sweep: SweepCon
     return lines + [""]
 
 
+def _final_section(final, confirmed) -> list[str]:
+    lines = ["## Final evaluation (the papers' protocol)", "", final_note(final), "",
+             "| config | runs | FID | FID per seed | KID | IS |", "|---|---|---|---|---|---|"]
+    for r in final_rows(final, [c.config_id for c in confirmed]):
+        kid = f"{_fmt(r['kid'])} ± {_fmt(r['kid_std'])}" if r["kid"] is not None else ""
+        lines.append(f"| {r['name']} | {r['runs'] or ''} | {_fmt(r['fid'])} | {', '.join(_fmt(v) for v in r['fid_per_seed'])} "
+                     f"| {kid} | {_fmt(r['inception_score'])} ± {_fmt(r['inception_score_std'])} |")
+    return lines + [""]
+
+
 def markdown(sweep: SweepConfig, phase: Phase, ranked, stage1_ranked, imp, cost, paper, best_grids, record,
-             confirmed, stage1_confirmed) -> str:
+             confirmed, stage1_confirmed, final=None) -> str:
     objective = sweep.objective
     metric = objective.key
     extra = extra_columns(sweep)
@@ -92,7 +103,9 @@ def markdown(sweep: SweepConfig, phase: Phase, ranked, stage1_ranked, imp, cost,
             lines += _confirmed_section("Confirmed Stage-I ranking (the Stage-II parents come from its top)",
                                         stage1_confirmed, metric, sweep, sweep.stage1.epochs)
         lines += ["![confirmed](images/confirmed.png)", ""]
-    elif ranked:
+    if final is not None:
+        lines += _final_section(final, confirmed)
+    if not confirmed and ranked:
         lines.append("No confirmation runs (search.confirm.seeds is 0): the trials below ran one seed each, so a "
                      "difference between them may be seed noise.")
     if ranked:

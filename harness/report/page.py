@@ -11,6 +11,7 @@ from harness.confirm import ALPHA, TEST_NAME
 from harness.data.shapes import ATTRIBUTES
 from harness.hyperparams import ALL_NAMES
 from harness.phase import Phase, Source
+from harness.report.final_scores import final_note, final_rows
 from harness.report.fmt import fmt
 from harness.report.importance import IMPORTANCE_METHOD, MIN_TRIALS_FOR_IMPORTANCE
 from harness.report.markdown import extra_columns, screened_note
@@ -36,7 +37,8 @@ def _shown(entries_params: list[dict]) -> list[str]:
 
 def render_html(*, sweep, phase: Phase, record, ranked: list[dict], stage1_ranked: list[dict], confirmed: list,
                 stage1_confirmed: list, importances: tuple[dict, int], cost: dict, paper: dict | None,
-                best_grids: list[tuple[str, dict]], showcase: dict | None, images: dict[str, bytes], unit: str) -> str:
+                best_grids: list[tuple[str, dict]], showcase: dict | None, images: dict[str, bytes], unit: str,
+                final=None) -> str:
     if showcase is not None:  # attributes in the judge's order, then anything else
         showcase = {**showcase, "rows": sorted(showcase["rows"], key=lambda r: (
             ATTRIBUTES.index(r["attribute"]) if r["attribute"] in ATTRIBUTES else len(ATTRIBUTES), r["attribute"]))}
@@ -48,5 +50,7 @@ def render_html(*, sweep, phase: Phase, record, ranked: list[dict], stage1_ranke
         stage1_ranked=stage1_ranked, shown_params=_shown, params_of=params_of, paper=paper, best_grids=best_grids,
         showcase=showcase, unit=unit, images={name: _data_uri(png) for name, png in images.items()}, cost=cost,
         importances=values, importance_trials=n_trials, min_importance_trials=MIN_TRIALS_FOR_IMPORTANCE,
-        importance_method=IMPORTANCE_METHOD, alpha=ALPHA, test_name=TEST_NAME,
+        importance_method=IMPORTANCE_METHOD, alpha=ALPHA, test_name=TEST_NAME, final=final,
+        final_note=final_note(final) if final else "",
+        final_rows=final_rows(final, [c.config_id for c in confirmed]) if final else [],
     )
