@@ -136,3 +136,10 @@ def test_replayed_searches_find_the_clearly_best_config_of_a_recorded_grid(tmp_p
     assert len(methods["tpe"]["curve_median"]) == 24 and "p_vs_random" in methods["tpe"]
     assert (tmp_path / "out" / "search_replay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(out.stdout)["objectives"]["live/base:fid:1"]["random"]["median_pick_rank"] == 1
+
+
+def test_inception_throughput_reports_seconds_per_thousand_images():
+    out = _bench("inception_throughput.py", "--images", "4", "--size", "32", "--batch", "2", "--threads", "1")
+    figures = json.loads(out.stdout)
+    assert figures["images"] == 4 and figures["seconds"] > 0
+    assert figures["seconds_per_1000"] == pytest.approx(1000 * figures["seconds"] / 4, rel=0.05)
