@@ -20,8 +20,7 @@ from harness.data import shapes
 from harness.data.dataset import EvalSet
 from harness.data.text import tokenize
 from harness.metrics.distances import frechet_distance, kernel_inception_distance
-from harness.metrics.image_sets import features as image_features
-from harness.metrics.image_sets import quantise, scores
+from harness.metrics.image_sets import pool_and_is_logits, quantise, scores
 from harness.metrics.inception import ScoringNet
 
 
@@ -78,16 +77,12 @@ def shapes_metrics(judge, fake: torch.Tensor, eval_set: EvalSet, real_features: 
     return metrics
 
 
-@torch.no_grad()
 def inception_metrics(net: ScoringNet, fake: torch.Tensor, real_pool: np.ndarray,
                       classifier: ScoringNet | None = None) -> dict[str, float]:
     """FID, KID and IS of generated images (in [-1, 1]) against the real images' pool features (a run computes
     them once). The fakes are quantised to uint8 first, as the real images are. IS takes ``classifier``'s
     logits when the sweep names one (data.is_classifier), else the FID network's."""
-    fake_uint8 = quantise(fake)
-    fake_pool, logits = image_features(net, fake_uint8)
-    if classifier is not None:
-        logits = image_features(classifier, fake_uint8)[1]
+    fake_pool, logits = pool_and_is_logits(net, classifier, quantise(fake))
     return scores(fake_pool, real_pool, logits)
 
 

@@ -24,7 +24,7 @@ from harness.config import SweepConfig
 from harness.data import cub
 from harness.data.dataset import ReleaseData, ReleaseItems
 from harness.metrics.distances import IS_SPLITS, KID_SUBSET_SIZE, KID_SUBSETS, kid_subset_size
-from harness.metrics.image_sets import BATCH, quantise, scores
+from harness.metrics.image_sets import BATCH, pool_and_is_logits, quantise, scores
 from harness.metrics.image_sets import features as image_features
 from harness.metrics.inception import ScoringNet, load_scoring_net
 
@@ -118,22 +118,16 @@ class FinalEvaluation:
         return cls(**raw)
 
 
-def _test_text(data: ReleaseData, samples: int) -> torch.Tensor:
+def _test_text(test: cub.ReleaseSplit, data: ReleaseData, samples: int) -> torch.Tensor:
     """The first ``samples`` test captions in caption order (every image's first caption, then every second
     one...), normalised as training normalised them."""
-    test = cub.load_split(data.root, data.kind, "test")
     emb_CND = np.transpose(test.embeddings, (1, 0, 2))
     flat = emb_CND.reshape(-1, emb_CND.shape[-1])
     return data.norm(torch.from_numpy(np.ascontiguousarray(flat[:samples])))
 
 
-def available_samples(dataset_uri: str, kind: str) -> int:
-    test = cub.load_split(dataset_uri, kind, "test")
-    return int(test.embeddings.shape[0] * test.embeddings.shape[1])
-
-
-def _real_pool(net: ScoringNet, data: ReleaseData, resolution: int) -> np.ndarray:
-    items = ReleaseItems(cub.load_split(data.root, data.kind, "test"), resolution, train=False, seed=0)
+def _real_pool(net: ScoringNet, test: cub.ReleaseSplit, resolution: int) -> np.ndarray:
+    items = ReleaseItems(test, resolution, train=False, seed=0)
     pools = []
     for start in tqdm(range(0, len(items), BATCH), desc="final evaluation: real test images", unit="batch"):
         images = torch.stack([items[i][0] for i in range(start, min(start + BATCH, len(items)))])
@@ -168,18 +162,19 @@ def evaluate_runs(runs: list[FinalRun], sweep: SweepConfig, dataset_uri: str, re
     classifier = (load_scoring_net(sweep.data.is_classifier, "data.is_classifier", num_classes=None, device=dev)
                   if sweep.data.is_classifier else None)
     data = ReleaseData(dataset_uri, sweep.data.kind, resolution, text_norm=sweep.data.text_norm, loader_workers=0)
-    samples = min(sweep.data.final_eval_samples or available_samples(dataset_uri, sweep.data.kind),
-                  available_samples(dataset_uri, sweep.data.kind))
-    text = _test_text(data, samples)
-    real_pool = _real_pool(net, data, resolution)
+    test = cub.load_split(dataset_uri, sweep.data.kind, "test")
+    captions = test.embeddings.shape[0] * test.embeddings.shape[1]
+    samples = min(sweep.data.final_eval_samples or captions, captions)
+    text = _test_text(test, data, samples)
+    real_pool = _real_pool(net, test, resolution)
     out = []
     for i, run in enumerate(runs, 1):
         t0 = time.perf_counter()
         pools, logits = [], []
         for images in _generate(run.checkpoint, text, dev, f"final evaluation {i}/{len(runs)}: {run.trial_id}"):
-            pool, logit = image_features(net, images)
+            pool, logit = pool_and_is_logits(net, classifier, images)
             pools.append(pool)
-            logits.append(image_features(classifier, images)[1] if classifier is not None else logit)
+            logits.append(logit)
         m = scores(np.concatenate(pools), real_pool, np.concatenate(logits))
         out.append(FinalScore(run.trial_id, run.config_id, run.train_seed, run.checkpoint, m["fid"], m["kid"],
                               m["kid_std"], m["inception_score"], m["inception_score_std"],

@@ -25,8 +25,7 @@ from ray.tune.stopper import CombinedStopper, TimeoutStopper
 
 from harness import ray_compat, storage
 from harness.capacity import check_cluster_fits, cluster_capacity
-from harness.checkpoint import best
-from harness.checkpoint import latest as checkpoint_latest
+from harness.checkpoint import best, latest
 from harness.config import SweepConfig
 from harness.confirm import confirmation_candidates, confirmation_seeds, rank_confirmed
 from harness.data.ensure import ensure_dataset
@@ -311,7 +310,7 @@ def final_runs(layout: SweepLayout, sweep: SweepConfig) -> list[FinalRun]:
         chosen += [(e["trial_id"], e["config_id"], int(e["train_seed"])) for e in ranked]
     runs = []
     for trial_id, cid, seed in chosen:
-        ckpt = checkpoint_latest(layout.trial(trial_id).stage(phase.final_stage))
+        ckpt = latest(layout.trial(trial_id).stage(phase.final_stage))
         if ckpt is not None:
             runs.append(FinalRun(trial_id, cid, seed, ckpt))
     return runs

@@ -20,7 +20,7 @@ import time
 import torch
 
 from harness.errors import ConfigError, DataError, StorageError
-from harness.metrics.image_sets import features, read_image_set, scores
+from harness.metrics.image_sets import features, pool_and_is_logits, read_image_set, scores
 from harness.metrics.inception import load_scoring_net
 
 # The harness's metric names -> torch-fidelity's keys.
@@ -63,10 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    fake_pool, fake_logits = features(net, fake, args.batch_size, progress="input1")
-    real_pool = features(net, real, args.batch_size, progress="input2")[0] if real is not None else None
-    if classifier is not None:
-        fake_logits = features(classifier, fake, args.batch_size, progress="input1 (IS classifier)")[1]
+    fake_pool, fake_logits = pool_and_is_logits(net, classifier, fake, args.batch_size, "input1")
+    real_pool = features(net, real, args.batch_size, "input2")[0] if real is not None else None
     result = scores(fake_pool, real_pool, fake_logits, fid=args.fid, kid=args.kid, isc=args.isc)
     print(f"scored {len(fake)} + {0 if real is None else len(real)} images in {time.perf_counter() - t0:.1f} s "
           f"with {net.describe()}", file=sys.stderr)

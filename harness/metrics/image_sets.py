@@ -88,6 +88,16 @@ def features(net: ScoringNet, images_B3HW_uint8: torch.Tensor, batch: int = BATC
     return torch.cat(pools).numpy(), torch.cat(logits).numpy()
 
 
+def pool_and_is_logits(net: ScoringNet, classifier: ScoringNet | None, images_B3HW_uint8: torch.Tensor,
+                       batch: int = BATCH, progress: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The FID network's pool features, and the logits IS is computed from: the IS classifier's when there is
+    one (data.is_classifier), else the FID network's own."""
+    pool, logits = features(net, images_B3HW_uint8, batch, progress)
+    if classifier is not None:
+        logits = features(classifier, images_B3HW_uint8, batch, progress and f"{progress} (IS classifier)")[1]
+    return pool, logits
+
+
 def scores(fake_pool: np.ndarray, real_pool: np.ndarray | None, fake_logits: np.ndarray | None,
            fid: bool = True, kid: bool = True, isc: bool = True) -> dict[str, float]:
     """The harness's metric names: fid, kid, kid_std, inception_score, inception_score_std."""

@@ -273,9 +273,8 @@ def _is_torchscript(data: bytes) -> bool:
     return any("/code/" in n for n in names) or any(n.endswith("constants.pkl") for n in names)
 
 
-def _check_layout(state: object, uri: str, field_path: str, num_classes: int | None) -> tuple[dict, int]:
-    """The state dict's tensors, checked key by key and shape by shape against the standard layout
-    (BatchNorm's ``num_batches_tracked`` counters may be there or not: one file has them, one does not)."""
+def _classes(state: object, uri: str, field_path: str, num_classes: int | None) -> int:
+    """The classifier size of a state dict in the standard layout (its fc is K x 2,048)."""
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise ConfigError(f"{field_path}: {uri} is not a state dict of tensors (got {type(state).__name__})")
     fc = state.get("fc.weight")
@@ -285,7 +284,12 @@ def _check_layout(state: object, uri: str, field_path: str, num_classes: int | N
     classes = int(fc.shape[0])
     if num_classes is not None and classes != num_classes:
         raise ConfigError(f"{field_path}: {uri} has {classes} classes, the standard FID Inception {num_classes}")
-    expected = {k: v.shape for k, v in FIDInceptionV3(classes).state_dict().items()}
+    return classes
+
+
+def _check_layout(state: dict, expected: dict[str, torch.Tensor], uri: str, field_path: str) -> dict:
+    """The state dict's tensors, checked key by key and shape by shape against the network's own
+    (BatchNorm's ``num_batches_tracked`` counters may be there or not: one file has them, one does not)."""
     tensors = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     missing = sorted(k for k in expected if k not in tensors and not k.endswith("num_batches_tracked"))
     unexpected = sorted(k for k in tensors if k not in expected)
@@ -294,10 +298,10 @@ def _check_layout(state: object, uri: str, field_path: str, num_classes: int | N
         raise ConfigError(f"{field_path}: {uri} is not the standard FID Inception's layout ({first}; "
                           f"{len(missing)} missing, {len(unexpected)} unexpected keys)")
     for k, v in tensors.items():
-        if v.shape != expected[k]:
+        if v.shape != expected[k].shape:
             raise ConfigError(f"{field_path}: {uri} is not the standard FID Inception's layout ({k} is "
-                              f"{tuple(v.shape)}, expected {tuple(expected[k])})")
-    return tensors, classes
+                              f"{tuple(v.shape)}, expected {tuple(expected[k].shape)})")
+    return tensors
 
 
 def load_scoring_net(uri: str, field_path: str = "data.inception_weights", num_classes: int | None = STANDARD_CLASSES,
@@ -318,7 +322,7 @@ def load_scoring_net(uri: str, field_path: str = "data.inception_weights", num_c
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{field_path}: {uri} is not a weights file torch loads safely (weights_only: "
                           f"{reason[:160]})") from None
-    tensors, classes = _check_layout(state, uri, field_path, num_classes)
-    net = FIDInceptionV3(classes)
+    net = FIDInceptionV3(_classes(state, uri, field_path, num_classes))
+    tensors = _check_layout(state, net.state_dict(), uri, field_path)
     net.load_state_dict(tensors, strict=False)  # every key was checked above; the counters are unused in eval
     return ScoringNet(net.eval().requires_grad_(False).to(device), "standard", uri, torch.device(device))
