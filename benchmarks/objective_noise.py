@@ -3,6 +3,7 @@ objective a search can trust.
 
     python benchmarks/objective_noise.py [--configs 16] [--seeds 4] [--epochs 6] [--n 1000] [--out DIR]
         [--sweep search_spaces/shapes.yaml] [--storage runs] [--rescore-draws 5] [--threads 2]
+        [--generators live,ema0.99,ema0.999,ema0.999-copybn] [--no-large-draw]
 
 Records a grid once: --configs Stage-I configs (the sweep's paper defaults, its start points, then configs
 drawn at random from its Stage-I search space with Optuna's RandomSampler, seed 0) x --seeds training seeds,
@@ -13,11 +14,13 @@ stopped; benchmarks/search_efficiency.py --replay reads the same file.
 Every evaluation scores several generators of the same training run, since a moving average does not change
 the live generator's trajectory: ``live`` (today's objective), and moving averages of its weights
 (harness/generator_ema.py) with decay 0.99 and 0.999 (BatchNorm statistics averaged) and 0.999 with the live
-statistics copied (the naive average). Each is scored on the ``base`` draw (today's evaluation: the first
-eval_samples test scenes, caption 0, noise seed 1234, against those scenes' real images: common random numbers,
-the same at every evaluation and for every config) and, for the live generator, the ``large`` draw (every
-caption of those scenes, ten times as many samples, against the training split's real images).
-The metrics are judge-FID, KID (harness/evaluate.py) and caption fidelity. At the last epoch, each run's live
+statistics copied (the naive average); --generators keeps a subset (live always). Each is scored on the
+``base`` draw (today's evaluation: the first eval_samples test scenes, caption 0, noise seed 1234, against those
+scenes' real images: common random numbers, the same at every evaluation and for every config) and, for the live
+generator, the ``large`` draw (every
+caption of those scenes, ten times as many samples, against the training split's real images; --no-large-draw
+skips it, since it costs ten base draws an epoch).
+The metrics are judge-FID, KID, caption fidelity and conditioning (harness/evaluate.py). At the last epoch, each run's live
 and EMA-0.999 generators are re-scored with --rescore-draws other draws (captions and noise) of the base size.
 
 Then, for each candidate objective (a generator, a draw, a metric and a window of the last K evaluations),
@@ -85,13 +88,31 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/benchmarks/objective_noise", help="grid.jsonl and the results go here")
     p.add_argument("--configs", type=int, default=16)
     p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--first-seed", type=int, default=0, help="train seeds FIRST..FIRST+SEEDS-1")
+    p.add_argument("--shard", default="0/1", metavar="I/N",
+                   help="record every N-th run of the grid from the I-th: N processes with I = 0..N-1 and their own "
+                        "--out record the grid together; cat their grid.jsonl files for --analyse-only")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--n", type=int, default=1000, help="scenes in the dataset (90 %% train)")
     p.add_argument("--eval-samples", type=int, help="the base draw's size (default: the sweep's data.eval_samples)")
     p.add_argument("--rescore-draws", type=int, default=5)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--generators", default=",".join(["live", *(name for name, *_ in AVERAGES)]),
+                   help="the generators scored at every evaluation, comma-separated (live is always scored)")
+    p.add_argument("--no-large-draw", dest="large_draw", action="store_false",
+                   help="score the base draw only (the large one costs ten base draws an epoch)")
     p.add_argument("--analyse-only", action="store_true", help="read DIR/grid.jsonl as it is; train nothing")
     args = p.parse_args(argv)
+    known = ["live", *(name for name, *_ in AVERAGES)]
+    asked = [g.strip() for g in args.generators.split(",") if g.strip()]
+    unknown = [g for g in asked if g not in known]
+    if unknown:
+        p.error(f"--generators: unknown {', '.join(unknown)} (known: {', '.join(known)})")
+    args.generators = tuple(g for g in known if g in asked or g == "live")
+    shard = args.shard.split("/")
+    if len(shard) != 2 or not all(x.isdigit() for x in shard) or not int(shard[0]) < int(shard[1]):
+        p.error(f"--shard: I/N with 0 <= I < N, got {args.shard}")
+    args.shard = (int(shard[0]), int(shard[1]))
     for name in ("configs", "seeds", "epochs", "rescore_draws"):
         if getattr(args, name) < (2 if name in ("configs", "seeds", "epochs") else 1):
             p.error(f"--{name.replace('_', '-')}: too small ({getattr(args, name)})")
@@ -115,6 +136,7 @@ class Bench:
     judge: torch.nn.Module
     draws: dict  # name -> (EvalSet, the real reference's judge features)
     rescore: list  # [(EvalSet, noise seed)]
+    generators: tuple[str, ...]  # live and the averages scored at every evaluation
 
 
 def setup(args) -> Bench:
@@ -130,17 +152,18 @@ def setup(args) -> Bench:
     n = min(data_cfg.eval_samples, len(test.scene_ids))
     scenes = np.arange(n)
     base = data.eval_draw(test, scenes, np.zeros(n, np.int64), resolution)
-    every = np.repeat(scenes, 10)
-    large = data.eval_draw(test, every, np.tile(np.arange(10), n), resolution)
-    # The large draw's reference: the training split's real images (ten times the test scenes, same distribution).
-    train_real = torch.from_numpy(data.images).float().div_(127.5).sub_(1.0)
-    large_real = judge_features(judge, train_real)
+    draws = {"base": (base, judge_features(judge, base.real_images_B3HW))}
+    if args.large_draw:
+        every = np.repeat(scenes, 10)
+        large = data.eval_draw(test, every, np.tile(np.arange(10), n), resolution)
+        # The large draw's reference: the training split's real images (ten times the test scenes, same distribution).
+        train_real = torch.from_numpy(data.images).float().div_(127.5).sub_(1.0)
+        draws["large"] = (large, judge_features(judge, train_real))
     rng = np.random.default_rng(7)
     rescore = [(data.eval_draw(test, np.sort(rng.choice(len(test.scene_ids), n, replace=False)),
                                rng.integers(10, size=n), resolution), NOISE_SEED + 1 + k)
                for k in range(args.rescore_draws)]
-    return Bench(sweep, data, judge, {"base": (base, judge_features(judge, base.real_images_B3HW)),
-                                      "large": (large, large_real)}, rescore)
+    return Bench(sweep, data, judge, draws, rescore, args.generators)
 
 
 def _scores(bench: Bench, loop: StageLoop, g, eval_set, real_features, seed: int) -> dict:
@@ -155,7 +178,7 @@ def train_run(bench: Bench, params: dict, seed: int, epochs: int) -> dict:
     train = dataclasses.replace(sweep.train, seed=seed, g_ema=0.0)  # the averages are kept here, one per decay
     loop = StageLoop(LoopSpec.from_sweep(sweep, hyperparams.from_sampled(1, params), train),
                      bench.data.text_dim, 0, torch.device("cpu"))
-    averages = {name: GeneratorEMA(loop.g, decay, bn) for name, decay, bn in AVERAGES}
+    averages = {name: GeneratorEMA(loop.g, decay, bn) for name, decay, bn in AVERAGES if name in bench.generators}
     generators = lambda: {"live": loop.g, **{k: e.module for k, e in averages.items()}}  # noqa: E731
     data = bench.data
     data.seed = seed  # the batch order follows the training seed, as in a sweep's trial
@@ -174,12 +197,12 @@ def train_run(bench: Bench, params: dict, seed: int, epochs: int) -> dict:
         evals = {}
         for name, g in generators().items():
             evals[f"{name}/base"] = _scores(bench, loop, g, *bench.draws["base"], NOISE_SEED)
-            if name in LARGE_DRAW_GENERATORS:
+            if name in LARGE_DRAW_GENERATORS and "large" in bench.draws:
                 evals[f"{name}/large"] = _scores(bench, loop, g, *bench.draws["large"], NOISE_SEED)
         curve.append({"epoch": epoch + 1, "evals": evals})
     rescored = {}
     if status == "finished":
-        for name in RESCORE_GENERATORS:
+        for name in (g for g in RESCORE_GENERATORS if g in bench.generators):
             g = generators()[name]
             rescored[f"{name}/base"] = [_scores(bench, loop, g, es, None, s) for es, s in bench.rescore]
     return {"status": status, "curve": curve, "rescored": rescored, "seconds": round(time.perf_counter() - t0, 1)}
@@ -193,7 +216,10 @@ def record(args, bench: Bench, path: str) -> list[dict]:
             for line in f:
                 r = json.loads(line)
                 done[(r["config"], r["seed"])] = r
-    todo = [(c, s) for s in range(args.seeds) for c in range(len(configs)) if (c, s) not in done]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    every = [(c, s) for s in seeds for c in range(len(configs))]  # seed-major: a stopped grid has whole seeds
+    i, n = args.shard
+    todo = [run for k, run in enumerate(every) if k % n == i and run not in done]
     with open(path, "a") as f, tqdm(todo, desc="grid runs", unit="run", file=sys.stderr) as bar:
         for c, s in bar:
             run = {"config": c, "seed": s, "params": configs[c], "epochs": args.epochs,
@@ -297,8 +323,9 @@ def plot(runs: list[dict], result: dict, path: str) -> None:
     for r in shown:
         e = [p["epoch"] for p in r["curve"]]
         ax.plot(e, [p["evals"]["live/base"]["fid"] for p in r["curve"]], color=colours[r["config"]], alpha=0.45, lw=1)
-        ax.plot(e, [p["evals"]["ema0.999/base"]["fid"] for p in r["curve"]], color=colours[r["config"]], lw=2)
-    ax.set(title="judge-FID of configs 0-2, every seed: live (thin), EMA 0.999 (thick)", xlabel="epoch",
+        if "ema0.999/base" in r["curve"][0]["evals"]:
+            ax.plot(e, [p["evals"]["ema0.999/base"]["fid"] for p in r["curve"]], color=colours[r["config"]], lw=2)
+    ax.set(title="judge-FID of configs 0-2, every seed: live (thin), EMA 0.999 (thick, where recorded)", xlabel="epoch",
            ylabel="judge-FID", yscale="log")
     rows = [t for t in result["candidates"] if t["metric"] != "fidelity"]
     rows.sort(key=lambda t: (t["metric"], t["key"], t["window"]))
