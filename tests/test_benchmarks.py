@@ -108,17 +108,22 @@ def test_objective_noise_records_a_tiny_grid_and_measures_every_candidate(tmp_pa
 
 
 def test_objective_noise_records_only_the_generators_and_seeds_asked_for(tmp_path):
-    out = _bench("objective_noise.py", "--configs", "2", "--seeds", "2", "--first-seed", "5", "--epochs", "2",
-                 "--n", "40", "--eval-samples", "4", "--rescore-draws", "1", "--threads", "1", "--generators", "ema0.999",
-                 "--no-large-draw", "--storage", str(tmp_path / "store"), "--out", str(tmp_path / "out"))
+    # The grid's runs in order are (config 0, seed 5), (1, 5), (0, 6), (1, 6): shard 1 of 2 records the second and
+    # the fourth.
+    out = _bench("objective_noise.py", "--configs", "2", "--seeds", "2", "--first-seed", "5", "--shard", "1/2",
+                 "--epochs", "2", "--n", "40", "--eval-samples", "4", "--rescore-draws", "1", "--threads", "1",
+                 "--generators", "ema0.999", "--no-large-draw", "--storage", str(tmp_path / "store"),
+                 "--out", str(tmp_path / "out"))
     grid = [json.loads(line) for line in (tmp_path / "out" / "grid.jsonl").read_text().splitlines()]
-    assert {r["seed"] for r in grid} == {5, 6} and json.loads(out.stdout)["seeds"] == 2
+    assert {(r["config"], r["seed"]) for r in grid} == {(1, 5), (1, 6)} and json.loads(out.stdout)["seeds"] == 2
     for r in grid:
         if r["status"] == "finished":  # live is always scored; no large draw
             assert all(set(e["evals"]) == {"live/base", "ema0.999/base"} for e in r["curve"])
             assert set(r["rescored"]) == {"live/base", "ema0.999/base"}
     refused = _bench("objective_noise.py", "--generators", "live,ema0.5", check=False)
     assert refused.returncode == 2 and "--generators: unknown ema0.5" in refused.stderr
+    refused = _bench("objective_noise.py", "--shard", "2/2", check=False)
+    assert refused.returncode == 2 and "--shard: I/N with 0 <= I < N, got 2/2" in refused.stderr
 
 
 def test_replayed_searches_find_the_clearly_best_config_of_a_recorded_grid(tmp_path):
