@@ -16,6 +16,7 @@ from harness.objective import Objective
 from harness.phase import Phase, Source
 from harness.report import build_report, rank_trials
 from harness.report.markdown import extra_columns
+from harness.report.search_vs_random import search_vs_random, too_few_sentence
 from harness.results import config_id, read_parquet
 from harness.run_layout import SweepLayout
 from harness.sweep import print_leaderboard, top_stage1_checkpoints
@@ -98,6 +99,7 @@ def test_the_report_ranks_the_final_phase_and_confirms_by_mean_over_seeds(synthe
     assert len(read_parquet(synthetic.results)) == len(report.rows) == 2 + 2 + 1 + 8 + 2 + 4  # an evaluation a row
     md = storage.read_bytes(synthetic.report_file("leaderboard.md")).decode()
     assert "searcher seed 7" in md and "Student-t interval on the log scale" in md
+    assert too_few_sentence(2) in md, "2 search trials a stage: too few to compare with random sampling"
     assert storage.exists(synthetic.report_file("leaderboard.html"))
 
 
@@ -151,3 +153,50 @@ def test_the_terminal_leaderboard_lists_the_confirmed_configs_then_the_search_tr
     first = out.splitlines()[out.splitlines().index("confirmed configs, ranked by mean fid over seeds (95 % interval):") + 1]
     assert first.startswith(f" 1. {config_id(OTHER2)}  fid=410 [")
     assert " 1. s2-other  fid=450 fidelity=0.002222  [finished, epoch 1]" in out
+
+
+def _ended(values: list[float], epochs: list[int], metric: str = "fid") -> tuple[list[dict], list[dict]]:
+    """Search trials t0, t1, ... launched in that order, as rank_trials hands them over, and their rows."""
+    ranked = [{"trial_id": f"t{i}", metric: v, "final_status": "finished", "trial_cost": {"epoch": e}}
+              for i, (v, e) in enumerate(zip(values, epochs))]
+    rows = [{"trial_id": f"t{i}", "started_at": 1000.0 + i} for i in range(len(values))]
+    return ranked, rows
+
+
+def test_search_against_random_orders_of_its_own_trials_by_hand():
+    # 5 trials of 2 epochs; the search launched the best (100) first. A random order puts it first with
+    # probability 1/5, so 20 % of orders reach it within the search's 2 trial-epochs; its position is uniform
+    # over 1..5, so the median order needs 3 trials, 6 trial-epochs. Half the trials is 2: two of the five at
+    # random include one of the best two (100, 200) with probability 1 - C(3,2)/C(5,2) = 0.7 and the best with
+    # 0.4, so the median best of 2 is 200.
+    ranked, rows = _ended([100.0, 500.0, 400.0, 300.0, 200.0], [2] * 5)
+    vs = search_vs_random(ranked, rows, Objective("fid"))
+    assert (vs.trials, vs.trial_epochs, vs.best, vs.best_after_trials, vs.best_after_epochs) == (5, 10, 100.0, 1, 2)
+    assert vs.share_random_as_soon == pytest.approx(0.2, abs=0.03) and vs.random_epochs_to_best == 6
+    assert (vs.half, vs.search_best_at_half, vs.random_best_at_half) == (2, 100.0, 200.0)
+    assert vs.random_best_at_half_iqr == (100.0, 300.0)
+    assert not vs.beyond_chance and "% of 2000 get there as soon (within chance" in vs.sentence(Objective("fid"))
+
+
+def test_search_against_random_with_a_metric_to_maximise_and_uneven_budgets():
+    # The best (0.9) came last, after 1 + 3 + 1 + 3 = 8 trial-epochs: every random order reaches it as soon.
+    ranked, rows = _ended([0.1, 0.5, 0.2, 0.9], [1, 3, 1, 3], metric="conditioning")
+    rows.insert(0, {"trial_id": "t0", "started_at": 1010.0})  # t0 resumed later: its first start counts
+    vs = search_vs_random(ranked, rows, Objective("conditioning"))
+    assert (vs.best, vs.best_after_trials, vs.best_after_epochs, vs.share_random_as_soon) == (0.9, 4, 8, 1.0)
+    assert vs.search_best_at_half == 0.5 and vs.random_best_at_half_iqr[0] <= vs.random_best_at_half <= 0.9
+    # Fewer than 4 ended trials say nothing: a running trial does not count.
+    ranked[0]["final_status"] = "running"
+    assert search_vs_random(ranked, rows, Objective("conditioning")) is None
+    assert too_few_sentence(3) == "3 search trials ended: too few to compare the search with random sampling (4 needed)."
+
+
+def test_the_report_says_when_mlflow_tracking_stopped_during_the_sweep(synthetic):
+    record = SweepRecord.new(SWEEP, seed=7)
+    record.tracking_stopped = "03:12:09 while logging a result: ConnectionError: Connection refused"
+    build_report(synthetic, SWEEP, record)
+    for name in ("leaderboard.md", "leaderboard.html"):
+        text = storage.read_bytes(synthetic.report_file(name)).decode()
+        assert "MLflow tracking stopped during the sweep" in text and "ConnectionError: Connection refused" in text
+    record.save(synthetic.record)  # and the record keeps it across a resume
+    assert SweepRecord.load(synthetic.record).tracking_stopped == record.tracking_stopped

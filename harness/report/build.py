@@ -25,6 +25,7 @@ from harness.report.importance import importances
 from harness.report.markdown import markdown
 from harness.report.page import render_html
 from harness.report.plots import confirmed_png, curves_png, pareto_png
+from harness.report.search_vs_random import SearchVsRandom, search_vs_random, vs_random_note
 from harness.results import collect_rows, config_id, last_by_run, last_evaluations, params_of, write_parquet
 from harness.run_layout import SweepLayout
 from harness.sweep_record import SweepRecord
@@ -70,6 +71,7 @@ class Report:
     importance_trials: int
     cost: dict[str, dict]  # per Tune run: cpu/gpu/wall seconds and runs
     final: FinalEvaluation | None = None  # real data: the papers' protocol, scored once at the end
+    vs_random: SearchVsRandom | None = None  # the final phase's search against random orders of its own trials
 
 
 def build_report(layout: SweepLayout, sweep: SweepConfig, record: SweepRecord | None = None,
@@ -124,16 +126,23 @@ def build_report(layout: SweepLayout, sweep: SweepConfig, record: SweepRecord | 
     cost = _cost(rows)
     paper = paper_default_trial(ranked, sweep.first_point(final_phase))
     final = FinalEvaluation.load(layout.final_eval) if storage.exists(layout.final_eval) else None
+    vs_random = search_vs_random(ranked, [r for r in search_rows if r["phase"] == final_phase
+                                          and r["stage"] == final_stage], objective)
+    stage1_vs_random = (search_vs_random(stage1_ranked, [r for r in search_rows if r["phase"] == Phase.STAGE1
+                                                         and r["stage"] == 1], objective) if staged else None)
+    vs_random_notes = {"final": vs_random_note(vs_random, ranked, objective),
+                       "stage1": vs_random_note(stage1_vs_random, stage1_ranked, objective)}
     md = markdown(sweep, final_phase, ranked, stage1_ranked, (imp, imp_trials), cost, paper, best_grids, record,
-                  confirmed, stage1_confirmed, final)
+                  confirmed, stage1_confirmed, final, vs_random_notes)
     page = render_html(sweep=sweep, phase=final_phase, record=record, ranked=ranked, stage1_ranked=stage1_ranked,
                        confirmed=confirmed, stage1_confirmed=stage1_confirmed, importances=(imp, imp_trials), cost=cost,
-                       paper=paper, best_grids=best_grids, showcase=showcase, images=images, unit=unit, final=final)
+                       paper=paper, best_grids=best_grids, showcase=showcase, images=images, unit=unit, final=final,
+                       vs_random_notes=vs_random_notes)
     storage.write_bytes(layout.report_file("leaderboard.md"), md.encode())
     storage.write_bytes(layout.report_file("leaderboard.html"), page.encode())
     return Report(uri=layout.report_file("leaderboard.html"), phase=final_phase, rows=rows, ranked=ranked,
                   stage1_ranked=stage1_ranked, confirmed=confirmed, stage1_confirmed=stage1_confirmed,
-                  importances=imp, importance_trials=imp_trials, cost=cost, final=final)
+                  importances=imp, importance_trials=imp_trials, cost=cost, final=final, vs_random=vs_random)
 
 
 def _showcase(layout: SweepLayout, best: dict, final_stage: int, parents: list[str]) -> dict | None:

@@ -83,15 +83,19 @@ def _final_section(final, confirmed) -> list[str]:
 
 
 def markdown(sweep: SweepConfig, phase: Phase, ranked, stage1_ranked, imp, cost, paper, best_grids, record,
-             confirmed, stage1_confirmed, final=None) -> str:
+             confirmed, stage1_confirmed, final=None, vs_random_notes: dict[str, str] | None = None) -> str:
     objective = sweep.objective
     metric = objective.key
     extra = extra_columns(sweep)
+    notes = vs_random_notes or {}
     final_epochs = phase.epochs(sweep, Source.CONFIRM)
     lines = [f"# Leaderboard: {sweep.name}", "",
              f"Strategy `{sweep.search.strategy}`, objective `{objective.describe()}` ({objective.mode}), "
              f"data `{sweep.data.kind}`, profile `{sweep.model.profile}`, sampler `{sweep.search.sampler}`, "
              f"scheduler `{sweep.search.scheduler}`, searcher seed {record.seed if record else 'n/a'}.", ""]
+    if record is not None and record.tracking_stopped:
+        lines += [f"**MLflow tracking stopped during the sweep** ({record.tracking_stopped}): its MLflow runs are "
+                  "incomplete; this report and results.parquet are complete.", ""]
     if confirmed:
         b = confirmed[0]
         verdict = ("The paper defaults rank first: no searched config beat them." if b.is_default
@@ -121,9 +125,13 @@ def markdown(sweep: SweepConfig, phase: Phase, ranked, stage1_ranked, imp, cost,
               "the planned one), ranked by their best evaluation: for exploring the space, not for choosing a config."
               + screened_note(sweep, phase.stages),
               "", *_table(ranked, metric, extra), ""]
+    if notes.get("final"):
+        lines += [notes["final"], ""]
     if stage1_ranked:
         lines += ["## Stage-I search trials", "", screened_note(sweep, (1,)).strip(), "",
                   *_table(stage1_ranked, metric, extra), ""]
+        if notes.get("stage1"):
+            lines += [notes["stage1"], ""]
     lines += ["## Best sample grids", ""]
     for rank, (name, e) in enumerate(best_grids, 1):
         lines += [f"Rank {rank}: trial `{e['trial_id']}`, epoch {e['epoch']}, {metric} = {_fmt(e[metric])}", "",
