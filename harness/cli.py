@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from harness import REPO_ROOT, storage
 from harness.errors import HarnessError, NoResults
+from harness.preflight import check_ray_address
 
 EXIT_OK = 0
 EXIT_NO_RESULT = 1
@@ -64,6 +65,7 @@ def start_ray() -> None:
 
     keep_credentials_out_of_runtime_env()
     if not ray.is_initialized():
+        check_ray_address(os.environ.get("RAY_ADDRESS"))  # ray.init would wait minutes for an address where nothing is
         if os.environ.get("RAY_ADDRESS"):
             ray.init()  # under `ray job submit`: the entrypoint is told the cluster's address
         else:

@@ -7,12 +7,18 @@ by epoch) as a run tagged with the parent's id, which makes it a child in MLflow
 trial's Tune config holds only a candidate index and a seed), its final sample grid, and the sweep's
 report and results table on the parent. Phases resumed with ``--resume`` are not logged again (Tune
 restores a run without its callbacks). MLflow is an optional dependency: ``pip install -e '.[tracking]'``.
+
+The tracking URI is input like the sweep file: ``check_tracking`` asks the store once before Ray starts, so a
+URI that the installed MLflow refuses (a ``file://`` store under MLflow 3) or a server that cannot be reached
+ends the command in one line that names where the URI came from.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import tempfile
 
 from harness import storage
@@ -23,8 +29,60 @@ from harness.run_layout import SweepLayout
 SWEEP_TAG = "harness.sweep"  # the sweep's storage URI: a resumed sweep finds its parent run by it
 
 
+# The probe's own budget: one attempt, a short timeout (MLflow's defaults retry a dead server for minutes).
+PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+# During the sweep, unless the user set them: a few retries (a blip) and a timeout that keeps the driver moving.
+SWEEP_REQUEST_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
 def tracking_uri(sweep: SweepConfig) -> str | None:
     return sweep.tracking.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def uri_source(sweep: SweepConfig) -> str:
+    """Where the tracking URI came from, as a user would look for it."""
+    return "tracking.mlflow_uri" if sweep.tracking.mlflow_uri else "MLFLOW_TRACKING_URI"
+
+
+@contextlib.contextmanager
+def _quick_requests():
+    saved = {k: os.environ.get(k) for k in PROBE_ENV}
+    os.environ.update(PROBE_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def check_tracking(sweep: SweepConfig) -> None:
+    """Raises ConfigError in one line when the sweep's tracking URI cannot be used: MLflow missing, a store the
+    installed MLflow refuses, or a server that does not answer. Nothing to check without a URI."""
+    uri = tracking_uri(sweep)
+    if uri is None:
+        return
+    source = uri_source(sweep)
+    try:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise ConfigError(f"{source}: {uri} is set but MLflow is not installed (pip install -e '.[tracking]')") from None
+    with _quick_requests():
+        try:
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - MLflow raises its own, requests' and the stores' errors alike
+            text = str(exc)
+            if "MLFLOW_ALLOW_FILE_STORE" in text:
+                why = (f"is a file store, which MLflow {mlflow.__version__} refuses: use a database URI such as "
+                       "sqlite:///runs/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true")
+            elif uri.startswith(("http://", "https://")):
+                why = f"cannot be reached ({type(exc).__name__}); start the tracking server, or unset {source}"
+            else:
+                why = f"cannot be used ({type(exc).__name__}: {text.splitlines()[0][:160] if text else ''})"
+            raise ConfigError(f"{source}: {uri} {why}") from None
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -41,6 +99,11 @@ class SweepRun:
         except ImportError as exc:
             raise ConfigError("tracking.mlflow_uri: MLflow is not installed (pip install -e '.[tracking]')") from exc
         self.sweep, self.layout, self.uri = sweep, layout, uri
+        self._loggers: list = []
+        self._finish_failed: str | None = None
+        if uri.startswith(("http://", "https://")):  # a server lost mid-sweep costs seconds per call, not minutes
+            for k, v in SWEEP_REQUEST_ENV.items():
+                os.environ.setdefault(k, v)
         self.client = MlflowClient(tracking_uri=uri)
         experiment = self.client.get_experiment_by_name(sweep.name)
         self.experiment_id = (experiment.experiment_id if experiment is not None else
@@ -50,16 +113,37 @@ class SweepRun:
         self.parent_id = found[0].info.run_id if found else self.client.create_run(
             self.experiment_id, run_name=sweep.name, tags={SWEEP_TAG: layout.uri}).info.run_id
 
-    def callback(self, tune_run: str):
+    def callbacks(self, tune_run: str) -> list:
         """Ray Tune's MLflow logger for one Tune run (a phase's search or its confirmation runs, by its name):
-        its trials become children of the sweep, tagged with that name."""
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
+        its trials become children of the sweep, tagged with that name. None once tracking has stopped."""
+        if self.stopped is not None:
+            return []
+        from harness.mlflow_logger import TolerantMLflowLogger
 
-        return MLflowLoggerCallback(tracking_uri=self.uri, experiment_name=self.sweep.name,
-                                    tags={"mlflow.parentRunId": self.parent_id, "harness.phase": tune_run})
+        logger = TolerantMLflowLogger(tracking_uri=self.uri, experiment_name=self.sweep.name,
+                                      tags={"mlflow.parentRunId": self.parent_id, "harness.phase": tune_run})
+        self._loggers.append(logger)
+        return [logger]
+
+    @property
+    def stopped(self) -> str | None:
+        """Why tracking stopped during the sweep (the first failure), or None."""
+        return next((lg.stopped for lg in self._loggers if lg.stopped is not None), self._finish_failed)
 
     def finish(self, status: str = "FINISHED") -> None:
-        """Each child's hyperparameters and final sample grid, the report on the parent; ends the parent."""
+        """Each child's hyperparameters and final sample grid, the report on the parent; ends the parent.
+        Skipped, with a warning, when tracking stopped during the sweep or fails now: the results are in storage."""
+        if self.stopped is not None:
+            print(f"warning: MLflow: the sweep's parent run is left unfinished, tracking stopped ({self.stopped})",
+                  file=sys.stderr, flush=True)
+            return
+        try:
+            self._finish(status)
+        except Exception as exc:  # noqa: BLE001 - the sweep's results are complete without MLflow
+            self._finish_failed = f"while finishing: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            print(f"warning: MLflow tracking stopped ({self._finish_failed})", file=sys.stderr, flush=True)
+
+    def _finish(self, status: str) -> None:
         children = self.client.search_runs([self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'")
         with tempfile.TemporaryDirectory(prefix="harness-mlflow-") as tmp:
             for child in children:

@@ -32,6 +32,7 @@ from harness import REPO_ROOT, cli, storage  # noqa: E402
 from harness.config import SweepConfig, load_sweep  # noqa: E402
 from harness.config_fields import replaced  # noqa: E402
 from harness.errors import ConfigError, HarnessError  # noqa: E402
+from harness.mlflow_log import check_tracking  # noqa: E402
 from harness.phase import final_phase  # noqa: E402
 from harness.preflight import check_inputs, preflight  # noqa: E402
 from harness.run_layout import NightlyLayout  # noqa: E402
@@ -95,6 +96,7 @@ def _night_command(args) -> int:
     date = night_date(args.date)
     sweep = night_sweep(args, date)
     preflight(args.storage)
+    check_tracking(sweep)  # an MLflow URI that cannot be used ends the night here, before Ray
 
     # Imported here, not at the top: the sweep, the report and the study load Ray Tune, Optuna and matplotlib
     # (about 5 s), which --help and a refused argument or sweep file need not wait for.

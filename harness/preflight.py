@@ -6,11 +6,14 @@ with one line that names the URI and the cause (no credentials, no such bucket, 
 unreachable), never a secret, within about 30 s.
 ``check_inputs`` refuses, with the field named, a dataset root, Inception weights or Stage-I
 checkpoint that is missing or unreadable: otherwise every trial would fail on it, three times each.
+``check_ray_address`` refuses a ``RAY_ADDRESS`` where nothing answers: ``ray.init`` would wait for it for minutes.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 import time
 import uuid
 from urllib.parse import urlparse
@@ -105,3 +108,21 @@ def check_inputs(data, stage1_checkpoint: str | None = None) -> None:
 
         if not is_complete(stage1_checkpoint):
             raise ConfigError(f"--stage1-checkpoint: {stage1_checkpoint} is not a complete checkpoint (no {MARKER})")
+
+
+RAY_PROBE_S = 5.0
+
+
+def check_ray_address(address: str | None) -> None:
+    """Raises ConfigError when ``address`` (RAY_ADDRESS as ``host:port`` or ``ray://host:port``) does not accept a
+    connection within RAY_PROBE_S. Any other form (``auto``, ``local``) is Ray's to resolve."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d+)/?", address or "")
+    if match is None:
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=RAY_PROBE_S).close()
+    except OSError as exc:
+        why = "connection refused" if isinstance(exc, ConnectionRefusedError) else (exc.strerror or type(exc).__name__)
+        raise ConfigError(f"RAY_ADDRESS: {address} does not answer ({why}); start the cluster (ray start --head) "
+                          "or unset RAY_ADDRESS to run on a local Ray") from None

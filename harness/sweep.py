@@ -185,7 +185,7 @@ class _Sweep:
         self.record.save(self.layout.record)
 
     def callbacks(self, name: str) -> list:
-        return [self.mlflow_run.callback(name)] if self.mlflow_run is not None else []
+        return self.mlflow_run.callbacks(name) if self.mlflow_run is not None else []
 
     def budget_left(self, share: float = 1.0) -> float | None:
         """Seconds for the next Tune run: ``share`` of what is left of the sweep's time budget."""
@@ -281,6 +281,8 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     if sweep.data.final_eval_on:
         final_evaluation(run)
     record.wall_seconds = round(time.perf_counter() - run.t0, 1)
+    if run.mlflow_run is not None and run.mlflow_run.stopped is not None:
+        record.tracking_stopped = run.mlflow_run.stopped
     run.save()
     final = phases(sweep.search.strategy)[-1]
     # A persistent study holds every night's trials: importances rest on all of them.

@@ -41,6 +41,7 @@ class SweepRecord:
     stage1_parents: list[str] = dataclasses.field(default_factory=list)  # staged: Stage-II's parent checkpoints
     budget_ended: list[str] = dataclasses.field(default_factory=list)  # Tune runs the time budget stopped
     wall_seconds: float | None = None  # set when the sweep has ended
+    tracking_stopped: str | None = None  # why MLflow tracking stopped during the sweep (the report says so)
 
     @classmethod
     def new(cls, sweep: SweepConfig, seed: int | None = None) -> SweepRecord:
@@ -51,7 +52,7 @@ class SweepRecord:
         return {"schema": SCHEMA, "sweep": dataclasses.asdict(self.sweep), "seed": self.seed, "started": self.started,
                 "confirm_candidates": {str(p): c for p, c in self.confirm_candidates.items()},
                 "stage1_parents": self.stage1_parents, "budget_ended": self.budget_ended,
-                "wall_seconds": self.wall_seconds}
+                "wall_seconds": self.wall_seconds, "tracking_stopped": self.tracking_stopped}
 
     def save(self, uri: str) -> None:
         storage.write_bytes(uri, json.dumps(self.to_json(), indent=2, default=str).encode())
@@ -69,4 +70,4 @@ class SweepRecord:
         return cls(sweep=sweep_from_dict(data["sweep"]), seed=int(data["seed"]), started=float(data["started"]),
                    confirm_candidates={Phase(p): c for p, c in data["confirm_candidates"].items()},
                    stage1_parents=list(data["stage1_parents"]), budget_ended=list(data["budget_ended"]),
-                   wall_seconds=data["wall_seconds"])
+                   wall_seconds=data["wall_seconds"], tracking_stopped=data.get("tracking_stopped"))

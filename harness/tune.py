@@ -22,6 +22,7 @@ from harness import REPO_ROOT, cli, storage  # noqa: E402
 from harness.config import SweepConfig, load_sweep  # noqa: E402
 from harness.config_fields import replaced  # noqa: E402
 from harness.errors import ConfigError  # noqa: E402
+from harness.mlflow_log import check_tracking  # noqa: E402
 from harness.preflight import check_inputs, preflight  # noqa: E402
 
 DEFAULT_SWEEP = os.path.join(REPO_ROOT, "search_spaces", "shapes.yaml")
@@ -67,6 +68,7 @@ def main(argv=None) -> int:
 def _sweep_command(args) -> int:
     sweep = resolve_sweep(args)  # validated before Ray starts
     preflight(args.storage)  # before Ray and before any trial: fail fast on unusable storage
+    check_tracking(sweep)  # and on an MLflow URI (sweep file or MLFLOW_TRACKING_URI) that cannot be used
     # Imported here, not at the top: the sweep machinery loads Ray Tune, Optuna and matplotlib (about 5 s), which
     # --help and a refused sweep file or storage URI need not wait for.
     from harness.sweep import print_leaderboard, run_sweep
