@@ -19,8 +19,8 @@ Each repetition draws, per config, one seed the search sees; a pick's confirmed 
 over the other seeds at the full budget. The answers: the median confirmed value of the incumbent against
 trial-epochs (with its interquartile band); the trial-epochs each method needs to reach random search's
 final median; the confirmed picks and a one-sided Mann-Whitney U test of each method against random; and
-each pick's rank among the grid's configs (by the mean over every seed) and its caption fidelity, which
-compare across objectives.
+each pick's rank among the grid's configs (by the mean over every seed), its caption fidelity, and the live
+generator's conditioning over the unseen seeds, which compares across objectives.
 """
 
 from __future__ import annotations
@@ -76,10 +76,17 @@ class Grid:
         self.configs = sorted(self.params)
         self.values: dict[int, dict[int, np.ndarray]] = {}
         self.fidelity: dict[int, dict[int, float]] = {}
+        # One yardstick for every objective: the live generator's conditioning at the last epoch (all-attributes
+        # fidelity in grids recorded before conditioning was kept), so picks compare across objectives.
+        last = finished[0]["curve"][self.epochs - 1]["evals"]
+        self.yardstick = "conditioning" if "conditioning" in last.get("live/base", {}) else "fidelity"
+        self.conditioning: dict[int, dict[int, float]] = {}
         for r in finished:
             raw = [float(e["evals"][spec.key][spec.metric]) for e in r["curve"][:self.epochs]]
             self.values.setdefault(r["config"], {})[r["seed"]] = np.array(spec.objective.after_each(raw))
-            self.fidelity.setdefault(r["config"], {})[r["seed"]] = r["curve"][self.epochs - 1]["evals"][spec.key]["fidelity"]
+            end = r["curve"][self.epochs - 1]["evals"]
+            self.fidelity.setdefault(r["config"], {})[r["seed"]] = end[spec.key]["fidelity"]
+            self.conditioning.setdefault(r["config"], {})[r["seed"]] = end.get("live/base", end[spec.key])[self.yardstick]
         self.configs = [c for c in self.configs if len(self.values.get(c, {})) >= 2]
         self.objective = spec.objective
         self.space = space
@@ -166,7 +173,9 @@ def replay(grid: Grid, sweep, sampler: str, scheduler: str, rep: int, budget: in
             "confirmed": None if pick is None else _confirmed(grid, pick, seen),
             "pick_rank": None if pick is None else grid.true_rank[pick],
             "pick_fidelity": None if pick is None else float(np.mean(
-                [f for s, f in grid.fidelity[pick].items() if s != seen[pick]]))}
+                [f for s, f in grid.fidelity[pick].items() if s != seen[pick]])),
+            "pick_conditioning": None if pick is None else float(np.mean(
+                [f for s, f in grid.conditioning[pick].items() if s != seen[pick]]))}
 
 
 def _confirmed(grid: Grid, config: int, seen: dict[int, int]) -> float:
@@ -206,6 +215,8 @@ def run(runs: list[dict], sweep, specs: list[ObjectiveSpec], methods: list[str],
                 "share_picking_the_best_config": round(float(np.mean([r["pick_rank"] == 1 for r in reps_out])), 3),
                 "median_pick_fidelity": _stat(np.median, [r["pick_fidelity"] for r in reps_out
                                                           if r["pick_fidelity"] is not None]),
+                f"median_pick_{grid.yardstick}_live": _stat(np.median, [r["pick_conditioning"] for r in reps_out
+                                                                        if r["pick_conditioning"] is not None]),
                 "median_trials": float(np.median([r["trials"] for r in reps_out])),
             }
         target = np.nanmedian(curves[BASELINE][:, -1]) if BASELINE in curves else None
