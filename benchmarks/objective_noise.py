@@ -3,7 +3,7 @@ objective a search can trust.
 
     python benchmarks/objective_noise.py [--configs 16] [--seeds 4] [--epochs 6] [--n 1000] [--out DIR]
         [--sweep search_spaces/shapes.yaml] [--storage runs] [--rescore-draws 5] [--threads 2]
-        [--generators live,ema0.99,ema0.999,ema0.999-copybn] [--no-large-draw]
+        [--generators live,ema0.99,ema0.999,ema0.999-copybn] [--no-large-draw] [--first-seed 0] [--shard I/N]
 
 Records a grid once: --configs Stage-I configs (the sweep's paper defaults, its start points, then configs
 drawn at random from its Stage-I search space with Optuna's RandomSampler, seed 0) x --seeds training seeds,
@@ -364,6 +364,10 @@ def main(argv=None) -> int:
         runs = read_grid(path)
     else:
         runs = record(args, setup(args), path)
+        if args.shard[1] > 1:  # one shard's runs alone may leave a config without two seeds: analyse them together
+            print(json.dumps({"grid": path, "runs": len(runs), "next": "cat every shard's grid.jsonl into DIR/grid.jsonl, "
+                              "then --analyse-only --out DIR"}))
+            return 0
     result = {"machine": machine(), "grid": path, "configs": len({r["config"] for r in runs}),
               "seeds": len({r["seed"] for r in runs}), **analyse(runs), "wall_s": round(time.perf_counter() - t0, 1)}
     with open(os.path.join(args.out, "objective_noise.json"), "w") as f:

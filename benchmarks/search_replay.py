@@ -78,15 +78,15 @@ class Grid:
         self.fidelity: dict[int, dict[int, float]] = {}
         # One yardstick for every objective: the live generator's conditioning at the last epoch (all-attributes
         # fidelity in grids recorded before conditioning was kept), so picks compare across objectives.
-        last = finished[0]["curve"][self.epochs - 1]["evals"]
-        self.yardstick = "conditioning" if "conditioning" in last.get("live/base", {}) else "fidelity"
-        self.conditioning: dict[int, dict[int, float]] = {}
+        ends = [r["curve"][self.epochs - 1]["evals"] for r in finished]
+        self.yardstick = "conditioning" if all("conditioning" in e.get("live/base", {}) for e in ends) else "fidelity"
+        self.yardstick_values: dict[int, dict[int, float]] = {}
         for r in finished:
             raw = [float(e["evals"][spec.key][spec.metric]) for e in r["curve"][:self.epochs]]
             self.values.setdefault(r["config"], {})[r["seed"]] = np.array(spec.objective.after_each(raw))
             end = r["curve"][self.epochs - 1]["evals"]
             self.fidelity.setdefault(r["config"], {})[r["seed"]] = end[spec.key]["fidelity"]
-            self.conditioning.setdefault(r["config"], {})[r["seed"]] = end.get("live/base", end[spec.key])[self.yardstick]
+            self.yardstick_values.setdefault(r["config"], {})[r["seed"]] = end.get("live/base", end[spec.key])[self.yardstick]
         self.configs = [c for c in self.configs if len(self.values.get(c, {})) >= 2]
         self.objective = spec.objective
         self.space = space
@@ -174,8 +174,8 @@ def replay(grid: Grid, sweep, sampler: str, scheduler: str, rep: int, budget: in
             "pick_rank": None if pick is None else grid.true_rank[pick],
             "pick_fidelity": None if pick is None else float(np.mean(
                 [f for s, f in grid.fidelity[pick].items() if s != seen[pick]])),
-            "pick_conditioning": None if pick is None else float(np.mean(
-                [f for s, f in grid.conditioning[pick].items() if s != seen[pick]]))}
+            "pick_yardstick": None if pick is None else float(np.mean(
+                [f for s, f in grid.yardstick_values[pick].items() if s != seen[pick]]))}
 
 
 def _confirmed(grid: Grid, config: int, seen: dict[int, int]) -> float:
@@ -199,7 +199,8 @@ def run(runs: list[dict], sweep, specs: list[ObjectiveSpec], methods: list[str],
     for spec in specs:
         grid = Grid(runs, spec, space)
         objective = grid.objective
-        result: dict = {"configs": len(grid.configs), "epochs": grid.epochs, "methods": {}}
+        result: dict = {"configs": len(grid.configs), "epochs": grid.epochs, "yardstick": f"live/base {grid.yardstick}",
+                        "methods": {}}
         curves, picks = {}, {}
         for method in methods:
             sampler, scheduler = REPLAY_METHODS[method]
@@ -215,8 +216,8 @@ def run(runs: list[dict], sweep, specs: list[ObjectiveSpec], methods: list[str],
                 "share_picking_the_best_config": round(float(np.mean([r["pick_rank"] == 1 for r in reps_out])), 3),
                 "median_pick_fidelity": _stat(np.median, [r["pick_fidelity"] for r in reps_out
                                                           if r["pick_fidelity"] is not None]),
-                f"median_pick_{grid.yardstick}_live": _stat(np.median, [r["pick_conditioning"] for r in reps_out
-                                                                        if r["pick_conditioning"] is not None]),
+                "median_pick_yardstick": _stat(np.median, [r["pick_yardstick"] for r in reps_out
+                                                           if r["pick_yardstick"] is not None]),
                 "median_trials": float(np.median([r["trials"] for r in reps_out])),
             }
         target = np.nanmedian(curves[BASELINE][:, -1]) if BASELINE in curves else None

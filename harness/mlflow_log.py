@@ -5,12 +5,14 @@ Ray's ``MLflowLoggerCallback`` logs each trial (its Tune config as params, every
 by epoch) as a run tagged with the parent's id, which makes it a child in MLflow. When the sweep ends,
 ``SweepRun.finish`` adds what the callback cannot see: each trial's hyperparameters (a confirmation
 trial's Tune config holds only a candidate index and a seed), its final sample grid, and the sweep's
-report and results table on the parent. Phases resumed with ``--resume`` are not logged again (Tune
-restores a run without its callbacks). MLflow is an optional dependency: ``pip install -e '.[tracking]'``.
+report and results table on the parent. A phase resumed with ``--resume`` logs through this sweep's logger
+(sweep.py hands it to the restored Tune run in place of the one Tune pickled): a trial resumed from its
+checkpoint becomes a new child run. MLflow is an optional dependency: ``pip install -e '.[tracking]'``.
 
 The tracking URI is input like the sweep file: ``check_tracking`` asks the store once before Ray starts, so a
 URI that the installed MLflow refuses (a ``file://`` store under MLflow 3) or a server that cannot be reached
-ends the command in one line that names where the URI came from.
+ends the command in one line that names where the URI came from (never its password). If the store fails later,
+tracking stops (harness/mlflow_logger.py) and the sweep goes on; the report says so.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import sys
 import tempfile
+from urllib.parse import urlsplit, urlunsplit
 
 from harness import storage
 from harness.config import SweepConfig
@@ -29,9 +32,11 @@ from harness.run_layout import SweepLayout
 SWEEP_TAG = "harness.sweep"  # the sweep's storage URI: a resumed sweep finds its parent run by it
 
 
-# The probe's own budget: one attempt, a short timeout (MLflow's defaults retry a dead server for minutes).
+# The probe's own budget, unless the user set these: one attempt, a short timeout (MLflow's defaults retry a dead
+# server for minutes).
 PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 # During the sweep, unless the user set them: a few retries (a blip) and a timeout that keeps the driver moving.
+# Set in the driver's environment for the rest of the process: Tune's logger reads them at every request.
 SWEEP_REQUEST_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
@@ -44,18 +49,29 @@ def uri_source(sweep: SweepConfig) -> str:
     return "tracking.mlflow_uri" if sweep.tracking.mlflow_uri else "MLFLOW_TRACKING_URI"
 
 
+def redacted(uri: str) -> str:
+    """The URI without its password (``postgresql://user:***@host/db``): what an error line may show."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# What requests and urllib3 say when nothing answers, as MLflow passes it on.
+_UNREACHABLE = ("Connection refused", "Max retries exceeded", "Failed to establish a new connection", "timed out",
+                "Name or service not known", "Temporary failure in name resolution", "ConnectionError")
+
+
 @contextlib.contextmanager
 def _quick_requests():
-    saved = {k: os.environ.get(k) for k in PROBE_ENV}
-    os.environ.update(PROBE_ENV)
+    added = [k for k in PROBE_ENV if k not in os.environ]
+    os.environ.update({k: PROBE_ENV[k] for k in added})
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def check_tracking(sweep: SweepConfig) -> None:
@@ -74,15 +90,25 @@ def check_tracking(sweep: SweepConfig) -> None:
         try:
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - MLflow raises its own, requests' and the stores' errors alike
-            text = str(exc)
-            if "MLFLOW_ALLOW_FILE_STORE" in text:
-                why = (f"is a file store, which MLflow {mlflow.__version__} refuses: use a database URI such as "
-                       "sqlite:///runs/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true")
-            elif uri.startswith(("http://", "https://")):
-                why = f"cannot be reached ({type(exc).__name__}); start the tracking server, or unset {source}"
-            else:
-                why = f"cannot be used ({type(exc).__name__}: {text.splitlines()[0][:160] if text else ''})"
-            raise ConfigError(f"{source}: {uri} {why}") from None
+            raise ConfigError(f"{source}: {redacted(uri)} {_why_unusable(exc, uri, source, mlflow.__version__)}") from None
+
+
+def _why_unusable(exc: Exception, uri: str, source: str, version: str) -> str:
+    text = str(exc)
+    first = (text.splitlines()[0] if text else type(exc).__name__).replace(uri, redacted(uri))[:200]
+    if "MLFLOW_ALLOW_FILE_STORE" in text:
+        return (f"is a file store, which MLflow {version} refuses: use a database URI such as sqlite:///runs/mlflow.db, "
+                "or set MLFLOW_ALLOW_FILE_STORE=true")
+    if uri.startswith(("http://", "https://")):
+        if any(marker in text for marker in _UNREACHABLE) or isinstance(exc, (ConnectionError, TimeoutError)):
+            return f"cannot be reached ({type(exc).__name__}); start the tracking server, or unset {source}"
+        return f"answered with an error: {first}"
+    return f"cannot be used ({type(exc).__name__}: {first})"
+
+
+def _first_line(exc: Exception, uri: str) -> str:
+    text = str(exc)
+    return (text.splitlines()[0] if text else "").replace(uri, redacted(uri))[:200]
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -100,22 +126,28 @@ class SweepRun:
             raise ConfigError("tracking.mlflow_uri: MLflow is not installed (pip install -e '.[tracking]')") from exc
         self.sweep, self.layout, self.uri = sweep, layout, uri
         self._loggers: list = []
-        self._finish_failed: str | None = None
+        self._failed: str | None = None
         if uri.startswith(("http://", "https://")):  # a server lost mid-sweep costs seconds per call, not minutes
             for k, v in SWEEP_REQUEST_ENV.items():
                 os.environ.setdefault(k, v)
-        self.client = MlflowClient(tracking_uri=uri)
-        experiment = self.client.get_experiment_by_name(sweep.name)
-        self.experiment_id = (experiment.experiment_id if experiment is not None else
-                              self.client.create_experiment(sweep.name, artifact_location=_artifact_root(uri)))
-        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{layout.uri}'",
-                                        max_results=1)
-        self.parent_id = found[0].info.run_id if found else self.client.create_run(
-            self.experiment_id, run_name=sweep.name, tags={SWEEP_TAG: layout.uri}).info.run_id
+        self.parent_id: str | None = None
+        try:  # checked before Ray, but a store can fail in the minutes the dataset build takes
+            self.client = MlflowClient(tracking_uri=uri)
+            experiment = self.client.get_experiment_by_name(sweep.name)
+            self.experiment_id = (experiment.experiment_id if experiment is not None else
+                                  self.client.create_experiment(sweep.name, artifact_location=_artifact_root(uri)))
+            found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{layout.uri}'",
+                                            max_results=1)
+            self.parent_id = found[0].info.run_id if found else self.client.create_run(
+                self.experiment_id, run_name=sweep.name, tags={SWEEP_TAG: layout.uri}).info.run_id
+        except Exception as exc:  # noqa: BLE001 - the sweep's results are complete without MLflow
+            self._failed = f"while opening the sweep's run: {type(exc).__name__}: {_first_line(exc, uri)}"
+            print(f"warning: MLflow tracking stopped ({self._failed}); training goes on, the report says so",
+                  file=sys.stderr, flush=True)
 
     def callbacks(self, tune_run: str) -> list:
         """Ray Tune's MLflow logger for one Tune run (a phase's search or its confirmation runs, by its name):
-        its trials become children of the sweep, tagged with that name. None once tracking has stopped."""
+        its trials become children of the sweep, tagged with that name. No logger once tracking has stopped."""
         if self.stopped is not None:
             return []
         from harness.mlflow_logger import TolerantMLflowLogger
@@ -128,7 +160,7 @@ class SweepRun:
     @property
     def stopped(self) -> str | None:
         """Why tracking stopped during the sweep (the first failure), or None."""
-        return next((lg.stopped for lg in self._loggers if lg.stopped is not None), self._finish_failed)
+        return next((lg.stopped for lg in self._loggers if lg.stopped is not None), self._failed)
 
     def finish(self, status: str = "FINISHED") -> None:
         """Each child's hyperparameters and final sample grid, the report on the parent; ends the parent.
@@ -140,8 +172,8 @@ class SweepRun:
         try:
             self._finish(status)
         except Exception as exc:  # noqa: BLE001 - the sweep's results are complete without MLflow
-            self._finish_failed = f"while finishing: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-            print(f"warning: MLflow tracking stopped ({self._finish_failed})", file=sys.stderr, flush=True)
+            self._failed = f"while finishing: {type(exc).__name__}: {_first_line(exc, self.uri)}"
+            print(f"warning: MLflow tracking stopped ({self._failed})", file=sys.stderr, flush=True)
 
     def _finish(self, status: str) -> None:
         children = self.client.search_runs([self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'")

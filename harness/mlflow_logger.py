@@ -14,6 +14,8 @@ import time
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
+from harness.mlflow_log import redacted
+
 
 class TolerantMLflowLogger(MLflowLoggerCallback):
     stopped: str | None = None  # why tracking stopped; None while it works
@@ -23,8 +25,8 @@ class TolerantMLflowLogger(MLflowLoggerCallback):
             return
         try:
             call()
-        except Exception as exc:  # noqa: BLE001 - requests', MLflow's and the store's errors alike
-            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        except Exception as exc:  # noqa: BLE001 - the store's errors, and any in Ray's bookkeeping: both stop tracking
+            first = (str(exc).splitlines()[0] if str(exc) else "").replace(self.tracking_uri, redacted(self.tracking_uri))[:200]
             self.stopped = f"{time.strftime('%H:%M:%S')} while logging {what}: {type(exc).__name__}: {first}"
             print(f"warning: MLflow tracking stopped ({self.stopped}); training goes on, the report says so",
                   file=sys.stderr, flush=True)

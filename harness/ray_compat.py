@@ -128,3 +128,12 @@ def reconcile_search_on_restore() -> None:
 
     resume_and_reconcile.harness_reconciles = True
     TuneController.resume = resume_and_reconcile
+
+
+def use_callbacks_on_restore(tuner, callbacks: list) -> None:
+    """A restored Tuner runs with the callbacks pickled in its tuner.pkl (Ray 2.60: ``TunerInternal._run_config``,
+    handed to ``tune.run`` by ``fit``). The restored run gets this sweep's own instead: the MLflow logger whose
+    failures the report shows, or none when this sweep does not track. Under Ray Client the Tuner runs on the
+    cluster (``_local_tuner`` is None) and keeps its pickled callbacks."""
+    if getattr(tuner, "_local_tuner", None) is not None:
+        tuner._local_tuner.get_run_config().callbacks = list(callbacks)

@@ -78,16 +78,19 @@ def _stopper(stop, budget: TimeBudget | None):
     return CombinedStopper(*stoppers) if len(stoppers) > 1 else (stoppers[0] if stoppers else None)
 
 
-def _fit(name: str, ctx: PhaseContext, sweep: SweepConfig, resume: bool, make_tuner):
+def _fit(name: str, ctx: PhaseContext, sweep: SweepConfig, resume: bool, make_tuner, callbacks=()):
     """Runs (or, with ``resume``, restores) the Tune run ``name`` under <sweep>/tune/ and returns its ResultGrid.
-    ``make_tuner(trainable, tune_root)`` builds a new Tuner when there is nothing to restore."""
+    ``make_tuner(trainable, tune_root)`` builds a new Tuner when there is nothing to restore; a restored one runs
+    with ``callbacks``, this sweep's, not those pickled with it."""
     tune_root = ctx.layout.tune_dir
     tune_path = ctx.layout.tune_run(name)  # the storage root is already absolute (main normalises it)
     trainable = tune.with_parameters(tune.with_resources(stage_trial, trial_resources(sweep.resources)), ctx=ctx)
     if resume and tune.Tuner.can_restore(tune_path):
         print(f"resuming {name} from {tune_path}", flush=True)
         ray_compat.reconcile_search_on_restore()
-        return tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
+        tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        ray_compat.use_callbacks_on_restore(tuner, list(callbacks))
+        return tuner.fit()
     marker = _budget_marker(ctx, name)
     if storage.exists(marker):  # left by an earlier sweep of this name, run again afresh
         storage.delete(marker)
@@ -138,7 +141,7 @@ def run_phase(phase: Phase, ctx: PhaseContext, space: dict, start_points: list[d
                                       failure_config=tune.FailureConfig(max_failures=search.max_failures)),
         )
 
-    return _fit(name, ctx, sweep, resume, make_tuner)
+    return _fit(name, ctx, sweep, resume, make_tuner, callbacks)
 
 
 def confirm_phase(phase: Phase, ctx: PhaseContext, sweep: SweepConfig, resume: bool, budget_s: float | None,
@@ -165,7 +168,7 @@ def confirm_phase(phase: Phase, ctx: PhaseContext, sweep: SweepConfig, resume: b
                                       failure_config=tune.FailureConfig(max_failures=sweep.search.max_failures)),
         )
 
-    return _fit(name, ctx, sweep, resume, make_tuner)
+    return _fit(name, ctx, sweep, resume, make_tuner, callbacks)
 
 
 @dataclasses.dataclass

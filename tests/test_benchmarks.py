@@ -115,7 +115,8 @@ def test_objective_noise_records_only_the_generators_and_seeds_asked_for(tmp_pat
                  "--generators", "ema0.999", "--no-large-draw", "--storage", str(tmp_path / "store"),
                  "--out", str(tmp_path / "out"))
     grid = [json.loads(line) for line in (tmp_path / "out" / "grid.jsonl").read_text().splitlines()]
-    assert {(r["config"], r["seed"]) for r in grid} == {(1, 5), (1, 6)} and json.loads(out.stdout)["seeds"] == 2
+    assert {(r["config"], r["seed"]) for r in grid} == {(1, 5), (1, 6)}
+    assert json.loads(out.stdout)["runs"] == 2 and "--analyse-only" in json.loads(out.stdout)["next"]  # not analysed alone
     for r in grid:
         if r["status"] == "finished":  # live is always scored; no large draw
             assert all(set(e["evals"]) == {"live/base", "ema0.999/base"} for e in r["curve"])
@@ -150,6 +151,9 @@ def test_replayed_searches_find_the_clearly_best_config_of_a_recorded_grid(tmp_p
     # 24 trial-epochs is 8 full trials over 4 configs: random search nearly always meets config 2.
     assert methods["random"]["share_picking_the_best_config"] >= 0.8 and methods["random"]["median_pick_rank"] == 1
     assert methods["random"]["median_pick_fidelity"] == pytest.approx(0.9)
+    # The grid predates conditioning: the yardstick across objectives is the live generator's fidelity.
+    assert result["objectives"]["live/base:fid:1"]["yardstick"] == "live/base fidelity"
+    assert methods["random"]["median_pick_yardstick"] == pytest.approx(0.9)
     # Its confirmed value is config 2's mean over the 2 seeds the search did not see, at epoch 3: about 300 * 0.9.
     assert methods["random"]["median_confirmed"] == pytest.approx(270.0, abs=15.0)
     assert len(methods["tpe"]["curve_median"]) == 24 and "p_vs_random" in methods["tpe"]

@@ -157,9 +157,8 @@ def test_the_terminal_leaderboard_lists_the_confirmed_configs_then_the_search_tr
 
 def _ended(values: list[float], epochs: list[int], metric: str = "fid") -> tuple[list[dict], list[dict]]:
     """Search trials t0, t1, ... launched in that order, as rank_trials hands them over, and their rows."""
-    ranked = [{"trial_id": f"t{i}", metric: v, "final_status": "finished", "trial_cost": {"epoch": e}}
-              for i, (v, e) in enumerate(zip(values, epochs))]
-    rows = [{"trial_id": f"t{i}", "started_at": 1000.0 + i} for i in range(len(values))]
+    ranked = [{"trial_id": f"t{i}", metric: v, "final_status": "finished"} for i, v in enumerate(values)]
+    rows = [{"trial_id": f"t{i}", "stage": 1, "epoch": e, "started_at": 1000.0 + i} for i, e in enumerate(epochs)]
     return ranked, rows
 
 
@@ -175,28 +174,34 @@ def test_search_against_random_orders_of_its_own_trials_by_hand():
     assert vs.share_random_as_soon == pytest.approx(0.2, abs=0.03) and vs.random_epochs_to_best == 6
     assert (vs.half, vs.search_best_at_half, vs.random_best_at_half) == (2, 100.0, 200.0)
     assert vs.random_best_at_half_iqr == (100.0, 300.0)
-    assert not vs.beyond_chance and "% of 2000 get there as soon (within chance" in vs.sentence(Objective("fid"))
+    # With 5 trials the best comes first in 1 order of 5: no order can be beyond chance, and the sentence says so.
+    assert not vs.can_show_beyond_chance and "with 5 trials no order can show more than chance" in vs.sentence(
+        Objective("fid"))
 
 
-def test_search_against_random_with_a_metric_to_maximise_and_uneven_budgets():
-    # The best (0.9) came last, after 1 + 3 + 1 + 3 = 8 trial-epochs: every random order reaches it as soon.
+def test_search_against_random_with_a_metric_to_maximise_uneven_budgets_and_two_stages():
+    # The best (0.9) came last. Trial t1 trained 3 Stage-I and 2 Stage-II epochs (a joint trial): 5 trial-epochs,
+    # so the best is reached after 1 + 5 + 1 + 3 = 10, and every random order reaches it as soon.
     ranked, rows = _ended([0.1, 0.5, 0.2, 0.9], [1, 3, 1, 3], metric="conditioning")
-    rows.insert(0, {"trial_id": "t0", "started_at": 1010.0})  # t0 resumed later: its first start counts
+    rows.append({"trial_id": "t1", "stage": 2, "epoch": 2, "started_at": 1020.0})
+    rows.insert(0, {"trial_id": "t0", "stage": 1, "epoch": 1, "started_at": 1010.0})  # t0 resumed: its first start
     vs = search_vs_random(ranked, rows, Objective("conditioning"))
-    assert (vs.best, vs.best_after_trials, vs.best_after_epochs, vs.share_random_as_soon) == (0.9, 4, 8, 1.0)
+    assert (vs.best, vs.best_after_trials, vs.best_after_epochs, vs.share_random_as_soon) == (0.9, 4, 10, 1.0)
     assert vs.search_best_at_half == 0.5 and vs.random_best_at_half_iqr[0] <= vs.random_best_at_half <= 0.9
-    # Fewer than 4 ended trials say nothing: a running trial does not count.
-    ranked[0]["final_status"] = "running"
-    assert search_vs_random(ranked, rows, Objective("conditioning")) is None
-    assert too_few_sentence(3) == "3 search trials ended: too few to compare the search with random sampling (4 needed)."
+    # A diverged trial is never the best, whatever it read before it diverged.
+    ranked[3]["final_status"] = "diverged"
+    vs = search_vs_random(ranked, rows, Objective("conditioning"))
+    assert (vs.best, vs.best_after_trials, vs.trial_epochs) == (0.5, 2, 10)
+    # Fewer than 4 trials say nothing.
+    assert search_vs_random(ranked[:3], rows, Objective("conditioning")) is None
+    assert too_few_sentence(3) == ("3 search trials with a value: too few to compare the search with random sampling "
+                                   "(4 needed).")
 
 
-def test_the_report_says_when_mlflow_tracking_stopped_during_the_sweep(synthetic):
-    record = SweepRecord.new(SWEEP, seed=7)
-    record.tracking_stopped = "03:12:09 while logging a result: ConnectionError: Connection refused"
-    build_report(synthetic, SWEEP, record)
-    for name in ("leaderboard.md", "leaderboard.html"):
-        text = storage.read_bytes(synthetic.report_file(name)).decode()
-        assert "MLflow tracking stopped during the sweep" in text and "ConnectionError: Connection refused" in text
-    record.save(synthetic.record)  # and the record keeps it across a resume
-    assert SweepRecord.load(synthetic.record).tracking_stopped == record.tracking_stopped
+def test_twenty_trials_are_the_fewest_that_can_show_an_order_beyond_chance():
+    ranked, rows = _ended([100.0] + [500.0 + i for i in range(19)], [1] * 20)
+    vs = search_vs_random(ranked, rows, Objective("fid"))
+    assert vs.can_show_beyond_chance and vs.share_random_as_soon == pytest.approx(0.05, abs=0.015)
+    assert vs.random_epochs_to_best in (10, 10.5, 11)  # the best's position is uniform over 1..20
+    ranked, rows = _ended([100.0] + [500.0 + i for i in range(18)], [1] * 19)
+    assert not search_vs_random(ranked, rows, Objective("fid")).can_show_beyond_chance

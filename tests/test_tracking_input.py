@@ -13,7 +13,7 @@ import pytest
 from harness.config import load_sweep
 from harness.config_fields import replaced
 from harness.errors import ConfigError
-from harness.mlflow_log import SweepRun, check_tracking
+from harness.mlflow_log import SweepRun, check_tracking, redacted
 from harness.run_layout import SweepLayout
 from tests.conftest import ROOT, free_port
 
@@ -38,14 +38,26 @@ def test_a_file_store_that_mlflow_refuses_is_refused_naming_the_variable_and_the
     check_tracking(SMOKE)
 
 
-def test_a_tracking_server_that_does_not_answer_is_refused_in_seconds(no_tracking_env):
-    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    sweep = replaced(SMOKE, "", tracking=replaced(SMOKE.tracking, "tracking", mlflow_uri=uri))
+def test_a_tracking_server_that_does_not_answer_is_refused_in_seconds_without_its_password(no_tracking_env):
+    port = free_port()  # nothing listens there
+    sweep = replaced(SMOKE, "", tracking=replaced(SMOKE.tracking, "tracking",
+                                                  mlflow_uri=f"http://ops:s3cret@127.0.0.1:{port}"))
+    no_tracking_env.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    no_tracking_env.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")  # the user's own setting
     t0 = time.perf_counter()
-    with pytest.raises(ConfigError, match=rf"^tracking.mlflow_uri: {uri} cannot be reached \(.*\); start the"):
+    with pytest.raises(ConfigError) as refused:
         check_tracking(sweep)
     assert time.perf_counter() - t0 < 20  # MLflow's own retries would wait minutes
-    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the probe's budget is not left behind
+    line = str(refused.value)
+    assert line.startswith(f"tracking.mlflow_uri: http://ops:***@127.0.0.1:{port} cannot be reached (")
+    assert "start the tracking server" in line and "s3cret" not in line
+    # The probe's budget is not left behind, and the user's setting is kept.
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
+
+
+def test_a_uri_keeps_everything_but_its_password_in_error_lines():
+    assert redacted("postgresql://mlflow:pw@db:5432/mlflow") == "postgresql://mlflow:***@db:5432/mlflow"
+    assert redacted("sqlite:///runs/mlflow.db") == "sqlite:///runs/mlflow.db"
 
 
 def test_a_sqlite_store_passes_and_no_uri_checks_nothing(no_tracking_env, tmp_path):
@@ -55,7 +67,7 @@ def test_a_sqlite_store_passes_and_no_uri_checks_nothing(no_tracking_env, tmp_pa
 
 
 def test_the_sweep_command_refuses_a_file_store_before_ray_starts(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_ALLOW_FILE_STORE"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_ALLOW_FILE_STORE", "RAY_ADDRESS")}
     env["MLFLOW_TRACKING_URI"] = f"file://{tmp_path}/mlruns"
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "harness/tune.py", "--smoke-test", "--storage", str(tmp_path / "runs")],
@@ -96,7 +108,7 @@ def test_a_store_that_fails_mid_sweep_stops_tracking_once_and_the_sweep_goes_on(
 
 
 def test_a_ray_address_where_nothing_answers_is_refused_in_one_line(tmp_path):
-    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{free_port()}"}
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": f"127.0.0.1:{free_port()}"}
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "harness/tune.py", "--smoke-test", "--storage", str(tmp_path / "runs")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -104,3 +116,19 @@ def test_a_ray_address_where_nothing_answers_is_refused_in_one_line(tmp_path):
     line = done.stderr.strip()
     assert line.startswith(f"error: RAY_ADDRESS: {env['RAY_ADDRESS']} does not answer (connection refused)")
     assert len(line.splitlines()) == 1
+
+
+def test_a_store_that_fails_before_the_first_trial_stops_tracking_and_the_logger_pickles_as_tune_does(
+        no_tracking_env, tmp_path, capsys):
+    import ray.cloudpickle
+
+    broken = tmp_path / "mlflow.db"
+    broken.write_bytes(b"this is not a database")
+    run = SweepRun(SMOKE, SweepLayout(str(tmp_path / "runs"), SMOKE.name), f"sqlite:///{broken}")
+    assert "while opening the sweep's run" in run.stopped and run.callbacks("stage1") == []
+    assert "warning: MLflow tracking stopped" in capsys.readouterr().err
+    good = SweepRun(SMOKE, SweepLayout(str(tmp_path / "runs2"), SMOKE.name), f"sqlite:///{tmp_path}/ok.db")
+    (logger,) = good.callbacks("stage1")
+    logger.stopped = "10:00:00 while logging a result: ConnectionError: gone"
+    copy = ray.cloudpickle.loads(ray.cloudpickle.dumps(logger))  # Tune pickles the RunConfig into tuner.pkl
+    assert type(copy).__name__ == "TolerantMLflowLogger" and copy.stopped == logger.stopped

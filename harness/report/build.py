@@ -126,10 +126,9 @@ def build_report(layout: SweepLayout, sweep: SweepConfig, record: SweepRecord | 
     cost = _cost(rows)
     paper = paper_default_trial(ranked, sweep.first_point(final_phase))
     final = FinalEvaluation.load(layout.final_eval) if storage.exists(layout.final_eval) else None
-    vs_random = search_vs_random(ranked, [r for r in search_rows if r["phase"] == final_phase
-                                          and r["stage"] == final_stage], objective)
-    stage1_vs_random = (search_vs_random(stage1_ranked, [r for r in search_rows if r["phase"] == Phase.STAGE1
-                                                         and r["stage"] == 1], objective) if staged else None)
+    vs_random = search_vs_random(ranked, [r for r in search_rows if r["phase"] == final_phase], objective)
+    stage1_vs_random = (search_vs_random(stage1_ranked, [r for r in search_rows if r["phase"] == Phase.STAGE1],
+                                         objective) if staged else None)
     vs_random_notes = {"final": vs_random_note(vs_random, ranked, objective),
                        "stage1": vs_random_note(stage1_vs_random, stage1_ranked, objective)}
     md = markdown(sweep, final_phase, ranked, stage1_ranked, (imp, imp_trials), cost, paper, best_grids, record,
