@@ -320,13 +320,16 @@ def plot(runs: list[dict], result: dict, path: str) -> None:
     ax = axes[0]
     shown = [r for r in runs if r["status"] == "finished" and r["config"] < 3]
     colours = plt.cm.tab10.colors
+    # The curves of the objective the demo ranks by, where the grid recorded it (judge-FID in older grids).
+    first = next(r["curve"][0]["evals"]["live/base"] for r in runs if r["curve"])
+    metric = "conditioning" if "conditioning" in first else "fid"
     for r in shown:
         e = [p["epoch"] for p in r["curve"]]
-        ax.plot(e, [p["evals"]["live/base"]["fid"] for p in r["curve"]], color=colours[r["config"]], alpha=0.45, lw=1)
+        ax.plot(e, [p["evals"]["live/base"][metric] for p in r["curve"]], color=colours[r["config"]], alpha=0.45, lw=1)
         if "ema0.999/base" in r["curve"][0]["evals"]:
-            ax.plot(e, [p["evals"]["ema0.999/base"]["fid"] for p in r["curve"]], color=colours[r["config"]], lw=2)
-    ax.set(title="judge-FID of configs 0-2, every seed: live (thin), EMA 0.999 (thick, where recorded)", xlabel="epoch",
-           ylabel="judge-FID", yscale="log")
+            ax.plot(e, [p["evals"]["ema0.999/base"][metric] for p in r["curve"]], color=colours[r["config"]], lw=2)
+    ax.set(title=f"{metric}, configs 0-2, every seed:\nlive (thin), EMA 0.999 (thick, where recorded)", xlabel="epoch",
+           ylabel=metric, yscale="log" if metric == "fid" else "linear")
     rows = [t for t in result["candidates"] if t["metric"] != "fidelity"]
     rows.sort(key=lambda t: (t["metric"], t["key"], t["window"]))
     labels = [f"{t['metric']} {t['key']} w{t['window']}" for t in rows]

@@ -4,7 +4,7 @@
         [--budget 48] [--epochs 6] [--n 1000] [--startup-trials 4] [--confirm-seeds 2] [--concurrent 2]
         [--device cpu|cuda] [--sweep FILE] [--out DIR]
     python benchmarks/search_efficiency.py --replay GRID [--objective KEY:METRIC:WINDOW ...] [--reps 200]
-        [--budget 36] [--methods ...]
+        [--budget 36] [--methods ...] [--no-start-points]
 
 --replay replays searches over a grid that benchmarks/objective_noise.py recorded, instead of training
 (benchmarks/search_replay.py says how); the rest of this text is the live benchmark.
@@ -295,6 +295,8 @@ def parse_args(argv):
                    help="the sweep file whose data, model, training and Stage-I space are benchmarked (default: the demo)")
     p.add_argument("--out", default="runs/search-efficiency", help="local directory: the trials, the JSON and the PNG")
     p.add_argument("--replay", metavar="GRID", help="replay searches over objective_noise.py's grid.jsonl (no training)")
+    p.add_argument("--no-start-points", dest="start_points", action="store_false",
+                   help="--replay: searches start from their sampler alone, not the sweep's start points")
     p.add_argument("--objective", action="append", metavar="KEY:METRIC:WINDOW",
                    help="--replay: an objective of the grid, e.g. live/base:fid:1 (repeatable; default: that one)")
     args = p.parse_args(argv)
@@ -332,7 +334,7 @@ def main_replay(args) -> int:
         runs = [json.loads(line) for line in f]
     t0 = time.perf_counter()
     result = run_replay(runs, load_sweep(args.sweep), args.objective, args.methods, args.reps, args.budget,
-                        args.grace_period, args.reduction_factor, args.startup_trials)
+                        args.grace_period, args.reduction_factor, args.startup_trials, args.start_points)
     result = {"grid": args.replay, "machine": {"cpu": platform.processor() or platform.machine()}, **result,
               "wall_s": round(time.perf_counter() - t0, 1)}
     os.makedirs(args.out, exist_ok=True)

@@ -127,13 +127,16 @@ class _Controller:
 
 
 def replay(grid: Grid, sweep, sampler: str, scheduler: str, rep: int, budget: int, grace: int, reduction: int,
-           startup: int) -> dict:
-    """One search of ``budget`` trial-epochs; its anytime curve and its pick."""
+           startup: int, start_points: bool = True) -> dict:
+    """One search of ``budget`` trial-epochs; its anytime curve and its pick. ``start_points``: the sweep's
+    (the paper defaults, then its known-good points) come first, as in a live sweep; without them every method
+    starts from its sampler alone."""
     rng = np.random.default_rng(rep)
     objective = grid.objective
     seen = {c: int(rng.choice(sorted(grid.values[c]))) for c in grid.configs}  # the one seed the search sees
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    searcher = make_searcher(grid.space, sweep.start_points(Phase.STAGE1), objective, seed=rep, final_stage=1,
+    first = sweep.start_points(Phase.STAGE1) if start_points else []
+    searcher = make_searcher(grid.space, first, objective, seed=rep, final_stage=1,
                              sampler=sampler, startup_trials=startup)
     sched = make_scheduler(scheduler, grid.epochs, grace, reduction)
     if sched is not None:
@@ -192,10 +195,11 @@ def _on_grid(points: list[tuple[int, float | None]], budget: int) -> np.ndarray:
 
 
 def run(runs: list[dict], sweep, specs: list[ObjectiveSpec], methods: list[str], reps: int, budget: int,
-        grace: int, reduction: int, startup: int) -> dict:
+        grace: int, reduction: int, startup: int, start_points: bool = True) -> dict:
     space = optuna_space(sweep.stage1.search)
     out: dict = {"reps": reps, "budget_trial_epochs": budget, "grace_period": grace, "reduction_factor": reduction,
-                 "startup_trials": startup, "proposals": "snapped to the nearest recorded config", "objectives": {}}
+                 "startup_trials": startup, "start_points": start_points,
+                 "proposals": "snapped to the nearest recorded config", "objectives": {}}
     for spec in specs:
         grid = Grid(runs, spec, space)
         objective = grid.objective
@@ -204,7 +208,7 @@ def run(runs: list[dict], sweep, specs: list[ObjectiveSpec], methods: list[str],
         curves, picks = {}, {}
         for method in methods:
             sampler, scheduler = REPLAY_METHODS[method]
-            reps_out = [replay(grid, sweep, sampler, scheduler, rep, budget, grace, reduction, startup)
+            reps_out = [replay(grid, sweep, sampler, scheduler, rep, budget, grace, reduction, startup, start_points)
                         for rep in range(reps)]
             curves[method] = np.array([_on_grid(r["points"], budget) for r in reps_out])
             picks[method] = [r["confirmed"] for r in reps_out if r["confirmed"] is not None]

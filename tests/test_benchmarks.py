@@ -159,6 +159,13 @@ def test_replayed_searches_find_the_clearly_best_config_of_a_recorded_grid(tmp_p
     assert len(methods["tpe"]["curve_median"]) == 24 and "p_vs_random" in methods["tpe"]
     assert (tmp_path / "out" / "search_replay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(out.stdout)["objectives"]["live/base:fid:1"]["random"]["median_pick_rank"] == 1
+    # Without the sweep's start points, random search's first trial is its sampler's, not the paper defaults: with
+    # a budget of one trial it then picks config 2 in about 1 of 4 repetitions, never in all of them.
+    _bench("search_efficiency.py", "--replay", str(grid), "--sweep", "search_spaces/tiny.yaml", "--methods", "random",
+           "--reps", "40", "--budget", "3", "--no-start-points", "--out", str(tmp_path / "bare"))
+    bare = json.loads((tmp_path / "bare" / "search_replay.json").read_text())
+    assert bare["start_points"] is False
+    assert 0.05 < bare["objectives"]["live/base:fid:1"]["methods"]["random"]["share_picking_the_best_config"] < 0.6
 
 
 def test_inception_throughput_reports_seconds_per_thousand_images():
