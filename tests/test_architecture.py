@@ -11,7 +11,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The modules that talk to Ray: the sweep (Tune driver) and its trainable, the Train worker and its launcher, the CLI's
 # start-up, capacity queries, the MLflow callback and the compatibility layer.
-RAY_BOUNDARY = {"harness/capacity.py", "harness/cli.py", "harness/fit.py", "harness/mlflow_log.py",
+RAY_BOUNDARY = {"harness/capacity.py", "harness/cli.py", "harness/fit.py", "harness/mlflow_log.py", "harness/mlflow_logger.py",
                 "harness/ray_compat.py", "harness/searcher.py", "harness/train.py", "harness/trial.py",
                 "harness/sweep.py", "harness/worker.py"}
 PRIVATE_RAY = "harness/ray_compat.py"  # the one module that may reach into ray._private and friends
