@@ -95,7 +95,7 @@ def check_tracking(sweep: SweepConfig) -> None:
 
 def _why_unusable(exc: Exception, uri: str, source: str, version: str) -> str:
     text = str(exc)
-    first = (text.splitlines()[0] if text else type(exc).__name__).replace(uri, redacted(uri))[:200]
+    first = error_line(exc, uri) or type(exc).__name__
     if "MLFLOW_ALLOW_FILE_STORE" in text:
         return (f"is a file store, which MLflow {version} refuses: use a database URI such as sqlite:///runs/mlflow.db, "
                 "or set MLFLOW_ALLOW_FILE_STORE=true")
@@ -106,7 +106,8 @@ def _why_unusable(exc: Exception, uri: str, source: str, version: str) -> str:
     return f"cannot be used ({type(exc).__name__}: {first})"
 
 
-def _first_line(exc: Exception, uri: str) -> str:
+def error_line(exc: Exception, uri: str) -> str:
+    """The first line of an MLflow error, at most 200 characters, with the URI's password removed."""
     text = str(exc)
     return (text.splitlines()[0] if text else "").replace(uri, redacted(uri))[:200]
 
@@ -141,7 +142,7 @@ class SweepRun:
             self.parent_id = found[0].info.run_id if found else self.client.create_run(
                 self.experiment_id, run_name=sweep.name, tags={SWEEP_TAG: layout.uri}).info.run_id
         except Exception as exc:  # noqa: BLE001 - the sweep's results are complete without MLflow
-            self._failed = f"while opening the sweep's run: {type(exc).__name__}: {_first_line(exc, uri)}"
+            self._failed = f"while opening the sweep's run: {type(exc).__name__}: {error_line(exc, uri)}"
             print(f"warning: MLflow tracking stopped ({self._failed}); training goes on, the report says so",
                   file=sys.stderr, flush=True)
 
@@ -172,7 +173,7 @@ class SweepRun:
         try:
             self._finish(status)
         except Exception as exc:  # noqa: BLE001 - the sweep's results are complete without MLflow
-            self._failed = f"while finishing: {type(exc).__name__}: {_first_line(exc, self.uri)}"
+            self._failed = f"while finishing: {type(exc).__name__}: {error_line(exc, self.uri)}"
             print(f"warning: MLflow tracking stopped ({self._failed})", file=sys.stderr, flush=True)
 
     def _finish(self, status: str) -> None:

@@ -14,7 +14,7 @@ import time
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-from harness.mlflow_log import redacted
+from harness.mlflow_log import error_line
 
 
 class TolerantMLflowLogger(MLflowLoggerCallback):
@@ -26,8 +26,8 @@ class TolerantMLflowLogger(MLflowLoggerCallback):
         try:
             call()
         except Exception as exc:  # noqa: BLE001 - the store's errors, and any in Ray's bookkeeping: both stop tracking
-            first = (str(exc).splitlines()[0] if str(exc) else "").replace(self.tracking_uri, redacted(self.tracking_uri))[:200]
-            self.stopped = f"{time.strftime('%H:%M:%S')} while logging {what}: {type(exc).__name__}: {first}"
+            self.stopped = (f"{time.strftime('%H:%M:%S')} while logging {what}: {type(exc).__name__}: "
+                            f"{error_line(exc, self.tracking_uri)}")
             print(f"warning: MLflow tracking stopped ({self.stopped}); training goes on, the report says so",
                   file=sys.stderr, flush=True)
 

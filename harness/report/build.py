@@ -25,7 +25,7 @@ from harness.report.importance import importances
 from harness.report.markdown import markdown
 from harness.report.page import render_html
 from harness.report.plots import confirmed_png, curves_png, pareto_png
-from harness.report.search_vs_random import SearchVsRandom, search_vs_random, vs_random_note
+from harness.report.search_vs_random import search_vs_random, vs_random_note
 from harness.results import collect_rows, config_id, last_by_run, last_evaluations, params_of, write_parquet
 from harness.run_layout import SweepLayout
 from harness.sweep_record import SweepRecord
@@ -71,7 +71,6 @@ class Report:
     importance_trials: int
     cost: dict[str, dict]  # per Tune run: cpu/gpu/wall seconds and runs
     final: FinalEvaluation | None = None  # real data: the papers' protocol, scored once at the end
-    vs_random: SearchVsRandom | None = None  # the final phase's search against random orders of its own trials
 
 
 def build_report(layout: SweepLayout, sweep: SweepConfig, record: SweepRecord | None = None,
@@ -87,9 +86,11 @@ def build_report(layout: SweepLayout, sweep: SweepConfig, record: SweepRecord | 
         raise NoResults(f"{layout.results}: no evaluation of a {sweep.search.strategy} phase")
     final_stage = final_phase.final_stage
     search_rows = [r for r in rows if r["source"] == Source.SEARCH]
-    ranked = rank_trials([r for r in search_rows if r["phase"] == final_phase], final_stage, objective)
+    final_search_rows = [r for r in search_rows if r["phase"] == final_phase]
+    ranked = rank_trials(final_search_rows, final_stage, objective)
     staged = final_phase is Phase.STAGE2
-    stage1_ranked = rank_trials([r for r in search_rows if r["phase"] == Phase.STAGE1], 1, objective) if staged else []
+    stage1_search_rows = [r for r in search_rows if r["phase"] == Phase.STAGE1] if staged else []
+    stage1_ranked = rank_trials(stage1_search_rows, 1, objective)
     confirmed = rank_confirmed(rows, final_phase, objective, config_id(sweep.first_point(final_phase)))
     stage1_confirmed = (rank_confirmed(rows, Phase.STAGE1, objective, config_id(sweep.first_point(Phase.STAGE1)))
                         if staged else [])
@@ -126,10 +127,8 @@ def build_report(layout: SweepLayout, sweep: SweepConfig, record: SweepRecord | 
     cost = _cost(rows)
     paper = paper_default_trial(ranked, sweep.first_point(final_phase))
     final = FinalEvaluation.load(layout.final_eval) if storage.exists(layout.final_eval) else None
-    vs_random = search_vs_random(ranked, [r for r in search_rows if r["phase"] == final_phase], objective)
-    stage1_vs_random = (search_vs_random(stage1_ranked, [r for r in search_rows if r["phase"] == Phase.STAGE1],
-                                         objective) if staged else None)
-    vs_random_notes = {"final": vs_random_note(vs_random, ranked, objective),
+    stage1_vs_random = search_vs_random(stage1_ranked, stage1_search_rows, objective) if staged else None
+    vs_random_notes = {"final": vs_random_note(search_vs_random(ranked, final_search_rows, objective), ranked, objective),
                        "stage1": vs_random_note(stage1_vs_random, stage1_ranked, objective)}
     md = markdown(sweep, final_phase, ranked, stage1_ranked, (imp, imp_trials), cost, paper, best_grids, record,
                   confirmed, stage1_confirmed, final, vs_random_notes)
@@ -141,7 +140,7 @@ def build_report(layout: SweepLayout, sweep: SweepConfig, record: SweepRecord | 
     storage.write_bytes(layout.report_file("leaderboard.html"), page.encode())
     return Report(uri=layout.report_file("leaderboard.html"), phase=final_phase, rows=rows, ranked=ranked,
                   stage1_ranked=stage1_ranked, confirmed=confirmed, stage1_confirmed=stage1_confirmed,
-                  importances=imp, importance_trials=imp_trials, cost=cost, final=final, vs_random=vs_random)
+                  importances=imp, importance_trials=imp_trials, cost=cost, final=final)
 
 
 def _showcase(layout: SweepLayout, best: dict, final_stage: int, parents: list[str]) -> dict | None:

@@ -93,13 +93,14 @@ def search_vs_random(ranked: list[dict], phase_rows: list[dict], objective: Obje
     trials, of every stage, which give each trial's launch and its trial-epochs. None with fewer than MIN_TRIALS
     trials, or when none has a value that can be the best."""
     started: dict[str, float] = {}
-    epochs: dict[tuple[str, int], int] = {}
+    stage_epochs: dict[str, dict[int, int]] = {}  # trial -> stage -> its last epoch
     for r in phase_rows:
         tid = r["trial_id"]
         t = r.get("started_at")
         if isinstance(t, (int, float)):  # a resumed run restarts its clock, and each stage has its own: the earliest
             started[tid] = min(started.get(tid, t), t)
-        epochs[(tid, r["stage"])] = max(epochs.get((tid, r["stage"]), 0), int(r["epoch"]))
+        stages = stage_epochs.setdefault(tid, {})
+        stages[r["stage"]] = max(stages.get(r["stage"], 0), int(r["epoch"]))
     trials = [e for e in ranked if e["trial_id"] in started and objective.value_of(e) is not None]
     if len(trials) < MIN_TRIALS:
         return None
@@ -109,7 +110,7 @@ def search_vs_random(ranked: list[dict], phase_rows: list[dict], objective: Obje
                       for e in trials])
     if not np.isfinite(score).any():
         return None
-    cost = np.array([sum(n for (tid, _), n in epochs.items() if tid == e["trial_id"]) for e in trials])
+    cost = np.array([sum(stage_epochs[e["trial_id"]].values()) for e in trials])
     k = int(np.argmax(score)) + 1  # argmax takes the first of ties
     z = int(cost[:k].sum())
     rng = np.random.default_rng(seed)
