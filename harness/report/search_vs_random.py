@@ -61,7 +61,8 @@ class SearchVsRandom:
         else:
             chance = "within chance; 5 % or fewer would be beyond it"
         return (f"Against random sampling over its own {self.trials} trials: the search reached its best "
-                f"({objective.key} {fmt(self.best)}) after {self.best_after_epochs} trial-epochs, at its trial "
+                f"({objective.key} {fmt(self.best)}) after {self.best_after_epochs} "
+                f"trial-epoch{'s' if self.best_after_epochs != 1 else ''}, at its trial "
                 f"{self.best_after_trials}; random orders of the same trials need a median "
                 f"{fmt(self.random_epochs_to_best)}, and {self.share_random_as_soon * 100:.0f} % of {RESAMPLES} get "
                 f"there as soon ({chance}). After half the trials ({self.half}) it had "
