@@ -34,7 +34,7 @@ from harness.config_fields import replaced  # noqa: E402
 from harness.errors import ConfigError, HarnessError  # noqa: E402
 from harness.mlflow_log import check_tracking  # noqa: E402
 from harness.phase import final_phase  # noqa: E402
-from harness.preflight import check_inputs, preflight  # noqa: E402
+from harness.preflight import check_inputs, check_study, preflight  # noqa: E402
 from harness.run_layout import NightlyLayout  # noqa: E402
 from harness.sweep_record import SweepRecord, derive_seed  # noqa: E402
 
@@ -96,6 +96,8 @@ def _night_command(args) -> int:
     date = night_date(args.date)
     sweep = night_sweep(args, date)
     preflight(args.storage)
+    if args.study:
+        check_study(args.study)  # a database whose driver is missing or whose server is away: one line, before Ray
     check_tracking(sweep)  # an MLflow URI that cannot be used ends the night here, before Ray
 
     # Imported here, not at the top: the sweep, the report and the study load Ray Tune, Optuna and matplotlib

@@ -126,3 +126,39 @@ def check_ray_address(address: str | None) -> None:
         why = "connection refused" if isinstance(exc, ConnectionRefusedError) else (exc.strerror or type(exc).__name__)
         raise ConfigError(f"RAY_ADDRESS: {address} does not answer ({why}); start the cluster (ray start --head) "
                           "or unset RAY_ADDRESS to run on a local Ray") from None
+
+
+# The database drivers SQLAlchemy loads for a study URL's scheme, and the install that brings each.
+_STUDY_DRIVERS = {"postgresql": "psycopg 3: pip install -e '.[postgres]'",
+                  "mysql": "a MySQL driver (pip install PyMySQL, and a mysql+pymysql:// URL)"}
+STUDY_CONNECT_S = 5  # the database server's answer: a night waits on it once, before Ray
+
+
+def check_study(location: str) -> None:
+    """Refuses, before Ray starts, an Optuna study database (``--study`` URL) that cannot be used: its driver
+    is not installed, its server cannot be reached, or it refuses the login. One line naming ``--study`` (never
+    the password). A journal location is left to storage's own preflight; ``sqlite:`` needs no server."""
+    import sqlalchemy
+    from sqlalchemy import exc as sa_exc
+
+    from harness.mlflow_log import redacted
+
+    scheme = location.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in _STUDY_DRIVERS:
+        return
+    shown = redacted(location)
+    try:
+        engine = sqlalchemy.create_engine(location, connect_args={"connect_timeout": STUDY_CONNECT_S})
+    except ImportError as exc:  # the dialect imports its driver here
+        raise ConfigError(f"--study {shown}: its database driver is not installed ({exc.name or exc}); "
+                          f"install {_STUDY_DRIVERS[scheme]}") from None
+    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError) as exc:
+        raise ConfigError(f"--study {shown}: not a database URL SQLAlchemy can use ({exc})") from None
+    try:
+        with engine.connect():
+            pass
+    except sa_exc.DBAPIError as exc:
+        cause = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+        raise ConfigError(f"--study {shown}: cannot connect ({cause[:300]})") from None
+    finally:
+        engine.dispose()

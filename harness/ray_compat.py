@@ -137,3 +137,18 @@ def use_callbacks_on_restore(tuner, callbacks: list) -> None:
     cluster (``_local_tuner`` is None) and keeps its pickled callbacks."""
     if getattr(tuner, "_local_tuner", None) is not None:
         tuner._local_tuner.get_run_config().callbacks = list(callbacks)
+
+
+def has_saved_trials(tune_path: str) -> bool:
+    """Whether a Tune run's directory holds a saved trial list (``experiment_state-*.json``, the file name
+    ``TuneController.CKPT_FILE_TMPL``). ``Tuner.can_restore`` looks for tuner.pkl only, which a Tuner writes
+    before its first trial: a driver killed between the two leaves a run that restores with no trials and,
+    for a grid, no param_space, so it trains one trial with an empty config."""
+    import pyarrow.fs as pafs
+    from ray.tune.execution.tune_controller import TuneController
+
+    from harness import storage
+
+    prefix, suffix = TuneController.CKPT_FILE_TMPL.split("{}")
+    return any(name.startswith(prefix) and name.endswith(suffix)
+               for name in storage.list_names(tune_path, pafs.FileType.File))

@@ -42,6 +42,7 @@ from harness.searcher import make_scheduler, make_searcher, max_concurrent_trial
 from harness.study import StudyStore
 from harness.sweep_record import SweepRecord
 from harness.trial import PhaseContext, stage_trial
+from harness.trial_ends import TuneRunOutcome, sweep_run_ends
 from models.config import get_profile
 
 # A finished trial's process runs the next trial of its Tune run: a new trial process spends seconds importing
@@ -85,7 +86,9 @@ def _fit(name: str, ctx: PhaseContext, sweep: SweepConfig, resume: bool, make_tu
     tune_root = ctx.layout.tune_dir
     tune_path = ctx.layout.tune_run(name)  # the storage root is already absolute (main normalises it)
     trainable = tune.with_parameters(tune.with_resources(stage_trial, trial_resources(sweep.resources)), ctx=ctx)
-    if resume and tune.Tuner.can_restore(tune_path):
+    if resume and tune.Tuner.can_restore(tune_path) and not ray_compat.has_saved_trials(tune_path):
+        print(f"{name}: its driver died before Tune saved any trial; starting it afresh", flush=True)
+    elif resume and tune.Tuner.can_restore(tune_path):
         print(f"resuming {name} from {tune_path}", flush=True)
         ray_compat.reconcile_search_on_restore()
         tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -202,13 +205,17 @@ class _Sweep:
         """Runs one Tune run; when Tune's time budget stopped it, records its name in ``budget_ended`` (the
         leaderboard says so). A search phase's trials still RUNNING in its study once its Tune run is over were
         stopped: by the time budget, or with a driver that died before Tune saved them (the restored run trained
-        a replacement). The study is told they were pruned."""
-        fit()
+        a replacement). The study is told they were pruned. Then it says how the run's trials ended against
+        what it planned (trial_ends.py), and keeps what Tune knew for the report."""
+        self.record.tune_outcomes[name] = TuneRunOutcome.of(fit())
         if storage.exists(_budget_marker(ctx, name)) and name not in self.record.budget_ended:
             self.record.budget_ended.append(name)
-            self.save()
+        self.save()
         if name == ctx.phase.tune_run(Source.SEARCH):
             self.study.prune_unfinished(self.study.study_name(self.sweep.name, ctx.phase))
+        ends = next(e for e in sweep_run_ends(self.sweep, self.record, collect_rows(self.layout, self.sweep))
+                    if e.phase is ctx.phase and e.phase.tune_run(e.source) == name)
+        print(("" if ends.complete else "warning: ") + ends.line(), flush=True)
 
     def search(self, ctx: PhaseContext, space: dict, seed: int, share: float) -> None:
         phase, sweep = ctx.phase, self.sweep

@@ -18,6 +18,7 @@ from harness import storage
 from harness.config import SweepConfig, sweep_from_dict
 from harness.errors import HarnessError
 from harness.phase import Phase
+from harness.trial_ends import TuneRunOutcome
 
 SCHEMA = 2  # 1: the untyped record before this module (no "schema" key)
 
@@ -42,6 +43,9 @@ class SweepRecord:
     budget_ended: list[str] = dataclasses.field(default_factory=list)  # Tune runs the time budget stopped
     wall_seconds: float | None = None  # set when the sweep has ended
     tracking_stopped: str | None = None  # why MLflow tracking stopped during the sweep (the report says so)
+    # Per Tune run (its name), the trials Tune knew when the run returned: trial_ends.py tells from it the trials a
+    # dead driver left behind (interrupted and replaced) and those Tune gave up on.
+    tune_outcomes: dict[str, TuneRunOutcome] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def new(cls, sweep: SweepConfig, seed: int | None = None) -> SweepRecord:
@@ -52,7 +56,8 @@ class SweepRecord:
         return {"schema": SCHEMA, "sweep": dataclasses.asdict(self.sweep), "seed": self.seed, "started": self.started,
                 "confirm_candidates": {str(p): c for p, c in self.confirm_candidates.items()},
                 "stage1_parents": self.stage1_parents, "budget_ended": self.budget_ended,
-                "wall_seconds": self.wall_seconds, "tracking_stopped": self.tracking_stopped}
+                "wall_seconds": self.wall_seconds, "tracking_stopped": self.tracking_stopped,
+                "tune_outcomes": {name: o.to_json() for name, o in self.tune_outcomes.items()}}
 
     def save(self, uri: str) -> None:
         storage.write_bytes(uri, json.dumps(self.to_json(), indent=2, default=str).encode())
@@ -70,4 +75,7 @@ class SweepRecord:
         return cls(sweep=sweep_from_dict(data["sweep"]), seed=int(data["seed"]), started=float(data["started"]),
                    confirm_candidates={Phase(p): c for p, c in data["confirm_candidates"].items()},
                    stage1_parents=list(data["stage1_parents"]), budget_ended=list(data["budget_ended"]),
-                   wall_seconds=data["wall_seconds"], tracking_stopped=data.get("tracking_stopped"))
+                   wall_seconds=data["wall_seconds"], tracking_stopped=data.get("tracking_stopped"),
+                   # absent from records of sweeps run before it was kept: their trials' endings go without it
+                   tune_outcomes={name: TuneRunOutcome.from_json(o)
+                                  for name, o in data.get("tune_outcomes", {}).items()})

@@ -146,3 +146,14 @@ def test_restores_are_reconciled_through_tune_controller_resume():
         assert original in [c.cell_contents for c in TuneController.resume.__closure__]
     finally:
         TuneController.resume = original
+
+
+def test_a_tune_run_with_only_its_tuner_pickle_has_no_saved_trials(tmp_path):
+    from ray.tune.execution.tune_controller import TuneController
+
+    assert "{}" in TuneController.CKPT_FILE_TMPL, "TuneController.CKPT_FILE_TMPL changed form"
+    (tmp_path / "tuner.pkl").write_bytes(b"")  # what a Tuner writes before its first trial
+    assert not ray_compat.has_saved_trials(str(tmp_path))
+    (tmp_path / TuneController.CKPT_FILE_TMPL.format("2026-12-03_12-55-02")).write_text("{}")
+    assert ray_compat.has_saved_trials(str(tmp_path))
+    assert not ray_compat.has_saved_trials(str(tmp_path / "absent"))

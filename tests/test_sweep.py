@@ -20,7 +20,7 @@ import pytest
 from harness import storage
 from harness import tune as tune_cmd
 from harness.results import read_parquet
-from tests.conftest import ROOT, search_trial_ends, write_sweep
+from tests.conftest import ROOT, write_sweep
 
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"
 
@@ -208,59 +208,89 @@ def test_a_gpu_fraction_no_node_offers_is_rejected(ray_local, tmp_path, capsys):
     assert "resources.gpus_per_worker: 0.5 GPU per worker, but no node offers more than 0" in err
 
 
-def _stage1_metric_files(s3, prefix: str) -> dict[str, object]:
-    """Key -> LastModified of every Stage-I metrics file under ``prefix`` on the S3 endpoint."""
+def _metric_files(s3, prefix: str, kinds: dict) -> dict[str, tuple[str, str, object]]:
+    """Key -> (phase, source, LastModified) of every metrics file under ``prefix`` on the S3 endpoint; ``kinds``
+    caches each trial's (phase, source) from its params.json."""
     import boto3
 
     client = boto3.client("s3", endpoint_url=s3.endpoint)
     out = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=prefix):
         for o in page.get("Contents", []):
-            if "/stage1/metrics/epoch-" in o["Key"]:
-                out[o["Key"]] = o["LastModified"]
+            if "/metrics/epoch-" not in o["Key"]:
+                continue
+            trial_dir = o["Key"].split("/stage")[0]
+            if trial_dir not in kinds:
+                info = json.loads(client.get_object(Bucket=s3.bucket, Key=f"{trial_dir}/params.json")["Body"].read())
+                kinds[trial_dir] = (info["phase"], info["source"])
+            out[o["Key"]] = (*kinds[trial_dir], o["LastModified"])
     return out
 
 
+def _finished_runs(files: dict) -> set[str]:
+    """The trial/stage directories among ``files`` (_metric_files) whose runs trained the smoke sweep's whole
+    budget: Stage-I 2 epochs, Stage-II 1."""
+    last = {"stage1": "epoch-0002.json", "stage2": "epoch-0001.json"}
+    return {k.rsplit("/metrics/", 1)[0] for k, (phase, _, _) in files.items() if k.endswith(last[phase])}
+
+
 @pytest.mark.slow
-def test_resume_of_an_s3_experiment_after_the_driver_is_killed_does_not_rerun_finished_trials(s3, tmp_path):
-    # No early stopping: every trial the restored run knows ends "finished"; only the killed driver's own
-    # next trial, if it trained before Tune saved it, ends "stopped" (the restored run trains a replacement).
+def test_a_sweep_whose_driver_is_killed_in_every_phase_resumes_to_its_planned_trials_on_s3(s3, tmp_path):
+    # The driver (and the local Ray it started) is SIGKILLed four times: once a Stage-I search trial has finished,
+    # then in each later Tune run once its first epoch is written: Stage-I confirmation, Stage-II search, Stage-II
+    # confirmation. Each time the sweep is run again with --resume. It must end with every planned trial of every
+    # Tune run done, no finished trial trained again, and say so. No early stopping: every trial Tune knows ends
+    # "finished"; one the killed driver started before Tune saved it ends "interrupted" (and is replaced).
     sweep = _sweep_file(tmp_path, **{"search.max_concurrent": 1, "search.scheduler": "none", "name": "resume"})
     root = f"s3://{s3.bucket}/resume-test"
+    prefix = "resume-test/resume/trials/"
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "harness/tune.py", "--sweep", sweep, "--storage", root]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    kinds: dict = {}
+    kills = [("stage1", "search", "epoch-0002.json"), ("stage1", "confirm", ".json"), ("stage2", "search", ".json"),
+             ("stage2", "confirm", ".json")]
+    finished: dict[str, object] = {}  # key -> LastModified of the metrics files of runs finished before a kill
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline:  # wait until one Stage-I trial has finished both epochs
-            done = [k for k in _stage1_metric_files(s3, "resume-test/resume/trials/") if k.endswith("epoch-0002.json")]
-            if done:
-                break
-            time.sleep(0.5)
-        assert done, "no Stage-I trial finished in time"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started die together
-        proc.wait()
-    before = _stage1_metric_files(s3, "resume-test/resume/trials/")
-    finished = {k.split("/trials/")[1].split("/")[0] for k in before if k.endswith("epoch-0002.json")}
-    try:
+        for i, (phase, source, suffix) in enumerate(kills):
+            proc = subprocess.Popen(cmd + (["--resume"] if i else []), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                deadline, hit = time.time() + 300, []
+                while time.time() < deadline and not hit and proc.poll() is None:
+                    files = _metric_files(s3, prefix, kinds)
+                    hit = [k for k, (p, src, _) in files.items() if (p, src) == (phase, source) and k.endswith(suffix)]
+                    time.sleep(0.5)
+                assert hit, f"kill {i + 1}: no {phase} {source} evaluation in time (driver exit {proc.poll()})"
+            finally:
+                os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started die together
+                proc.wait()
+            files = _metric_files(s3, prefix, kinds)
+            done = _finished_runs(files)
+            finished.update({k: v[2] for k, v in files.items() if k.rsplit("/metrics/", 1)[0] in done})
         out = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert f"resuming stage1 from {root}/resume/tune/stage1" in out.stdout
-    after = _stage1_metric_files(s3, "resume-test/resume/trials/")
-    for key, modified in before.items():
-        if key.split("/trials/")[1].split("/")[0] in finished:
-            assert after[key] == modified, f"finished trial rerun: {key}"
+    assert "stage2-confirm" in out.stdout  # the last resume ran (or restarted) Stage-II's confirmation
+    after = _metric_files(s3, prefix, kinds)
+    for key, modified in finished.items():
+        assert after[key][2] == modified, f"finished run trained again: {key}"
+
+    from harness.sweep_record import SweepRecord
+    from harness.trial_ends import Ending, sweep_run_ends
+
+    record = SweepRecord.load(f"{root}/resume/sweep.json")
     rows = read_parquet(f"{root}/resume/results.parquet")
-    ends = search_trial_ends(rows, "stage1")
-    assert list(ends.values()).count("finished") == 2 and set(ends.values()) <= {"finished", "stopped"}, ends
-    assert len(ends) <= 3, ends
-    # The resumed sweep went on to confirm the best config and the defaults with 2 seeds each.
-    assert len({r["trial_id"] for r in rows if r["phase"] == "stage1" and r["source"] == "confirm"}) == 4
+    ends = {(str(e.phase), str(e.source)): e for e in sweep_run_ends(record.sweep, record, rows)}
+    assert sorted(ends) == [("stage1", "confirm"), ("stage1", "search"), ("stage2", "confirm"), ("stage2", "search")]
+    for (_phase, source), e in ends.items():
+        planned = 2 if source == "search" else 4
+        assert e.planned == planned and e.counts.get(Ending.FINISHED) == planned, e
+        assert set(e.counts) <= {Ending.FINISHED, Ending.INTERRUPTED}, e
+    line = "Stage-II confirmation: 4 of 4 planned confirmation runs done (4 finished)"
+    assert line in out.stdout
+    assert f"- {line}" in storage.read_bytes(f"{root}/resume/report/leaderboard.md").decode()
 
 
 def _kill_first_train_worker_after_checkpoint(runs: pathlib.Path, killed: list, stop: threading.Event) -> None:

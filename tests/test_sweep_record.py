@@ -11,6 +11,7 @@ from harness.config import sweep_from_dict
 from harness.errors import HarnessError
 from harness.phase import Phase
 from harness.sweep_record import SweepRecord
+from harness.trial_ends import TuneRunOutcome
 
 
 def test_a_record_round_trips_with_its_phases_typed(tmp_path):
@@ -18,6 +19,7 @@ def test_a_record_round_trips_with_its_phases_typed(tmp_path):
     record = SweepRecord.new(sweep_from_dict({"name": "r", "search": {"objective_window": 3}}), seed=11)
     record.confirm_candidates[Phase.STAGE1] = [{"lr_g": 2e-4}, {"lr_g": 1e-3}]
     record.stage1_parents, record.budget_ended, record.wall_seconds = ["s3://b/ckpt"], ["stage1-confirm"], 12.5
+    record.tune_outcomes["stage1"] = TuneRunOutcome(known=("a", "b"), failed=("b",))
     record.save(uri)
     back = SweepRecord.load(uri)
     assert back == record and back.sweep.objective.window == 3
@@ -35,3 +37,13 @@ def test_a_record_of_the_previous_version_is_refused_in_one_line(tmp_path):
     storage.write_bytes(uri, b"{not json")
     with pytest.raises(HarnessError, match=r"sweep.json: not valid JSON"):
         SweepRecord.load(uri)
+
+
+def test_a_record_written_before_tune_outcomes_were_kept_reads_with_none(tmp_path):
+    uri = str(tmp_path / "sweep.json")
+    record = SweepRecord.new(sweep_from_dict({"name": "r"}), seed=1)
+    data = record.to_json()
+    del data["tune_outcomes"], data["tracking_stopped"]
+    storage.write_bytes(uri, json.dumps(data).encode())
+    back = SweepRecord.load(uri)
+    assert back.tune_outcomes == {} and back.tracking_stopped is None

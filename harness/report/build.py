@@ -29,6 +29,7 @@ from harness.report.search_vs_random import search_vs_random, vs_random_note
 from harness.results import collect_rows, config_id, last_by_run, last_evaluations, params_of, write_parquet
 from harness.run_layout import SweepLayout
 from harness.sweep_record import SweepRecord
+from harness.trial_ends import RunEnds, sweep_run_ends
 
 
 def rank_trials(rows: list[dict], stage: int, objective: Objective) -> list[dict]:
@@ -71,6 +72,7 @@ class Report:
     importance_trials: int
     cost: dict[str, dict]  # per Tune run: cpu/gpu/wall seconds and runs
     final: FinalEvaluation | None = None  # real data: the papers' protocol, scored once at the end
+    run_ends: tuple[RunEnds, ...] = ()  # each Tune run's trials by how they ended, against its plan
 
 
 def build_report(layout: SweepLayout, sweep: SweepConfig, record: SweepRecord | None = None,
@@ -130,17 +132,18 @@ def build_report(layout: SweepLayout, sweep: SweepConfig, record: SweepRecord | 
     stage1_vs_random = search_vs_random(stage1_ranked, stage1_search_rows, objective) if staged else None
     vs_random_notes = {"final": vs_random_note(search_vs_random(ranked, final_search_rows, objective), ranked, objective),
                        "stage1": vs_random_note(stage1_vs_random, stage1_ranked, objective)}
+    run_ends = tuple(sweep_run_ends(sweep, record, rows)) if record is not None else ()
     md = markdown(sweep, final_phase, ranked, stage1_ranked, (imp, imp_trials), cost, paper, best_grids, record,
-                  confirmed, stage1_confirmed, final, vs_random_notes)
+                  confirmed, stage1_confirmed, final, vs_random_notes, run_ends)
     page = render_html(sweep=sweep, phase=final_phase, record=record, ranked=ranked, stage1_ranked=stage1_ranked,
                        confirmed=confirmed, stage1_confirmed=stage1_confirmed, importances=(imp, imp_trials), cost=cost,
                        paper=paper, best_grids=best_grids, showcase=showcase, images=images, unit=unit, final=final,
-                       vs_random_notes=vs_random_notes)
+                       vs_random_notes=vs_random_notes, run_ends=run_ends)
     storage.write_bytes(layout.report_file("leaderboard.md"), md.encode())
     storage.write_bytes(layout.report_file("leaderboard.html"), page.encode())
     return Report(uri=layout.report_file("leaderboard.html"), phase=final_phase, rows=rows, ranked=ranked,
                   stage1_ranked=stage1_ranked, confirmed=confirmed, stage1_confirmed=stage1_confirmed,
-                  importances=imp, importance_trials=imp_trials, cost=cost, final=final)
+                  importances=imp, importance_trials=imp_trials, cost=cost, final=final, run_ends=run_ends)
 
 
 def _showcase(layout: SweepLayout, best: dict, final_stage: int, parents: list[str]) -> dict | None:

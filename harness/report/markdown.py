@@ -83,7 +83,8 @@ def _final_section(final, confirmed) -> list[str]:
 
 
 def markdown(sweep: SweepConfig, phase: Phase, ranked, stage1_ranked, imp, cost, paper, best_grids, record,
-             confirmed, stage1_confirmed, final=None, vs_random_notes: dict[str, str] | None = None) -> str:
+             confirmed, stage1_confirmed, final=None, vs_random_notes: dict[str, str] | None = None,
+             run_ends=()) -> str:
     objective = sweep.objective
     metric = objective.key
     extra = extra_columns(sweep)
@@ -96,6 +97,8 @@ def markdown(sweep: SweepConfig, phase: Phase, ranked, stage1_ranked, imp, cost,
     if record is not None and record.tracking_stopped:
         lines += [f"**MLflow tracking stopped during the sweep** ({record.tracking_stopped}): its MLflow runs are "
                   "incomplete; this report and results.parquet are complete.", ""]
+    if run_ends:  # how each Tune run's trials ended, against its plan: a shortfall in bold
+        lines += [f"- {e.line() if e.complete else '**' + e.line() + '**'}" for e in run_ends] + [""]
     if confirmed:
         b = confirmed[0]
         verdict = ("The paper defaults rank first: no searched config beat them." if b.is_default

@@ -38,7 +38,7 @@ def _shown(entries_params: list[dict]) -> list[str]:
 def render_html(*, sweep, phase: Phase, record, ranked: list[dict], stage1_ranked: list[dict], confirmed: list,
                 stage1_confirmed: list, importances: tuple[dict, int], cost: dict, paper: dict | None,
                 best_grids: list[tuple[str, dict]], showcase: dict | None, images: dict[str, bytes], unit: str,
-                final=None, vs_random_notes: dict[str, str] | None = None) -> str:
+                final=None, vs_random_notes: dict[str, str] | None = None, run_ends=()) -> str:
     if showcase is not None:  # attributes in the judge's order, then anything else
         showcase = {**showcase, "rows": sorted(showcase["rows"], key=lambda r: (
             ATTRIBUTES.index(r["attribute"]) if r["attribute"] in ATTRIBUTES else len(ATTRIBUTES), r["attribute"]))}
@@ -53,5 +53,5 @@ def render_html(*, sweep, phase: Phase, record, ranked: list[dict], stage1_ranke
         importance_method=IMPORTANCE_METHOD, alpha=ALPHA, test_name=TEST_NAME, final=final,
         final_note=final_note(final) if final else "",
         final_rows=final_rows(final, [c.config_id for c in confirmed]) if final else [],
-        vs_random_notes={"final": "", "stage1": "", **(vs_random_notes or {})},
+        vs_random_notes={"final": "", "stage1": "", **(vs_random_notes or {})}, run_ends=run_ends,
     )
