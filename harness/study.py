@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
@@ -65,6 +66,20 @@ class MirroredJournalBackend(BaseJournalBackend):
             storage.write_bytes(self.uri, f.read())
 
 
+def _rdb_storage(url: str, attempts: int = 5) -> RDBStorage:
+    """Optuna's RDB storage. Its first use creates the schema (its tables, then alembic's version table), and two
+    drivers doing it at the same moment on a fresh database collide (PostgreSQL: UniqueViolation on a type name,
+    tests/test_study_input.py): the loser tries again once the winner has made it."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(1, attempts):
+        try:
+            return RDBStorage(url)
+        except (IntegrityError, ProgrammingError):  # ProgrammingError: "relation already exists"
+            time.sleep(0.5 * attempt)
+    return RDBStorage(url)
+
+
 class StudyStore:
     def __init__(self, location: str) -> None:
         self.location = location
@@ -77,7 +92,7 @@ class StudyStore:
     def storage(self) -> optuna.storages.BaseStorage:
         if self._storage is None:
             if self.is_database:
-                self._storage = RDBStorage(self.location)
+                self._storage = _rdb_storage(self.location)
             elif storage.is_s3(self.location):
                 self._storage = JournalStorage(MirroredJournalBackend(self.location))
             else:
