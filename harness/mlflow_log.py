@@ -11,7 +11,8 @@ checkpoint becomes a new child run. MLflow is an optional dependency: ``pip inst
 
 The tracking URI is input like the sweep file: ``check_tracking`` asks the store once before Ray starts, so a
 URI that the installed MLflow refuses (a ``file://`` store under MLflow 3) or a server that cannot be reached
-ends the command in one line that names where the URI came from (never its password). If the store fails later,
+ends the command in one line that names where the URI came from (never its password); so does an experiment
+setting from the environment that cannot be used (``experiment_id``). If the store fails later,
 tracking stops (harness/mlflow_logger.py) and the sweep goes on; the report says so.
 """
 
@@ -47,6 +48,41 @@ def tracking_uri(sweep: SweepConfig) -> str | None:
 def uri_source(sweep: SweepConfig) -> str:
     """Where the tracking URI came from, as a user would look for it."""
     return "tracking.mlflow_uri" if sweep.tracking.mlflow_uri else "MLFLOW_TRACKING_URI"
+
+
+def experiment_name(sweep: SweepConfig) -> str:
+    """The MLflow experiment a sweep logs to: MLflow's standard ``MLFLOW_EXPERIMENT_NAME``, else the sweep's name.
+    (``MLFLOW_EXPERIMENT_ID``, when set, wins over both, as in Ray's logger: ``experiment_id``.)"""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or sweep.name
+
+
+def experiment_id(client, sweep: SweepConfig, uri: str) -> str:
+    """The id of the sweep's experiment, made when it does not exist yet. Raises ConfigError in one line, naming the
+    setting, for an ``MLFLOW_EXPERIMENT_ID`` the store does not hold and for a deleted experiment: Ray's logger
+    would send the trials' runs elsewhere than their parent's, and MLflow refuses runs in a deleted experiment."""
+    from mlflow.exceptions import MlflowException
+
+    wanted = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if wanted:
+        try:
+            experiment = client.get_experiment(wanted)
+        except MlflowException:
+            experiment = None
+        if experiment is None:
+            raise ConfigError(f"MLFLOW_EXPERIMENT_ID: {wanted} is not an experiment of {redacted(uri)}; "
+                              "unset it, or set it to an existing experiment's id")
+        source = "MLFLOW_EXPERIMENT_ID"
+    else:
+        name = experiment_name(sweep)
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            return client.create_experiment(name, artifact_location=_artifact_root(uri))
+        source = "MLFLOW_EXPERIMENT_NAME" if os.environ.get("MLFLOW_EXPERIMENT_NAME") else "the sweep's name"
+    if experiment.lifecycle_stage == "deleted":
+        raise ConfigError(f"{source}: MLflow experiment {experiment.name!r} (id {experiment.experiment_id}) is "
+                          f"deleted; restore it (mlflow experiments restore --experiment-id {experiment.experiment_id}) "
+                          "or log to another name (MLFLOW_EXPERIMENT_NAME)")
+    return experiment.experiment_id
 
 
 def redacted(uri: str) -> str:
@@ -88,9 +124,11 @@ def check_tracking(sweep: SweepConfig) -> None:
         raise ConfigError(f"{source}: {uri} is set but MLflow is not installed (pip install -e '.[tracking]')") from None
     with _quick_requests():
         try:
-            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - MLflow raises its own, requests' and the stores' errors alike
             raise ConfigError(f"{source}: {redacted(uri)} {_why_unusable(exc, uri, source, mlflow.__version__)}") from None
+        experiment_id(client, sweep, uri)  # an experiment setting from the environment is input too
 
 
 def _why_unusable(exc: Exception, uri: str, source: str, version: str) -> str:
@@ -134,9 +172,7 @@ class SweepRun:
         self.parent_id: str | None = None
         try:  # checked before Ray, but a store can fail in the minutes the dataset build takes
             self.client = MlflowClient(tracking_uri=uri)
-            experiment = self.client.get_experiment_by_name(sweep.name)
-            self.experiment_id = (experiment.experiment_id if experiment is not None else
-                                  self.client.create_experiment(sweep.name, artifact_location=_artifact_root(uri)))
+            self.experiment_id = experiment_id(self.client, sweep, uri)
             found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{layout.uri}'",
                                             max_results=1)
             self.parent_id = found[0].info.run_id if found else self.client.create_run(
@@ -153,7 +189,7 @@ class SweepRun:
             return []
         from harness.mlflow_logger import TolerantMLflowLogger
 
-        logger = TolerantMLflowLogger(tracking_uri=self.uri, experiment_name=self.sweep.name,
+        logger = TolerantMLflowLogger(tracking_uri=self.uri, experiment_name=experiment_name(self.sweep),
                                       tags={"mlflow.parentRunId": self.parent_id, "harness.phase": tune_run})
         self._loggers.append(logger)
         return [logger]

@@ -22,7 +22,7 @@ SMOKE = load_sweep(str(ROOT / "search_spaces" / "smoke.yaml"))
 
 @pytest.fixture
 def no_tracking_env(monkeypatch):
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE"):
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -132,3 +132,36 @@ def test_a_store_that_fails_before_the_first_trial_stops_tracking_and_the_logger
     logger.stopped = "10:00:00 while logging a result: ConnectionError: gone"
     copy = ray.cloudpickle.loads(ray.cloudpickle.dumps(logger))  # Tune pickles the RunConfig into tuner.pkl
     assert type(copy).__name__ == "TolerantMLflowLogger" and copy.stopped == logger.stopped
+
+
+def test_the_experiment_name_from_the_environment_is_used_by_the_sweep_and_its_trials(no_tracking_env, tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    no_tracking_env.setenv("MLFLOW_TRACKING_URI", uri)
+    no_tracking_env.setenv("MLFLOW_EXPERIMENT_NAME", "team-gan")
+    check_tracking(SMOKE)
+    run = SweepRun(SMOKE, SweepLayout(str(tmp_path / "runs"), SMOKE.name), uri)
+    assert run.client.get_experiment(run.experiment_id).name == "team-gan"
+    (logger,) = run.callbacks("stage1")
+    assert logger.experiment_name == "team-gan"
+
+
+def test_a_deleted_experiment_or_an_unknown_experiment_id_is_refused_in_one_line(no_tracking_env, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    no_tracking_env.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(tracking_uri=uri)
+    client.delete_experiment(client.create_experiment(SMOKE.name))  # the sweep's own name, deleted in the UI
+    with pytest.raises(ConfigError) as refused:
+        check_tracking(SMOKE)
+    line = str(refused.value)
+    assert line.startswith(f"the sweep's name: MLflow experiment '{SMOKE.name}' (id ") and "is deleted; restore it" in line
+    no_tracking_env.setenv("MLFLOW_EXPERIMENT_NAME", "elsewhere")  # the fix the line names
+    check_tracking(SMOKE)
+    no_tracking_env.setenv("MLFLOW_EXPERIMENT_ID", "424242")
+    with pytest.raises(ConfigError, match=r"^MLFLOW_EXPERIMENT_ID: 424242 is not an experiment of sqlite:///"):
+        check_tracking(SMOKE)
+    kept = client.get_experiment_by_name("elsewhere").experiment_id
+    no_tracking_env.setenv("MLFLOW_EXPERIMENT_ID", kept)  # an id that exists wins, as in Ray's logger
+    run = SweepRun(SMOKE, SweepLayout(str(tmp_path / "runs"), SMOKE.name), uri)
+    assert run.experiment_id == kept
