@@ -56,10 +56,11 @@ def experiment_name(sweep: SweepConfig) -> str:
     return os.environ.get("MLFLOW_EXPERIMENT_NAME") or sweep.name
 
 
-def experiment_id(client, sweep: SweepConfig, uri: str) -> str:
-    """The id of the sweep's experiment, made when it does not exist yet. Raises ConfigError in one line, naming the
-    setting, for an ``MLFLOW_EXPERIMENT_ID`` the store does not hold and for a deleted experiment: Ray's logger
-    would send the trials' runs elsewhere than their parent's, and MLflow refuses runs in a deleted experiment."""
+def experiment_id(client, sweep: SweepConfig, uri: str, create: bool = True) -> str | None:
+    """The id of the sweep's experiment, made when it does not exist yet (None without ``create``). Raises
+    ConfigError in one line, naming the setting, for an ``MLFLOW_EXPERIMENT_ID`` the store does not hold and for a
+    deleted experiment: Ray's logger would send the trials' runs elsewhere than their parent's, and MLflow refuses
+    runs in a deleted experiment."""
     from mlflow.exceptions import MlflowException
 
     wanted = os.environ.get("MLFLOW_EXPERIMENT_ID")
@@ -75,8 +76,15 @@ def experiment_id(client, sweep: SweepConfig, uri: str) -> str:
     else:
         name = experiment_name(sweep)
         experiment = client.get_experiment_by_name(name)
+        if experiment is None and not create:
+            return None
         if experiment is None:
-            return client.create_experiment(name, artifact_location=_artifact_root(uri))
+            try:
+                return client.create_experiment(name, artifact_location=_artifact_root(uri))
+            except MlflowException:  # another driver made it a moment ago
+                experiment = client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
         source = "MLFLOW_EXPERIMENT_NAME" if os.environ.get("MLFLOW_EXPERIMENT_NAME") else "the sweep's name"
     if experiment.lifecycle_stage == "deleted":
         raise ConfigError(f"{source}: MLflow experiment {experiment.name!r} (id {experiment.experiment_id}) is "
@@ -126,9 +134,11 @@ def check_tracking(sweep: SweepConfig) -> None:
         try:
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)
+            experiment_id(client, sweep, uri, create=False)  # an experiment setting from the environment is input too
+        except ConfigError:
+            raise
         except Exception as exc:  # noqa: BLE001 - MLflow raises its own, requests' and the stores' errors alike
             raise ConfigError(f"{source}: {redacted(uri)} {_why_unusable(exc, uri, source, mlflow.__version__)}") from None
-        experiment_id(client, sweep, uri)  # an experiment setting from the environment is input too
 
 
 def _why_unusable(exc: Exception, uri: str, source: str, version: str) -> str:
@@ -173,6 +183,8 @@ class SweepRun:
         try:  # checked before Ray, but a store can fail in the minutes the dataset build takes
             self.client = MlflowClient(tracking_uri=uri)
             self.experiment_id = experiment_id(self.client, sweep, uri)
+            # Ray's logger takes a name; MLFLOW_EXPERIMENT_ID, when set, names the same experiment to it.
+            self.experiment_name = self.client.get_experiment(self.experiment_id).name
             found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{layout.uri}'",
                                             max_results=1)
             self.parent_id = found[0].info.run_id if found else self.client.create_run(
@@ -189,7 +201,7 @@ class SweepRun:
             return []
         from harness.mlflow_logger import TolerantMLflowLogger
 
-        logger = TolerantMLflowLogger(tracking_uri=self.uri, experiment_name=experiment_name(self.sweep),
+        logger = TolerantMLflowLogger(tracking_uri=self.uri, experiment_name=self.experiment_name,
                                       tags={"mlflow.parentRunId": self.parent_id, "harness.phase": tune_run})
         self._loggers.append(logger)
         return [logger]

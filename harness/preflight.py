@@ -129,7 +129,7 @@ def check_ray_address(address: str | None) -> None:
 
 
 # The database drivers SQLAlchemy loads for a study URL's scheme, and the install that brings each.
-_STUDY_DRIVERS = {"postgresql": "psycopg 3: pip install -e '.[postgres]'",
+_STUDY_DRIVERS = {"postgresql": "psycopg 3: pip install -e '.[postgres]'", "postgres": "psycopg 3",
                   "mysql": "a MySQL driver (pip install PyMySQL, and a mysql+pymysql:// URL)"}
 STUDY_CONNECT_S = 5  # the database server's answer: a night waits on it once, before Ray
 
@@ -143,12 +143,14 @@ def check_study(location: str) -> None:
 
     from harness.mlflow_log import redacted
 
-    scheme = location.split(":", 1)[0].split("+", 1)[0]
+    scheme, _, driver = location.split(":", 1)[0].partition("+")
     if scheme not in _STUDY_DRIVERS:
         return
     shown = redacted(location)
+    # The default drivers (psycopg, mysqlclient) take connect_timeout; another one named in the URL may not.
+    connect_args = {} if driver else {"connect_timeout": STUDY_CONNECT_S}
     try:
-        engine = sqlalchemy.create_engine(location, connect_args={"connect_timeout": STUDY_CONNECT_S})
+        engine = sqlalchemy.create_engine(location, connect_args=connect_args)
     except ImportError as exc:  # the dialect imports its driver here
         raise ConfigError(f"--study {shown}: its database driver is not installed ({exc.name or exc}); "
                           f"install {_STUDY_DRIVERS[scheme]}") from None

@@ -126,4 +126,6 @@ class StudyStore:
                 optuna.delete_study(study_name=name, storage=self.storage())
 
     def count_trials(self, study_name: str) -> int:
-        return len(self.trials(study_name))
+        """The study's trials that ended (COMPLETE, PRUNED, FAIL). A RUNNING one may be a dead driver's, left by a
+        phase that then starts afresh: it does not mean the start points were evaluated."""
+        return sum(t.state != optuna.trial.TrialState.RUNNING for t in self.trials(study_name))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 
 import optuna
@@ -215,7 +216,10 @@ class _Sweep:
             self.study.prune_unfinished(self.study.study_name(self.sweep.name, ctx.phase))
         ends = next(e for e in sweep_run_ends(self.sweep, self.record, collect_rows(self.layout, self.sweep))
                     if e.phase is ctx.phase and e.phase.tune_run(e.source) == name)
-        print(("" if ends.complete else "warning: ") + ends.line(), flush=True)
+        if ends.complete:
+            print(ends.line(), flush=True)
+        else:
+            print(f"warning: {ends.line()}", file=sys.stderr, flush=True)
 
     def search(self, ctx: PhaseContext, space: dict, seed: int, share: float) -> None:
         phase, sweep = ctx.phase, self.sweep

@@ -17,6 +17,7 @@ import enum
 from typing import TYPE_CHECKING
 
 from harness.phase import Phase, Source, phases
+from harness.results import last_by_trial
 
 if TYPE_CHECKING:  # sweep_record imports this module's TuneRunOutcome
     from harness.config import SweepConfig
@@ -25,13 +26,17 @@ if TYPE_CHECKING:  # sweep_record imports this module's TuneRunOutcome
 
 class Ending(enum.StrEnum):
     FINISHED = "finished"  # trained its whole budget
-    STOPPED = "stopped early"  # the scheduler (ASHA, the median rule) or the time budget ended it: a result
+    STOPPED = "stopped early"  # the scheduler (ASHA, the median rule) or the time budget ended it
     DIVERGED = "diverged"  # ended by the divergence guard: a result, the worst
+    NO_RESULT = "stopped before its first evaluation"  # Tune ended it (the time budget) before it reported
     FAILED = "failed"  # Tune gave up after search.max_failures failures
-    INTERRUPTED = "interrupted"  # trained while the driver died, before Tune saved it; another trial replaced it
+    INTERRUPTED = "interrupted"  # trained while a driver died, before Tune saved it: Tune never counted it
 
 
-DONE = (Ending.FINISHED, Ending.STOPPED, Ending.DIVERGED)  # the endings that are a result of the trial's config
+# The endings that are a result of the trial's config. A search trial stopped early is one (ASHA ranks it at its
+# rung); a confirmation run is one only at its whole budget (rank_confirmed scores runs that finished).
+DONE = {Source.SEARCH: (Ending.FINISHED, Ending.STOPPED, Ending.DIVERGED),
+        Source.CONFIRM: (Ending.FINISHED, Ending.DIVERGED)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,13 +61,19 @@ class TuneRunOutcome:
         return cls(known=tuple(data["known"]), failed=tuple(data["failed"]))
 
 
-def ending(last_status: str, trial_id: str, outcome: TuneRunOutcome | None) -> Ending:
-    """How one trial ended, from its last evaluation's status (results.py) and, when recorded, Tune's outcome."""
+def ending(last: dict, phase: Phase, outcome: TuneRunOutcome | None) -> Ending:
+    """How one trial ended, from its last evaluation (a results row) and, when recorded, Tune's outcome. A joint
+    trial's Stage-I "finished" is not the trial's: only its final stage's is."""
+    trial_id = last["trial_id"]
     if outcome is not None and trial_id not in outcome.known:
         return Ending.INTERRUPTED
     if outcome is not None and trial_id in outcome.failed:
         return Ending.FAILED
-    return {"finished": Ending.FINISHED, "diverged": Ending.DIVERGED}.get(last_status, Ending.STOPPED)
+    if last["status"] == "diverged":
+        return Ending.DIVERGED
+    if last["status"] == "finished" and last["stage"] == phase.final_stage:
+        return Ending.FINISHED
+    return Ending.STOPPED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +89,7 @@ class RunEnds:
 
     @property
     def done(self) -> int:
-        return sum(self.counts.get(e, 0) for e in DONE)
+        return sum(self.counts.get(e, 0) for e in DONE[self.source])
 
     @property
     def complete(self) -> bool:
@@ -86,25 +97,29 @@ class RunEnds:
 
     def line(self) -> str:
         """One sentence for the terminal and the report, e.g. "Stage-I search: 2 of 2 planned trials done
-        (1 finished, 1 stopped early by asha); 1 more was interrupted when the driver died and replaced."."""
+        (1 finished, 1 stopped early by asha); 1 more was interrupted when a driver died and not counted."."""
         kind = "trials" if self.source is Source.SEARCH else "confirmation runs"
-        parts = [f"{self.counts[e]} {e}" + (self._stopped_by() if e is Ending.STOPPED else "")
-                 for e in DONE if self.counts.get(e)]
         run = "search" if self.source is Source.SEARCH else "confirmation"
+        parts = [f"{self.counts[e]} {e}" + (self._stopped_by() if e is Ending.STOPPED else "")
+                 for e in DONE[self.source] if self.counts.get(e)]
         text = f"{self.phase.title} {run}: {self.done} of {self.planned} planned {kind} done"
         text += f" ({', '.join(parts)})" if parts else ""
         why = []
+        if self.source is Source.CONFIRM and self.counts.get(Ending.STOPPED):
+            why.append(f"{self.counts[Ending.STOPPED]} stopped early{self._stopped_by()} (a confirmation run counts "
+                       "only at its whole budget)")
+        if self.counts.get(Ending.NO_RESULT):
+            why.append(f"{self.counts[Ending.NO_RESULT]} {Ending.NO_RESULT}")
         if self.counts.get(Ending.FAILED):
             why.append(f"{self.counts[Ending.FAILED]} failed (search.max_failures reached; their error.txt says why)")
-        missing = self.planned - self.done - self.counts.get(Ending.FAILED, 0)
-        if missing > 0:
+        started = sum(n for e, n in self.counts.items() if e is not Ending.INTERRUPTED)
+        if self.planned > started:
             because = ("the time budget ended the run first" if self.budget_ended
                        else "the run ended before they started; run it again with --resume")
-            why.append(f"{missing} never ran ({because})")
+            why.append(f"{self.planned - started} never ran ({because})")
         if self.counts.get(Ending.INTERRUPTED):
             n = self.counts[Ending.INTERRUPTED]
-            why.append(f"{n} more {'was' if n == 1 else 'were'} interrupted when the driver died and "
-                       f"{'was' if n == 1 else 'were'} replaced")
+            why.append(f"{n} more {'was' if n == 1 else 'were'} interrupted when a driver died and not counted")
         return text + ("; " + "; ".join(why) if why else "") + "."
 
     def _stopped_by(self) -> str:
@@ -117,18 +132,16 @@ def run_ends(rows: list[dict], phase: Phase, source: Source, planned: int, outco
              budget_ended: bool, scheduler: str) -> RunEnds:
     """Counts the endings of ``phase``'s ``source`` runs among results ``rows`` (every evaluation of the sweep).
     A trial Tune knew but that never evaluated (it failed first, or was stopped before its first epoch) counts from
-    ``outcome`` alone."""
-    mine = [r for r in rows if r["phase"] == phase and r["source"] == source]
-    last: dict[str, dict] = {}
-    for r in sorted(mine, key=lambda r: (r["stage"], r["epoch"])):  # a trial's last evaluation: its last stage's
-        last[r["trial_id"]] = r
+    ``outcome`` alone. Without an outcome (a sweep recorded before they were kept) no trial reads as interrupted or
+    failed: a trial a dead driver cut off reads as stopped early."""
+    last = last_by_trial([r for r in rows if r["phase"] == phase and r["source"] == source])
     counts: dict[Ending, int] = {}
-    for trial_id, r in last.items():
-        e = ending(r["status"], trial_id, outcome)
+    for row in last.values():
+        e = ending(row, phase, outcome)
         counts[e] = counts.get(e, 0) + 1
     if outcome is not None:
         for trial_id in set(outcome.known) - set(last):
-            e = Ending.FAILED if trial_id in outcome.failed else Ending.STOPPED
+            e = Ending.FAILED if trial_id in outcome.failed else Ending.NO_RESULT
             counts[e] = counts.get(e, 0) + 1
     return RunEnds(phase, source, planned, counts, budget_ended, scheduler if source is Source.SEARCH else "none")
 

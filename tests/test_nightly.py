@@ -88,7 +88,10 @@ def test_an_early_stopped_trial_reaches_optuna_as_pruned_not_complete(tmp_path):
     # A new searcher on the same journal continues the study.
     store2, searcher2 = _searcher(tmp_path)
     searcher2.suggest("next-night")
-    assert store2.count_trials("s") == 4
+    assert len(store2.trials("s")) == 4
+    # count_trials (whether the start points were evaluated already) leaves out the RUNNING one: it may be a dead
+    # driver's, left by a phase that then starts afresh.
+    assert store2.count_trials("s") == 3
 
 
 def test_an_s3_journal_is_home_after_every_trial_and_follows_a_restored_searcher_to_a_new_pod(s3, tmp_path, monkeypatch):

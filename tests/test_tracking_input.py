@@ -158,10 +158,11 @@ def test_a_deleted_experiment_or_an_unknown_experiment_id_is_refused_in_one_line
     assert line.startswith(f"the sweep's name: MLflow experiment '{SMOKE.name}' (id ") and "is deleted; restore it" in line
     no_tracking_env.setenv("MLFLOW_EXPERIMENT_NAME", "elsewhere")  # the fix the line names
     check_tracking(SMOKE)
+    assert client.get_experiment_by_name("elsewhere") is None, "a check creates nothing"
     no_tracking_env.setenv("MLFLOW_EXPERIMENT_ID", "424242")
     with pytest.raises(ConfigError, match=r"^MLFLOW_EXPERIMENT_ID: 424242 is not an experiment of sqlite:///"):
         check_tracking(SMOKE)
-    kept = client.get_experiment_by_name("elsewhere").experiment_id
+    kept = client.create_experiment("elsewhere")
     no_tracking_env.setenv("MLFLOW_EXPERIMENT_ID", kept)  # an id that exists wins, as in Ray's logger
     run = SweepRun(SMOKE, SweepLayout(str(tmp_path / "runs"), SMOKE.name), uri)
     assert run.experiment_id == kept
