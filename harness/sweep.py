@@ -43,7 +43,7 @@ from harness.searcher import make_scheduler, make_searcher, max_concurrent_trial
 from harness.study import StudyStore
 from harness.sweep_record import SweepRecord
 from harness.trial import PhaseContext, stage_trial
-from harness.trial_ends import TuneRunOutcome, sweep_run_ends
+from harness.trial_ends import TuneRunOutcome, tune_run_ends
 from models.config import get_profile
 
 # A finished trial's process runs the next trial of its Tune run: a new trial process spends seconds importing
@@ -214,8 +214,8 @@ class _Sweep:
         self.save()
         if name == ctx.phase.tune_run(Source.SEARCH):
             self.study.prune_unfinished(self.study.study_name(self.sweep.name, ctx.phase))
-        ends = next(e for e in sweep_run_ends(self.sweep, self.record, collect_rows(self.layout, self.sweep))
-                    if e.phase is ctx.phase and e.phase.tune_run(e.source) == name)
+        source = Source.SEARCH if name == ctx.phase.tune_run(Source.SEARCH) else Source.CONFIRM
+        ends = tune_run_ends(self.sweep, self.record, collect_rows(self.layout, self.sweep), ctx.phase, source)
         if ends.complete:
             print(ends.line(), flush=True)
         else:

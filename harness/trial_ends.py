@@ -155,10 +155,14 @@ def sweep_run_ends(sweep: SweepConfig, record: SweepRecord, rows: list[dict]) ->
             outcome = record.tune_outcomes.get(name)
             if outcome is None and not any(r["phase"] == phase and r["source"] == source for r in rows):
                 continue
-            if source is Source.SEARCH:
-                planned = sweep.search.num_samples
-            else:
-                planned = len(record.confirm_candidates.get(phase, [])) * sweep.search.confirm.seeds
-            out.append(run_ends(rows, phase, source, planned, outcome, name in record.budget_ended,
-                                sweep.search.scheduler))
+            out.append(tune_run_ends(sweep, record, rows, phase, source))
     return out
+
+
+def tune_run_ends(sweep: SweepConfig, record: SweepRecord, rows: list[dict], phase: Phase, source: Source) -> RunEnds:
+    """One Tune run's endings: the search plans search.num_samples trials, the confirmation every candidate x seed."""
+    name = phase.tune_run(source)
+    planned = (sweep.search.num_samples if source is Source.SEARCH
+               else len(record.confirm_candidates.get(phase, [])) * sweep.search.confirm.seeds)
+    return run_ends(rows, phase, source, planned, record.tune_outcomes.get(name), name in record.budget_ended,
+                    sweep.search.scheduler)
