@@ -5,9 +5,13 @@
         [--device cpu|cuda] [--sweep FILE] [--out DIR]
     python benchmarks/search_efficiency.py --replay GRID [--objective KEY:METRIC:WINDOW ...] [--reps 200]
         [--budget 36] [--methods ...] [--no-start-points]
+    python benchmarks/search_efficiency.py --over GRID --epochs E --n N [--methods random,tpe+asha] [--reps 3]
+        [--budget 48] [--no-start-points]
 
 --replay replays searches over a grid that benchmarks/objective_noise.py recorded, instead of training
-(benchmarks/search_replay.py says how); the rest of this text is the live benchmark.
+(benchmarks/search_replay.py says how). --over checks that replay against live searches: the live benchmark,
+with every trial training the recorded config nearest to its proposal (benchmarks/replay_check.py says how).
+The rest of this text is the live benchmark.
 
 Setup: the demo sweep's Stage-I (shapes data, small profile, batch 16, its search space and the paper
 defaults as the first trial) on --n scenes; a trial trains at most --epochs epochs, and one repetition
@@ -97,7 +101,8 @@ def anytime(layout: SweepLayout, max_epochs: int, objective: Objective, started:
         if epoch >= max_epochs and value is not None and (incumbent is None or objective.better(value, incumbent[0])):
             incumbent = (value, trial)
         points.append({"trial_epochs": i + 1, "wall_s": round(written - started, 2),
-                       "incumbent": None if incumbent is None else incumbent[0]})
+                       "incumbent": None if incumbent is None else incumbent[0],
+                       "incumbent_trial": None if incumbent is None else incumbent[1]})
     pick = None
     if incumbent is not None:
         with open(layout.trial(incumbent[1]).params) as f:
@@ -116,15 +121,16 @@ def bench_sweep(args, name: str, sampler: str, scheduler: str) -> SweepConfig:
     gpus = 1.0 / args.concurrent if args.device == "cuda" else 0.0  # trials share the one GPU
     raw["resources"] = {"workers": 0, "cpus_per_worker": args.threads, "gpus_per_worker": gpus}
     raw["train"]["keep_checkpoints"] = 1
+    raw["train"]["eval_every"] = 1  # one report per epoch: the budget stopper and the schedulers count reports
     raw["search"].update(sampler=sampler, scheduler=scheduler, num_samples=100_000, max_concurrent=args.concurrent,
                          grace_period=args.grace_period, reduction_factor=args.reduction_factor,
                          startup_trials=args.startup_trials, confirm={"top_k": 1, "seeds": args.confirm_seeds})
     return sweep_from_dict(raw)
 
 
-def run_repetition(args, root: str, dataset_uri: str, method: str, rep: int) -> dict:
+def run_repetition(args, root: str, dataset_uri: str, method: str, rep: int, wrap_searcher=None) -> dict:
     """One search of ``method`` with searcher seed ``rep``, stopped at the budget; skipped when an
-    earlier run of the benchmark finished it (its repetition.json exists)."""
+    earlier run of the benchmark finished it (its repetition.json exists). ``wrap_searcher``: run_phase's."""
     from harness.optuna_space import optuna_space
     from harness.sweep import run_phase
     from harness.trial import PhaseContext
@@ -139,8 +145,9 @@ def run_repetition(args, root: str, dataset_uri: str, method: str, rep: int) -> 
     else:
         ctx = PhaseContext(sweep=sweep, layout=layout, dataset_uri=dataset_uri, phase=Phase.STAGE1)
         started, t0 = time.time(), time.perf_counter()
-        run_phase(Phase.STAGE1, ctx, optuna_space(sweep.stage1.search), sweep.start_points(Phase.STAGE1), sweep, rep,
-                  args.epochs, False, None, stop=EpochBudget(args.budget))
+        first = sweep.start_points(Phase.STAGE1) if args.start_points else []
+        run_phase(Phase.STAGE1, ctx, optuna_space(sweep.stage1.search), first, sweep, rep,
+                  args.epochs, False, None, stop=EpochBudget(args.budget), wrap_searcher=wrap_searcher)
         record = {"method": method, "rep": rep, "searcher_seed": rep, "started": started,
                   "wall_s": round(time.perf_counter() - t0, 1)}
         with open(done, "w") as f:
@@ -295,8 +302,12 @@ def parse_args(argv):
                    help="the sweep file whose data, model, training and Stage-I space are benchmarked (default: the demo)")
     p.add_argument("--out", default="runs/search-efficiency", help="local directory: the trials, the JSON and the PNG")
     p.add_argument("--replay", metavar="GRID", help="replay searches over objective_noise.py's grid.jsonl (no training)")
+    p.add_argument("--over", metavar="GRID",
+                   help="live searches whose trials train only the configs of objective_noise.py's grid.jsonl, "
+                        "checked against the replay of the same searches (pass the grid's --epochs and --n)")
+    p.add_argument("--replay-reps", type=int, default=200, help="--over: replayed repetitions per method")
     p.add_argument("--no-start-points", dest="start_points", action="store_false",
-                   help="--replay: searches start from their sampler alone, not the sweep's start points")
+                   help="searches start from their sampler alone, not the sweep's start points")
     p.add_argument("--objective", action="append", metavar="KEY:METRIC:WINDOW",
                    help="--replay: an objective of the grid, e.g. live/base:fid:1 (repeatable; default: that one)")
     args = p.parse_args(argv)
@@ -321,6 +332,8 @@ def parse_args(argv):
         p.error("--budget must be >= --epochs, --reps >= 1 and --confirm-seeds >= 2")
     if storage.is_s3(args.out):
         p.error("--out: a local directory (the plot is written with matplotlib)")
+    if args.over and not os.path.exists(args.over):
+        p.error(f"--over: {args.over} does not exist (record it with benchmarks/objective_noise.py)")
     return args
 
 
@@ -351,6 +364,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.replay:
         return main_replay(args)
+    if args.over:
+        from replay_check import main_over
+
+        return main_over(args, bench_sweep, run_repetition)
     from harness.cli import start_ray
     from harness.data.ensure import ensure_dataset
 

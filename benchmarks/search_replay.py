@@ -31,6 +31,7 @@ import math
 import numpy as np
 import optuna
 from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
 from scipy import stats
 
 from harness.objective import Objective
@@ -126,14 +127,58 @@ class _Controller:
         return []
 
 
+def seen_seeds(grid: Grid, rep: int, seen_seed: int | None = None) -> dict[int, int]:
+    """The one training seed of each config that repetition ``rep`` sees: drawn at random, or ``seen_seed`` for
+    every config, as in a live search phase, whose trials all train with the sweep's train.seed."""
+    if seen_seed is not None:
+        return {c: seen_seed for c in grid.configs}
+    rng = np.random.default_rng(rep)
+    return {c: int(rng.choice(sorted(grid.values[c]))) for c in grid.configs}
+
+
+class SnapToGrid(Searcher):
+    """A Tune searcher whose trials train only the grid's recorded configs: the live counterpart of the replay's
+    snapping (benchmarks/search_efficiency.py --over). ``inner`` (the harness's searcher) proposes, the trial
+    trains the nearest recorded config, and ``inner`` is told the trial's results under its own proposal."""
+
+    def __init__(self, inner: Searcher, grid: Grid) -> None:
+        super().__init__(metric=inner.metric, mode=inner.mode)
+        self.inner, self.grid = inner, grid
+        self.config_of: dict[str, int] = {}  # trial id -> the recorded config it trains
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return self.inner.set_search_properties(metric, mode, config, **spec)
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        return self.inner.set_max_concurrency(max_concurrent)
+
+    def suggest(self, trial_id: str):
+        proposal = self.inner.suggest(trial_id)
+        if not isinstance(proposal, dict):  # None (wait) or Searcher.FINISHED
+            return proposal
+        self.config_of[trial_id] = self.grid.nearest(proposal)
+        return dict(self.grid.params[self.config_of[trial_id]])
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.inner.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self.inner.on_trial_complete(trial_id, result, error)
+
+    def save(self, checkpoint_path: str) -> None:
+        self.inner.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.inner.restore(checkpoint_path)
+
+
 def replay(grid: Grid, sweep, sampler: str, scheduler: str, rep: int, budget: int, grace: int, reduction: int,
-           startup: int, start_points: bool = True) -> dict:
+           startup: int, start_points: bool = True, seen_seed: int | None = None) -> dict:
     """One search of ``budget`` trial-epochs; its anytime curve and its pick. ``start_points``: the sweep's
     (the paper defaults, then its known-good points) come first, as in a live sweep; without them every method
-    starts from its sampler alone."""
-    rng = np.random.default_rng(rep)
+    starts from its sampler alone. ``seen_seed``: see seen_seeds."""
     objective = grid.objective
-    seen = {c: int(rng.choice(sorted(grid.values[c]))) for c in grid.configs}  # the one seed the search sees
+    seen = seen_seeds(grid, rep, seen_seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     first = sweep.start_points(Phase.STAGE1) if start_points else []
     searcher = make_searcher(grid.space, first, objective, seed=rep, final_stage=1,
@@ -169,11 +214,11 @@ def replay(grid: Grid, sweep, sampler: str, scheduler: str, rep: int, budget: in
                 if sched is not None and action != TrialScheduler.STOP:
                     sched.on_trial_remove(controller, trial)
                 break
-        confirmed = None if incumbent is None else _confirmed(grid, incumbent[0], seen)
+        confirmed = None if incumbent is None else confirmed_value(grid, incumbent[0], seen)
         points.append((spent, confirmed))
     pick = None if incumbent is None else incumbent[0]
     return {"points": points, "pick": pick, "trials": n,
-            "confirmed": None if pick is None else _confirmed(grid, pick, seen),
+            "confirmed": None if pick is None else confirmed_value(grid, pick, seen),
             "pick_rank": None if pick is None else grid.true_rank[pick],
             "pick_fidelity": None if pick is None else float(np.mean(
                 [f for s, f in grid.fidelity[pick].items() if s != seen[pick]])),
@@ -181,12 +226,13 @@ def replay(grid: Grid, sweep, sampler: str, scheduler: str, rep: int, budget: in
                 [f for s, f in grid.yardstick_values[pick].items() if s != seen[pick]]))}
 
 
-def _confirmed(grid: Grid, config: int, seen: dict[int, int]) -> float:
+def confirmed_value(grid: Grid, config: int, seen: dict[int, int]) -> float:
     """The config's mean over the seeds the search did not see, at the full budget."""
     return float(np.mean([v[-1] for s, v in grid.values[config].items() if s != seen[config]]))
 
 
-def _on_grid(points: list[tuple[int, float | None]], budget: int) -> np.ndarray:
+def on_budget_grid(points: list[tuple[int, float | None]], budget: int) -> np.ndarray:
+    """The confirmed incumbent after each trial-epoch 1..budget (NaN before the first full-budget trial ended)."""
     out = np.full(budget, np.nan)
     for spent, value in points:
         if value is not None:
@@ -195,10 +241,11 @@ def _on_grid(points: list[tuple[int, float | None]], budget: int) -> np.ndarray:
 
 
 def run(runs: list[dict], sweep, specs: list[ObjectiveSpec], methods: list[str], reps: int, budget: int,
-        grace: int, reduction: int, startup: int, start_points: bool = True) -> dict:
+        grace: int, reduction: int, startup: int, start_points: bool = True, seen_seed: int | None = None) -> dict:
     space = optuna_space(sweep.stage1.search)
     out: dict = {"reps": reps, "budget_trial_epochs": budget, "grace_period": grace, "reduction_factor": reduction,
                  "startup_trials": startup, "start_points": start_points,
+                 "seen_seed": "drawn per config" if seen_seed is None else seen_seed,
                  "proposals": "snapped to the nearest recorded config", "objectives": {}}
     for spec in specs:
         grid = Grid(runs, spec, space)
@@ -208,9 +255,9 @@ def run(runs: list[dict], sweep, specs: list[ObjectiveSpec], methods: list[str],
         curves, picks = {}, {}
         for method in methods:
             sampler, scheduler = REPLAY_METHODS[method]
-            reps_out = [replay(grid, sweep, sampler, scheduler, rep, budget, grace, reduction, startup, start_points)
-                        for rep in range(reps)]
-            curves[method] = np.array([_on_grid(r["points"], budget) for r in reps_out])
+            reps_out = [replay(grid, sweep, sampler, scheduler, rep, budget, grace, reduction, startup, start_points,
+                               seen_seed) for rep in range(reps)]
+            curves[method] = np.array([on_budget_grid(r["points"], budget) for r in reps_out])
             picks[method] = [r["confirmed"] for r in reps_out if r["confirmed"] is not None]
             result["methods"][method] = {
                 "median_confirmed": _stat(np.median, picks[method]),

@@ -111,13 +111,14 @@ def _budget_marker(ctx: PhaseContext, name: str) -> str:
 
 def run_phase(phase: Phase, ctx: PhaseContext, space: dict, start_points: list[dict], sweep: SweepConfig, seed: int,
               max_epochs: int, resume: bool, budget_s: float | None, study: StudyStore | None = None, stop=None,
-              callbacks=()):
+              callbacks=(), wrap_searcher=None):
     """The search of one phase: Optuna's sampler proposes, the scheduler stops weak trials early.
 
     ``study`` makes the Optuna study persistent: it continues the phase's study from earlier runs and
     evaluates the start points (the paper defaults first) only when that study is still empty.
     ``stop`` (a Tune Stopper, e.g. a budget of trial-epochs) and ``callbacks`` (the MLflow logger) go to
-    the Tune run as they are."""
+    the Tune run as they are. ``wrap_searcher`` (searcher -> searcher) lets a benchmark restrict what is
+    trained (benchmarks/search_efficiency.py --over trains only a recorded grid's configs)."""
     search, objective = sweep.search, sweep.objective
     name = phase.tune_run(Source.SEARCH)
 
@@ -131,6 +132,8 @@ def run_phase(phase: Phase, ctx: PhaseContext, space: dict, start_points: list[d
                 first = []  # evaluated on an earlier night already
         searcher = make_searcher(space, first, objective, seed, final_stage=phase.final_stage, sampler=search.sampler,
                                  startup_trials=search.startup_trials, **persistent)
+        if wrap_searcher is not None:
+            searcher = wrap_searcher(searcher)
         budget = TimeBudget(budget_s, _budget_marker(ctx, name)) if budget_s is not None else None
         return tune.Tuner(
             trainable,

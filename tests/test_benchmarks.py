@@ -77,6 +77,46 @@ def test_search_efficiency_runs_each_method_and_confirms_the_picks(tmp_path):
     assert (out / "search_efficiency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
+def test_live_searches_over_a_recorded_grid_train_only_its_configs_and_match_their_replay(tmp_path):
+    # A grid recorded here (3 configs x the seeds 0 and 1, 2 epochs), then live searches over it. One trial at a
+    # time, random search proposes what its replay proposes, every trial trains a recorded config with the sweep's
+    # train.seed (0) and reproduces the recorded values exactly (same machine, one thread): the live curve is the
+    # replay's.
+    _bench("objective_noise.py", "--sweep", "search_spaces/tiny.yaml", "--configs", "3", "--seeds", "2", "--epochs",
+           "2", "--n", "40", "--threads", "1", "--generators", "live", "--no-large-draw", "--rescore-draws", "1",
+           "--storage", str(tmp_path / "store"), "--out", str(tmp_path / "grid"))
+    grid = tmp_path / "grid" / "grid.jsonl"
+    refused = _bench("search_efficiency.py", "--over", str(grid), "--sweep", "search_spaces/tiny.yaml", "--epochs", "3",
+                     "--budget", "6", check=False)
+    assert refused.returncode == 1 and refused.stderr.strip().splitlines()[-1] == (
+        f"--epochs: the grid {grid} recorded 2 epochs per run, got 3")
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    try:
+        done = subprocess.run(
+            [sys.executable, "benchmarks/search_efficiency.py", "--over", str(grid), "--sweep", "search_spaces/tiny.yaml",
+             "--methods", "random,random+asha", "--reps", "1", "--budget", "6", "--epochs", "2", "--n", "40",
+             "--concurrent", "1", "--no-start-points", "--replay-reps", "10", "--out", str(tmp_path / "over")],
+            cwd=ROOT, env={**os.environ, "RAY_TMPDIR": ray_tmp}, capture_output=True, text=True, timeout=600)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "over" / "replay_check.json").read_text())
+    recorded = [json.loads(line)["params"] for line in grid.read_text().splitlines()]
+    trained = [json.loads(p.read_text())["params"] for p in (tmp_path / "over").glob("random-r0/trials/*/params.json")]
+    assert len(trained) >= 2 and all(p in recorded for p in trained)
+    assert result["seen_seed"] == 0 and result["settings"]["start_points"] is False
+    for method in ("random", "random+asha"):
+        r = result["methods"][method]
+        n = r["live_trials"][0]
+        assert r["reproduction_max_gap"] == 0.0 and r["trials_reproduced_exactly"] == f"{n} of {n}"
+        assert len(r["live_curves"][0]) == 6
+    random = result["methods"]["random"]
+    assert random["live_curves"] == random["same_seed_replay_curves"] and random["live_picks"] == random["same_seed_replay_picks"]
+    assert 0.0 <= random["replay_median_within_live_spread"] <= 1.0
+    assert (tmp_path / "over" / "replay_check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_search_efficiency_refuses_unknown_methods():
     out = _bench("search_efficiency.py", "--methods", "random,annealing", check=False)
     assert out.returncode == 2 and "--methods" in out.stderr and "annealing" in out.stderr
