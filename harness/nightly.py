@@ -53,6 +53,9 @@ def parse_args(argv):
                         "noise (non-overlapping 95 %% intervals) and by more than this fraction (default 0.10)")
     p.add_argument("--study", help="Optuna study home: a journal file URI or a database URL "
                                    "(default <storage>/nightly/optuna/<sweep>.journal)")
+    p.add_argument("--lease-ttl", type=float, default=60.0, metavar="SECONDS",
+                   help="an s3:// study journal is held by one driver at a time; a holder silent this long is taken "
+                        "to be dead and its lease taken over (default 60; the holder renews every quarter of it)")
     p.add_argument("--report-only", action="store_true",
                    help="skip the sweep: rebuild the night's report and leaderboard row from storage")
     return p.parse_args(argv)
@@ -73,6 +76,8 @@ def night_sweep(args, date: str) -> SweepConfig:
         raise ConfigError(f"--regression-margin: must be >= 0, got {args.regression_margin}")
     if args.budget_hours is not None and args.budget_hours <= 0:
         raise ConfigError(f"--budget-hours: must be > 0, got {args.budget_hours}")
+    if not args.lease_ttl > 0:
+        raise ConfigError(f"--lease-ttl: must be > 0 seconds, got {args.lease_ttl}")
     sweep = load_sweep(args.sweep)
     try:
         sweep.require_search_space()
@@ -121,13 +126,17 @@ def _night_command(args) -> int:
         sweep = record.sweep
         final = final_phase(sweep.search.strategy)
         report = build_report(night, sweep, record, study.trials(study.study_name(sweep.name, final)))
+        outcome = board.record_night(date, report, night, _wall(record, t0), record.seed, args.regression_margin,
+                                     record.budget_ended)
     else:
-        cli.start_ray()
-        print(f"night {date}: {sweep.name} under {night_root}, study {study.location}", flush=True)
-        record, report = run_sweep(sweep, night_root, resume=True, dataset_root=args.storage, study=study)
-    wall_seconds = record.wall_seconds if record.wall_seconds is not None else time.perf_counter() - t0
-    outcome = board.record_night(date, report, night, wall_seconds, record.seed, args.regression_margin,
-                                 record.budget_ended)
+        # Held from before Ray until the leaderboard row is written: a second night on this journal is refused
+        # here, in one line, rather than writing its copy of the study over this one's (harness/journal_lease.py).
+        with study.hold(f"night {date} of {sweep.name}", args.lease_ttl):
+            cli.start_ray()
+            print(f"night {date}: {sweep.name} under {night_root}, study {study.location}", flush=True)
+            record, report = run_sweep(sweep, night_root, resume=True, dataset_root=args.storage, study=study)
+            outcome = board.record_night(date, report, night, _wall(record, t0), record.seed, args.regression_margin,
+                                         record.budget_ended)
     metric = sweep.objective.key
     print(f"night {date}: best {metric} {outcome.best_value:.4g}, all-time best {outcome.all_time_best:.4g}"
           f"{' (new, promoted to leaderboard/best/)' if outcome.promoted else ''}")
@@ -139,6 +148,10 @@ def _night_command(args) -> int:
               f"{args.regression_margin:.0%}", file=sys.stderr)
         return cli.EXIT_REGRESSION
     return cli.EXIT_OK
+
+def _wall(record: SweepRecord, t0: float) -> float:
+    return record.wall_seconds if record.wall_seconds is not None else time.perf_counter() - t0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,6 +14,8 @@ pickled to a worker loses its retry strategy (docs/DESIGN.md), so every process 
 
 from __future__ import annotations
 
+import dataclasses
+import email.utils
 import functools
 import os
 import posixpath
@@ -65,6 +67,81 @@ def _s3_errors(uri: str, what: str, fn):
         raise
     except OSError as exc:
         raise StorageError(f"{uri}: {what} failed: {str(exc).splitlines()[0][:300]}") from exc
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write or delete found the object changed since the ETag given (or present, for create-only)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Versioned:
+    """An S3 object as a conditional write needs it: its bytes and ETag (None, None when absent) and its age, the
+    seconds since it was last written by the endpoint's own clock (no clock of this machine is compared)."""
+
+    data: bytes | None
+    etag: str | None
+    age_s: float | None
+
+
+@functools.lru_cache(maxsize=8)
+def _boto_client(endpoint: str | None, region: str):
+    """boto3 for what pyarrow cannot do (conditional requests), with the same endpoint, region, credentials chain
+    and a retry budget like pyarrow's."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": RETRY_ATTEMPTS}, connect_timeout=CONNECT_TIMEOUT_S,
+                    read_timeout=REQUEST_TIMEOUT_S)
+    return boto3.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+
+
+def _conditional(uri: str, what: str, fn):
+    """Runs the boto3 call ``fn(client, bucket, key)``: 412 (and 409, a conditional write racing another) is
+    PreconditionFailed, anything left after the retries a StorageError naming the URI."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if not is_s3(uri):
+        raise ValueError(f"{uri}: conditional requests are for s3:// objects")
+    parsed = urlparse(uri)
+    try:
+        return fn(_boto_client(s3_endpoint(), s3_region()), parsed.netloc, parsed.path.lstrip("/"))
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+            raise PreconditionFailed(f"{uri}: {what}: the object changed meanwhile") from exc
+        raise StorageError(f"{uri}: {what} failed: {code or status}") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"{uri}: {what} failed: {str(exc).splitlines()[0][:300]}") from exc
+
+
+def read_versioned(uri: str) -> Versioned:
+    from botocore.exceptions import ClientError
+
+    def get(client, bucket, key):
+        try:
+            r = client.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return Versioned(None, None, None)
+            raise
+        now = email.utils.parsedate_to_datetime(r["ResponseMetadata"]["HTTPHeaders"]["date"])
+        return Versioned(r["Body"].read(), r["ETag"], max(0.0, (now - r["LastModified"]).total_seconds()))
+
+    return _conditional(uri, "read", get)
+
+
+def write_if(uri: str, data: bytes, etag: str | None) -> str:
+    """Writes ``uri`` only if it still has ``etag`` (None: only if it does not exist); returns the new ETag.
+    Raises PreconditionFailed otherwise, having written nothing."""
+    condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+    return _conditional(uri, "conditional write",
+                        lambda c, b, k: c.put_object(Bucket=b, Key=k, Body=data, **condition)["ETag"])
+
+
+def delete_if(uri: str, etag: str) -> None:
+    """Deletes ``uri`` only if it still has ``etag``; PreconditionFailed otherwise."""
+    _conditional(uri, "conditional delete", lambda c, b, k: c.delete_object(Bucket=b, Key=k, IfMatch=etag))
 
 
 def is_s3(uri: str) -> bool:

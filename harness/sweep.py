@@ -271,15 +271,22 @@ def run_sweep(sweep: SweepConfig, storage_root: str, *, resume: bool = False, da
     check_cluster_fits(sweep.resources)
     layout = SweepLayout(storage_root, sweep.name)
     persistent = study is not None
-    if not persistent:
-        study = StudyStore(layout.study_journal)
+    if persistent:  # the caller holds its lease (harness/nightly.py)
+        return _run_sweep(sweep, layout, study, True, resume, dataset_root or storage_root, t0)
+    study = StudyStore(layout.study_journal)
+    with study.hold(f"sweep {sweep.name}"):  # an s3:// journal: one driver at a time (harness/journal_lease.py)
         if not resume:
             study.reset(sweep.name)
+        return _run_sweep(sweep, layout, study, False, resume, dataset_root or storage_root, t0)
+
+
+def _run_sweep(sweep: SweepConfig, layout: SweepLayout, study: StudyStore, persistent: bool, resume: bool,
+               dataset_root: str, t0: float) -> tuple[SweepRecord, Report]:
     if resume and storage.exists(layout.record):
         record = SweepRecord.load(layout.record)
     else:
         record = SweepRecord.new(sweep)
-    run = _Sweep(sweep, layout, record, study, resume, ensure_dataset(dataset_root or storage_root, sweep.data,
+    run = _Sweep(sweep, layout, record, study, resume, ensure_dataset(dataset_root, sweep.data,
                  sweep.model.profile), open_sweep_run(sweep, layout), t0)  # MLflow: None unless a tracking URI is set
     run.save()
 

@@ -295,6 +295,9 @@ def test_a_killed_night_resumes_on_a_new_pod_and_loses_no_trial(s3, tmp_path):
     out = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     assert f"resuming {phase}" in out.stdout, out.stdout[-3000:]
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    # The dead driver's lease on the journal was taken over at once: it ran on this host, in a process now gone.
+    assert "took over the study journal's lease from night 2026-11-27 of smoke" in out.stderr
+    assert "its process is gone" in out.stderr
     rows = read_parquet(f"{root}/nightly/2026-11-27/smoke/results.parquet")
     store = StudyStore(f"{root}/nightly/optuna/smoke.journal")
     for phase in ("stage1", "stage2"):
@@ -357,3 +360,52 @@ def test_a_restored_searcher_lets_a_trial_it_never_suggested_run_without_telling
     assert out.count("trial second is not in the restored searcher state") == 1, out
     told = [t for t in store.trials("s") if t.state.is_finished()]
     assert [(t.state, t.value) for t in told] == [(optuna.trial.TrialState.COMPLETE, 30.0)]
+
+
+@pytest.mark.slow
+def test_a_second_night_on_a_journal_in_use_is_refused_in_one_line_and_the_first_keeps_every_trial(s3, tmp_path,
+                                                                                                   capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    # The overlap the lease is for: a long night still running when the next one starts, on one S3 storage.
+    root = f"s3://{s3.bucket}/overlapping-nights"
+    journal = f"{root}/nightly/optuna/smoke.journal"
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    first = subprocess.Popen([sys.executable, "harness/nightly.py", "--sweep", SMOKE, "--storage", root, "--date",
+                              "2026-12-01"], cwd=ROOT, env={**os.environ, "RAY_TMPDIR": temp}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not storage.exists(f"{journal}.lease") and time.time() < deadline and first.poll() is None:
+            time.sleep(0.5)
+        assert storage.exists(f"{journal}.lease"), "the first night never took the journal's lease"
+        t0 = time.monotonic()
+        rc = nightly.main(["--sweep", SMOKE, "--storage", root, "--date", "2026-12-02"])
+        refused_after = time.monotonic() - t0
+        captured = capsys.readouterr()
+        assert first.poll() is None, "the first night ended before the second was refused"
+        assert rc == cli.EXIT_BAD_INPUT
+        error = captured.err.strip().splitlines()[-1]
+        assert error.startswith(f"error: {journal}: the study journal is in use by night 2026-12-01 of smoke"), error
+        assert "night 2026-12-02" not in captured.out  # refused before Ray: it never announced its night
+        assert refused_after < 30  # the first night's heartbeat (every 15 s) was seen, no wait for its time to live
+        stdout, stderr = first.communicate(timeout=500)
+    except subprocess.TimeoutExpired:
+        os.killpg(first.pid, signal.SIGKILL)
+        stdout, stderr = first.communicate()
+        pytest.fail(f"the first night hung:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert first.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    store = StudyStore(journal)
+    for phase in ("stage1", "stage2"):  # smoke.yaml plans 2 search trials a phase: both kept, both finished
+        assert [t.state for t in store.trials(f"smoke-{phase}")] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert not storage.exists(f"{journal}.lease")  # released at the night's end
+    assert not storage.exists(f"{root}/nightly/2026-12-02")  # the refused night wrote nothing

@@ -1,0 +1,186 @@
+"""One live driver per ``s3://`` study journal: a lease object beside the journal, kept alive by a heartbeat.
+
+A journal on S3 is worked on in a local copy and written back whole after every append (harness/study.py), so two
+drivers on one journal would each write their copy over the other's trials. Optuna's journal file locks cannot
+reach across machines; S3's conditional requests can:
+
+- A driver takes the lease by creating ``<journal>.lease`` only if it does not exist (``If-None-Match: *``). The
+  lease names its holder (sweep, host, process id) and its time to live.
+- While the driver runs, a heartbeat thread rewrites the lease every ``ttl / 4`` seconds, only if it is still the
+  object it wrote last (``If-Match``).
+- A second driver that finds the lease held watches it: renewed meanwhile (within a quarter of its time to live),
+  the holder lives, and the second driver is refused in one line, before it starts Ray; the first one keeps every
+  trial. A database study (``postgresql://``) is the backend for nights that
+  overlap on purpose.
+- A lease not renewed for longer than its time to live is a dead driver's (SIGKILL, a lost pod), and so is one
+  whose holder ran on this host in a process that is gone (a driver killed and resumed here): the next driver
+  takes it over with ``If-Match`` on the stale lease, so two drivers taking over at once cannot both win, and says
+  so on stderr. The age is the endpoint's own (its Date header against the lease's Last-Modified): no two clocks
+  are compared.
+- A holder whose heartbeat finds the lease taken over stops writing the journal (``JournalLease.check``).
+The journal's own writes are conditional too (study.MirroredJournalBackend): a write over a copy this driver did
+not read fails instead of silently dropping the other's trials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+
+from harness import storage
+from harness.errors import HarnessError
+
+DEFAULT_TTL_S = 60.0  # a minute without a heartbeat: a dead driver's lease (the heartbeat writes every 15 s)
+_HELD: dict[str, JournalLease] = {}  # journal URI -> this process's lease on it
+
+
+class LeaseHeld(HarnessError):
+    """Another live driver holds the journal's lease."""
+
+
+class LeaseLost(HarnessError):
+    """This driver's lease was taken over: it must not write the journal again."""
+
+
+class JournalLease:
+    def __init__(self, journal_uri: str, holder: str, ttl_s: float = DEFAULT_TTL_S) -> None:
+        if ttl_s <= 0:
+            raise ValueError(f"lease ttl must be > 0, got {ttl_s}")
+        self.journal_uri, self.uri, self.ttl_s = journal_uri, f"{journal_uri}.lease", ttl_s
+        self.token = uuid.uuid4().hex  # tells this driver's lease from a later one of the same host and pid
+        self.body = {"holder": holder, "host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
+                     "ttl_s": ttl_s, "beat": 0}
+        self.etag: str | None = None
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _encoded(self) -> bytes:
+        return json.dumps(self.body, sort_keys=True).encode()
+
+    def acquire(self) -> JournalLease:
+        """Takes the lease, or takes over a dead holder's; LeaseHeld when a live driver holds it.
+
+        A lease's age alone cannot tell a live holder from one killed just after a heartbeat, so a lease found held
+        is watched: renewed meanwhile, its holder lives (refused, within a quarter of its time to live); not renewed
+        within its time to live, its holder is dead (taken over)."""
+        watched, told = None, False
+        while True:
+            try:
+                self.etag = storage.write_if(self.uri, self._encoded(), None)
+                break
+            except storage.PreconditionFailed:
+                pass
+            current = storage.read_versioned(self.uri)
+            if current.etag is None:  # released between the refused create and the read
+                continue
+            other = _holder(current.data)
+            ttl = float(other.get("ttl_s", DEFAULT_TTL_S))
+            gone = other.get("host") == socket.gethostname() and not _pid_alive(other.get("pid"))
+            if gone or (current.age_s is not None and current.age_s > ttl):
+                try:
+                    self.etag = storage.write_if(self.uri, self._encoded(), current.etag)
+                except storage.PreconditionFailed:  # another driver took it over first: watch that one
+                    watched = None
+                    continue
+                why = "its process is gone" if gone else f"no heartbeat for {current.age_s:.0f} s (time to live {ttl:.0f} s)"
+                print(f"warning: {self.journal_uri}: took over the study journal's lease from {_describe(other)}: {why}",
+                      file=sys.stderr, flush=True)
+                break
+            if watched is not None and current.etag != watched:
+                raise LeaseHeld(f"{self.journal_uri}: the study journal is in use by {_describe(other)}, which renewed "
+                                f"its lease {current.age_s:.0f} s ago; one driver at a time may use an s3:// journal: "
+                                f"wait for that one to end, or give overlapping nights a database study "
+                                f"(--study postgresql://...)")
+            watched = current.etag
+            if not told:
+                print(f"{self.journal_uri}: the study journal's lease is held by {_describe(other)} (renewed "
+                      f"{current.age_s:.0f} s ago); waiting up to {ttl:.0f} s to see whether it is alive",
+                      file=sys.stderr, flush=True)
+                told = True
+            time.sleep(min(5.0, max(0.2, ttl / 20)))
+        _HELD[self.journal_uri] = self
+        self._thread = threading.Thread(target=self._beat, name="journal-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl_s / 4):
+            self.renew()
+
+    def renew(self) -> None:
+        """One heartbeat. A transient S3 error is retried at the next beat (the time to live allows three)."""
+        if self.lost:
+            return
+        self.body["beat"] += 1
+        try:
+            self.etag = storage.write_if(self.uri, self._encoded(), self.etag)
+        except storage.PreconditionFailed:
+            current = storage.read_versioned(self.uri)
+            if current.data is not None and _holder(current.data) == self.body:  # ours: a retried write that landed
+                self.etag = current.etag
+                return
+            self.lost = True
+            print(f"warning: {self.journal_uri}: this driver's lease on the study journal was taken over by "
+                  f"{_describe(_holder(current.data)) if current.data else 'nobody (deleted)'}; it writes the "
+                  f"journal no more", file=sys.stderr, flush=True)
+        except storage.StorageError as exc:
+            print(f"warning: lease heartbeat: {exc}", file=sys.stderr, flush=True)
+
+    def check(self) -> None:
+        if self.lost:
+            raise LeaseLost(f"{self.journal_uri}: this driver's lease on the study journal was taken over by another "
+                            f"driver; its trials since then are not in the study")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if _HELD.get(self.journal_uri) is self:
+            del _HELD[self.journal_uri]
+        if not self.lost and self.etag is not None:
+            try:
+                storage.delete_if(self.uri, self.etag)
+            except storage.StorageError:  # taken over meanwhile, or S3 away: the lease then expires by itself
+                pass
+
+    def __enter__(self) -> JournalLease:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def check_held(journal_uri: str) -> None:
+    """Raises LeaseLost if this process held the journal's lease and lost it (a journal write must stop)."""
+    lease = _HELD.get(journal_uri)
+    if lease is not None:
+        lease.check()
+
+
+def _pid_alive(pid) -> bool:
+    """Whether process ``pid`` of this host runs (a driver killed here and resumed here need not wait out the
+    time to live; on another host only the heartbeat can tell)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError):
+        return True  # someone else's process, or no pid recorded: trust the heartbeat
+    return True
+
+
+def _holder(data: bytes | None) -> dict:
+    try:
+        return json.loads(data or b"{}")
+    except ValueError:
+        return {}
+
+
+def _describe(holder: dict) -> str:
+    return f"{holder.get('holder', 'a driver')} (host {holder.get('host', '?')}, pid {holder.get('pid', '?')})"

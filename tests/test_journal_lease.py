@@ -1,0 +1,126 @@
+"""One live driver per s3:// study journal: the lease (harness/journal_lease.py) and the conditional journal writes
+(harness/study.py), against the S3-compatible test endpoint."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+
+from harness import journal_lease, storage
+from harness.journal_lease import JournalLease, LeaseHeld, LeaseLost
+from harness.study import JournalConflict, StudyStore
+from tests.conftest import ROOT
+
+
+def _journal(s3) -> str:
+    return f"s3://{s3.bucket}/lease-test/{uuid.uuid4().hex[:8]}/study.journal"
+
+
+def _stale_lease(uri: str, host: str, ttl_s: float) -> None:
+    """A lease as a driver on another host leaves it when it dies: never renewed again."""
+    body = {"holder": "night 2026-12-01 of smoke", "host": host, "pid": 1, "token": "dead", "ttl_s": ttl_s, "beat": 3}
+    storage.write_if(f"{uri}.lease", json.dumps(body).encode(), None)
+
+
+def test_a_second_driver_is_refused_while_the_holder_renews_and_takes_the_lease_once_released(s3):
+    uri = _journal(s3)
+    first = JournalLease(uri, "night 2026-12-01 of smoke", ttl_s=2.0).acquire()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(LeaseHeld) as refused:
+            JournalLease(uri, "night 2026-12-02 of smoke", ttl_s=2.0).acquire()
+        # Refused once the holder's heartbeat (every ttl / 4 = 0.5 s) was seen, well inside the time to live.
+        assert time.monotonic() - t0 < 2.0
+        message = str(refused.value)
+        assert "\n" not in message and message.startswith(f"{uri}: the study journal is in use by night 2026-12-01")
+        assert f"pid {os.getpid()}" in message and "--study postgresql://" in message
+    finally:
+        first.release()
+    assert not storage.exists(f"{uri}.lease")  # released: nothing left for the next night to wait on
+    JournalLease(uri, "night 2026-12-02 of smoke", ttl_s=2.0).acquire().release()
+
+
+def test_a_dead_holders_lease_is_taken_over_after_its_time_to_live_and_the_takeover_is_logged(s3, capsys):
+    uri = _journal(s3)
+    _stale_lease(uri, "pod-gone-7f9c", ttl_s=1.0)
+    t0 = time.monotonic()
+    lease = JournalLease(uri, "night 2026-12-02 of smoke", ttl_s=1.0).acquire()
+    try:
+        assert time.monotonic() - t0 >= 1.0  # watched until the dead holder's time to live ran out
+        err = capsys.readouterr().err
+        assert "waiting up to 1 s to see whether it is alive" in err
+        assert (f"{uri}: took over the study journal's lease from night 2026-12-01 of smoke (host pod-gone-7f9c, "
+                f"pid 1): no heartbeat for") in err
+        held = json.loads(storage.read_bytes(f"{uri}.lease"))
+        assert held["token"] == lease.token and held["holder"] == "night 2026-12-02 of smoke"
+    finally:
+        lease.release()
+
+
+def test_a_holder_killed_on_this_host_is_taken_over_at_once(s3, capsys):
+    uri = _journal(s3)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from harness.journal_lease import JournalLease; "
+                               "JournalLease(sys.argv[1], 'night 2026-12-01 of smoke').acquire(); "
+                               "print('held', flush=True); time.sleep(600)", uri],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LeaseHeld):  # alive: its heartbeat (default time to live 60 s, so every 15 s) is seen
+            JournalLease(uri, "night 2026-12-02 of smoke", ttl_s=60.0).acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    t0 = time.monotonic()
+    JournalLease(uri, "night 2026-12-02 of smoke").acquire().release()
+    assert time.monotonic() - t0 < 5.0  # no wait for the 60 s time to live: its process is gone
+    assert f"pid {holder.pid}): its process is gone" in capsys.readouterr().err
+
+
+def test_two_drivers_started_together_get_one_lease(s3):
+    uri = _journal(s3)
+    script = ("import sys, time; from harness.journal_lease import JournalLease, LeaseHeld\n"
+              "try:\n    lease = JournalLease(sys.argv[1], sys.argv[2], ttl_s=2.0).acquire()\n"
+              "except LeaseHeld:\n    print('refused', flush=True); sys.exit(0)\n"
+              "print('held', flush=True); time.sleep(3); lease.release()")
+    drivers = [subprocess.Popen([sys.executable, "-c", script, uri, f"driver {i}"], cwd=ROOT, stdout=subprocess.PIPE,
+                                text=True) for i in range(2)]
+    outcomes = sorted(d.communicate(timeout=60)[0].strip() for d in drivers)
+    assert outcomes == ["held", "refused"]
+
+
+def test_a_holder_whose_lease_was_taken_over_stops_writing_the_journal(s3, capsys):
+    uri = _journal(s3)
+    store = StudyStore(uri)
+    lease = store.hold("night 2026-12-01 of smoke", ttl_s=60.0).acquire()
+    try:
+        study = optuna.create_study(study_name="s", storage=store.storage())
+        study.enqueue_trial({"x": 1.0})
+        # Another driver takes the lease over (as after this one's heartbeat stalled for a whole time to live).
+        storage.write_if(f"{uri}.lease", b'{"holder": "night 2026-12-02 of smoke", "token": "other"}', lease.etag)
+        lease.renew()
+        assert lease.lost and "was taken over by night 2026-12-02 of smoke" in capsys.readouterr().err
+        with pytest.raises(LeaseLost):
+            study.enqueue_trial({"x": 2.0})
+    finally:
+        lease.release()
+    assert journal_lease._HELD == {}
+    assert storage.exists(f"{uri}.lease")  # the new holder's lease is not deleted by the old holder's release
+
+
+def test_a_journal_written_by_another_driver_is_not_written_over(s3):
+    uri = _journal(s3)
+    store = StudyStore(uri)
+    study = optuna.create_study(study_name="s", storage=store.storage())
+    study.enqueue_trial({"x": 1.0})
+    theirs = storage.read_bytes(uri) + b'{"op_code": 0, "worker_id": "theirs", "study_name": "t", "directions": [1]}\n'
+    storage.write_bytes(uri, theirs)  # another driver's write-back, made from the copy this one read
+    with pytest.raises(JournalConflict, match="another driver wrote the study journal since this one read it"):
+        study.enqueue_trial({"x": 2.0})
+    assert storage.read_bytes(uri) == theirs
