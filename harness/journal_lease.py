@@ -18,6 +18,8 @@ reach across machines; S3's conditional requests can:
   so on stderr. The age is the endpoint's own (its Date header against the lease's Last-Modified): no two clocks
   are compared.
 - A holder whose heartbeat finds the lease taken over stops writing the journal (``JournalLease.check``).
+- An endpoint that ignores conditional writes (it lets a second create-only write through) is refused when the
+  lease is taken: there the lease would guard nothing.
 The journal's own writes are conditional too (study.MirroredJournalBackend): a write over a copy this driver did
 not read fails instead of silently dropping the other's trials.
 """
@@ -41,6 +43,10 @@ _HELD: dict[str, JournalLease] = {}  # journal URI -> this process's lease on it
 
 class LeaseHeld(HarnessError):
     """Another live driver holds the journal's lease."""
+
+
+class LeaseUnsupported(HarnessError):
+    """The S3 endpoint does not honour conditional writes."""
 
 
 class LeaseLost(HarnessError):
@@ -69,6 +75,7 @@ class JournalLease:
         A lease's age alone cannot tell a live holder from one killed just after a heartbeat, so a lease found held
         is watched: renewed meanwhile, its holder lives (refused, within a quarter of its time to live); not renewed
         within its time to live, its holder is dead (taken over)."""
+        self._check_conditional_writes()
         watched, told = None, False
         while True:
             try:
@@ -108,6 +115,21 @@ class JournalLease:
         self._thread = threading.Thread(target=self._beat, name="journal-lease", daemon=True)
         self._thread.start()
         return self
+
+    def _check_conditional_writes(self) -> None:
+        """Refuses an endpoint that ignores If-None-Match (some S3-compatible stores do): there a second driver's
+        create would silently replace the lease, and nothing would guard the journal."""
+        probe = f"{self.uri}-probe-{self.token}"
+        storage.write_if(probe, b"", None)
+        try:
+            storage.write_if(probe, b"", None)
+        except storage.PreconditionFailed:
+            return
+        finally:
+            storage.delete(probe)
+        raise LeaseUnsupported(f"{self.journal_uri}: this S3 endpoint ignores conditional writes (If-None-Match), so "
+                               f"the study journal cannot be leased to one driver; keep the study in a database "
+                               f"(--study postgresql://...)")
 
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl_s / 4):

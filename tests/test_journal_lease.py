@@ -124,3 +124,21 @@ def test_a_journal_written_by_another_driver_is_not_written_over(s3):
     with pytest.raises(JournalConflict, match="another driver wrote the study journal since this one read it"):
         study.enqueue_trial({"x": 2.0})
     assert storage.read_bytes(uri) == theirs
+
+
+def test_an_endpoint_that_ignores_conditional_writes_is_refused_in_one_line(s3, monkeypatch):
+    from harness.journal_lease import LeaseUnsupported
+
+    uri = _journal(s3)
+    plain = storage.write_if
+
+    def unconditional(target, data, etag):  # what an S3-compatible store without If-None-Match support does
+        return plain(target, data, None) if not storage.exists(target) else storage.write_bytes(target, data)
+
+    monkeypatch.setattr(storage, "write_if", unconditional)
+    with pytest.raises(LeaseUnsupported) as refused:
+        JournalLease(uri, "night 2026-12-01 of smoke").acquire()
+    assert str(refused.value) == (f"{uri}: this S3 endpoint ignores conditional writes (If-None-Match), so the study "
+                                  f"journal cannot be leased to one driver; keep the study in a database "
+                                  f"(--study postgresql://...)")
+    assert not storage.exists(f"{uri}.lease") and storage.list_files(uri.rsplit("/", 1)[0]) == []  # no probe left
