@@ -88,8 +88,14 @@ def _spread_share(replayed: np.ndarray, live: np.ndarray) -> float | None:
     if not defined.any():
         return None
     low, high = live.min(axis=0), live.max(axis=0)
-    inside = (replayed >= low - 1e-9) & (replayed <= high + 1e-9)
+    inside = (replayed >= low - 1e-5) & (replayed <= high + 1e-5)  # the replay's figures are rounded to 5 decimals
     return round(float(inside[defined].mean()), 3)
+
+
+def _same_share(live: np.ndarray, replayed: np.ndarray) -> float | None:
+    """The share of trial-epochs (where both have an incumbent) at which a live curve equals its same-seed replay."""
+    defined = np.isfinite(live) & np.isfinite(replayed)
+    return round(float((np.abs(live - replayed)[defined] < 1e-5).mean()), 3) if defined.any() else None
 
 
 def _rounded(values) -> list:
@@ -153,9 +159,12 @@ def main_over(args, bench_sweep, run_repetition) -> int:
         rm = replayed["methods"][method]
         median = np.array([np.nan if v is None else v for v in rm["curve_median"]])
         gaps = [g for r in live[method] for g in r["reproduction_gaps"]]
+        same_curves = np.array([on_budget_grid(r["points"], args.budget) for r in same_seed])
         out["methods"][method] = {
             "live_curves": [_rounded(c) for c in live_curves],
-            "same_seed_replay_curves": [_rounded(on_budget_grid(r["points"], args.budget)) for r in same_seed],
+            "same_seed_replay_curves": [_rounded(c) for c in same_curves],
+            "live_equals_same_seed_replay": [_same_share(a, b) for a, b in zip(live_curves, same_curves)],
+            "live_trial_epochs_spent": [r["trial_epochs"] for r in live[method]],
             "replay_median": rm["curve_median"], "replay_q25": rm["curve_q25"], "replay_q75": rm["curve_q75"],
             "replay_median_within_live_spread": _spread_share(median, live_curves),
             "live_final": [r["confirmed_points"][-1][1] if r["confirmed_points"] else None for r in live[method]],

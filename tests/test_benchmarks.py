@@ -213,3 +213,22 @@ def test_inception_throughput_reports_seconds_per_thousand_images():
     figures = json.loads(out.stdout)
     assert figures["images"] == 4 and figures["seconds"] > 0
     assert figures["seconds_per_1000"] == pytest.approx(1000 * figures["seconds"] / 4, rel=0.05)
+
+
+def test_the_live_benchmarks_budget_counts_each_epoch_once():
+    # Tune hands a finished function trainable's last result to the stopper twice (the second time with done=True):
+    # counting reports, a budget of 6 epochs stopped after 5 real ones here.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from search_efficiency import EpochBudget
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    budget = EpochBudget(6)
+    for trial in ("a", "b"):
+        for epoch in (1, 2):
+            budget(trial, {"training_iteration": epoch})
+        budget(trial, {"training_iteration": 2, "done": True})  # the duplicate final result
+    assert budget.spent == 4 and not budget.stop_all()
+    budget("c", {"training_iteration": 1})
+    budget("c", {"training_iteration": 2})
+    assert budget.spent == 6 and budget.stop_all()
