@@ -30,14 +30,15 @@ print(sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("slot")))
 
 def _wait_for_slot_nodes(env: dict, count: int, timeout_s: float = 120) -> None:
     """Returns once ``count`` live nodes offer the trial slot (a node takes seconds to register)."""
-    deadline = time.time() + timeout_s
+    deadline, seen = time.time() + timeout_s, ""
     while time.time() < deadline:
         out = subprocess.run([sys.executable, "-c", COUNT_SLOT_NODES], env=env, capture_output=True, text=True,
                              timeout=120)
-        if out.returncode == 0 and out.stdout.strip().splitlines()[-1] == str(count):
+        seen = out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else out.stderr[-1500:]
+        if seen == str(count):
             return
         time.sleep(1)
-    raise AssertionError(f"{count} slot node(s) did not register within {timeout_s} s")
+    raise AssertionError(f"{count} slot node(s) did not register within {timeout_s} s; last count: {seen}")
 
 
 def _kill_tree(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:

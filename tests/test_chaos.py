@@ -1,0 +1,202 @@
+"""A chaos soak: one sweep on a local cluster (a head and 2 `ray start` nodes on 127.0.0.1, token auth on) with its
+storage on the S3 test endpoint survives, in the same run, trial processes SIGKILLed every 20-30 s, a node killed
+and replaced, and a 15-second outage of the S3 endpoint.
+
+The head offers no trial `slot`, so trials run on the two nodes. The chaos starts once the first trial has written
+a checkpoint, and runs one event at a time, 20-30 s apart (seeded): kills of a trial process (at most 5, never the
+same trial twice in a row), the death of a whole node (every process of it, by PID) and a new node joining in its
+place, and the endpoint going away for 15 s (tests/tcp_proxy.py: every connection reset, as a dead endpoint does).
+The sweep must exit 0 with every planned trial of both phases finished, results.parquet and the report complete,
+and nothing the test started left running.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import psutil
+import pytest
+
+from harness import storage
+from harness.results import read_parquet
+from tests.conftest import ROOT, free_port, stop_processes_naming, token_auth_env, write_sweep
+from tests.tcp_proxy import TcpProxy
+from tests.test_node_failure import _kill_tree, _wait_for_slot_nodes
+
+MAX_TRIAL_KILLS = 5
+OUTAGE_S = 15.0
+PLANNED = {("stage1", "search"): 2, ("stage1", "confirm"): 4, ("stage2", "search"): 2, ("stage2", "confirm"): 4}
+
+
+def _trial_processes(nodes: list[subprocess.Popen]) -> dict[str, psutil.Process]:
+    """The live trial processes on the nodes, by Tune trial name (a trial process works in its trial's directory)."""
+    found = {}
+    for node in nodes:
+        try:
+            family = psutil.Process(node.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for p in family:
+            try:
+                if "ImplicitFunc" in p.name() or "ImplicitFunc" in " ".join(p.cmdline()):
+                    trial = os.path.basename(p.cwd())
+                    if trial.startswith("stage_trial_"):
+                        found[trial] = p
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+    return found
+
+
+class Chaos:
+    """The faults, one at a time, 20-30 s apart, while the driver runs."""
+
+    def __init__(self, rng: random.Random, proxy: TcpProxy, nodes: list[subprocess.Popen], add_node, driver) -> None:
+        self.rng, self.proxy, self.nodes, self.add_node, self.driver = rng, proxy, nodes, add_node, driver
+        self.log: list[tuple[float, str]] = []
+        self.stop = threading.Event()
+        self.last_killed: str | None = None
+
+    def run(self) -> None:
+        events = ["trial", "node", "trial", "outage", "trial", "trial", "trial"]
+        for event in events:
+            if self.stop.wait(self.rng.uniform(20, 30)) or self.driver.poll() is not None:
+                return
+            if event == "trial":
+                self.kill_a_trial()
+            elif event == "node":
+                victim = self.nodes[0]
+                _kill_tree(victim)  # the machine is gone: raylet, object store, trial processes
+                self.nodes.remove(victim)
+                self.nodes.append(self.add_node())
+                self.log.append((time.time(), "node killed and replaced"))
+            else:
+                self.proxy.down()
+                self.stop.wait(OUTAGE_S)
+                self.proxy.up()
+                self.log.append((time.time(), f"S3 endpoint down for {OUTAGE_S:.0f} s"))
+
+    def kill_a_trial(self) -> None:
+        deadline = time.time() + 15  # between phases, or while Tune reschedules, no trial may be running yet
+        while not (running := {t: p for t, p in _trial_processes(self.nodes).items() if t != self.last_killed}):
+            if time.time() > deadline or self.stop.wait(0.5):
+                self.log.append((time.time(), "no trial process to kill"))
+                return
+        trial = self.rng.choice(sorted(running))
+        try:
+            running[trial].kill()
+        except psutil.NoSuchProcess:
+            return
+        self.last_killed = trial
+        self.log.append((time.time(), f"killed trial {trial}"))
+
+
+@pytest.fixture()
+def cluster(tmp_path):
+    temp = tempfile.mkdtemp(prefix="chaos-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
+    env = token_auth_env(tmp_path)
+    port = free_port()
+    subprocess.run(["ray", "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                    f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=false"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    nodes: list[subprocess.Popen] = []
+
+    def add_node() -> subprocess.Popen:
+        """A node with 1 trial slot, its processes children of this one (--block), so they end by PID. Two nodes on
+        one IP need ports of their own: the agents' defaults are fixed (52365...), and the second node to start
+        then never registered, 2 times of 3."""
+        ports = [f"--{name}={free_port()}" for name in (
+            "node-manager-port", "object-manager-port", "metrics-export-port", "runtime-env-agent-port",
+            "dashboard-agent-listen-port", "dashboard-agent-grpc-port")]
+        log = open(tmp_path / f"node-{len(nodes)}.log", "w")
+        node = subprocess.Popen(["ray", "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
+                                 "--num-cpus=1", '--resources={"slot": 1}', "--disable-usage-stats", *ports, "--block"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        nodes.append(node)
+        return node
+
+    try:
+        yield {"env": {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}, "add_node": add_node, "nodes": nodes,
+               "temp": temp}
+    finally:
+        for node in list(nodes):
+            _kill_tree(node, signal.SIGTERM)
+        stop_processes_naming(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_sweep_survives_killed_trials_a_lost_node_and_an_s3_outage_at_once(cluster, s3, tmp_path):
+    seed = int(os.environ.get("CHAOS_SEED", "0"))  # the soak's schedule; a failure names the seed that found it
+    root = f"s3://{s3.bucket}/chaos-{seed}-{os.getpid()}-{time.time_ns()}"
+    sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "sweep.yaml",
+                        **{"name": "chaos", "data.n": 1200, "stage1.epochs": 6, "stage2.epochs": 3,
+                           "search.scheduler": "none",
+                           "search.max_concurrent": 2, "search.max_failures": 4,
+                           "resources.custom_resources_per_worker": {"slot": 1}})
+    proxy = TcpProxy(s3.port)
+    env = {**cluster["env"], "AWS_ENDPOINT_URL": proxy.endpoint, "PYTHONUNBUFFERED": "1"}
+    cluster["add_node"]()
+    cluster["add_node"]()
+    _wait_for_slot_nodes(cluster["env"], 2)
+    t0 = time.time()
+    driver = subprocess.Popen([sys.executable, "harness/tune.py", "--sweep", sweep, "--storage", root], cwd=ROOT,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(driver.stdout), daemon=True)
+    reader.start()
+    chaos = Chaos(random.Random(seed), proxy, cluster["nodes"], cluster["add_node"], driver)
+    try:
+        deadline = time.time() + 300
+        while driver.poll() is None and time.time() < deadline and not _any_checkpoint(s3, root):
+            time.sleep(0.5)
+        assert driver.poll() is None, "".join(output)[-4000:]
+        agent = threading.Thread(target=chaos.run, daemon=True)
+        agent.start()
+        driver.wait(timeout=1500)
+    finally:
+        chaos.stop.set()
+        if driver.poll() is None:
+            _kill_tree(driver)
+        reader.join(timeout=30)
+        proxy.close()
+    out = "".join(output)
+    wall = time.time() - t0
+    events = [e for _, e in chaos.log]
+    print(f"chaos seed {seed}: {wall:.0f} s, events {events}")
+    assert driver.returncode == 0, f"seed {seed}, events {events}\n{out[-5000:]}"
+    assert sum(e.startswith("killed trial") for e in events) >= 3, f"too few trial kills landed: {events}"
+    assert "node killed and replaced" in events and f"S3 endpoint down for {OUTAGE_S:.0f} s" in events, events
+    assert proxy.refused > 0, "nothing touched storage during the outage"
+    rows = read_parquet(f"{root}/chaos/results.parquet")
+    for (phase, source), planned in PLANNED.items():
+        finished = {r["trial_id"] for r in rows if r["phase"] == phase and r["source"] == source
+                    and r["status"] == "finished"}
+        assert len(finished) == planned, (phase, source, finished, events)
+    assert "planned trials done" in storage.read_bytes(f"{root}/chaos/report/leaderboard.md").decode()
+    assert storage.exists(f"{root}/chaos/report/leaderboard.html")
+    # Nothing left behind: the cluster's processes end with it, and none outlives it.
+    for node in list(cluster["nodes"]):
+        _kill_tree(node, signal.SIGTERM)
+    stop_processes_naming(cluster["temp"])
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if cluster["temp"] in " ".join(p.info["cmdline"] or [])]
+    assert not left and not [n.pid for n in cluster["nodes"] if psutil.pid_exists(n.pid)
+                             and psutil.Process(n.pid).status() != psutil.STATUS_ZOMBIE], left
+
+
+def _any_checkpoint(s3, root: str) -> bool:
+    import boto3
+
+    prefix = root.split(f"s3://{s3.bucket}/", 1)[1] + "/chaos/trials/"
+    client = boto3.client("s3", endpoint_url=s3.endpoint)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3.bucket, Prefix=prefix).get("Contents", [])]
+    return any(k.endswith("/COMMITTED") for k in keys)
