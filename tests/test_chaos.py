@@ -144,9 +144,9 @@ def test_a_sweep_survives_killed_trials_a_lost_node_and_an_s3_outage_at_once(clu
                            "resources.custom_resources_per_worker": {"slot": 1}})
     proxy = TcpProxy(s3.port)
     env = {**cluster["env"], "AWS_ENDPOINT_URL": proxy.endpoint, "PYTHONUNBUFFERED": "1"}
-    cluster["add_node"]()
-    cluster["add_node"]()
-    _wait_for_slot_nodes(cluster["env"], 2)
+    for count in (1, 2):  # one at a time: a second `ray start` begun beside the first took 90 s to come up
+        cluster["add_node"]()
+        _wait_for_slot_nodes(cluster["env"], count, timeout_s=300)
     t0 = time.time()
     driver = subprocess.Popen([sys.executable, "harness/tune.py", "--sweep", sweep, "--storage", root], cwd=ROOT,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
