@@ -376,7 +376,9 @@ def test_a_second_night_on_a_journal_in_use_is_refused_in_one_line_and_the_first
     root = f"s3://{s3.bucket}/overlapping-nights"
     journal = f"{root}/nightly/optuna/smoke.journal"
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    first = subprocess.Popen([sys.executable, "harness/nightly.py", "--sweep", SMOKE, "--storage", root, "--date",
+    # No early stopping: every trial the first night keeps is COMPLETE (ASHA would leave one PRUNED).
+    sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "smoke.yaml", **{"search.scheduler": "none"})
+    first = subprocess.Popen([sys.executable, "harness/nightly.py", "--sweep", sweep, "--storage", root, "--date",
                               "2026-12-01"], cwd=ROOT, env={**os.environ, "RAY_TMPDIR": temp}, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -385,7 +387,7 @@ def test_a_second_night_on_a_journal_in_use_is_refused_in_one_line_and_the_first
             time.sleep(0.5)
         assert storage.exists(f"{journal}.lease"), "the first night never took the journal's lease"
         t0 = time.monotonic()
-        rc = nightly.main(["--sweep", SMOKE, "--storage", root, "--date", "2026-12-02"])
+        rc = nightly.main(["--sweep", sweep, "--storage", root, "--date", "2026-12-02"])
         refused_after = time.monotonic() - t0
         captured = capsys.readouterr()
         assert first.poll() is None, "the first night ended before the second was refused"
