@@ -266,3 +266,16 @@ def smoke_sweep(ray_local, s3, tmp_path_factory):
     assert code == 0, out.getvalue()[-3000:] + err.getvalue()[-3000:]
     return types.SimpleNamespace(root=root, sweep=f"{root}/smoke", out=out.getvalue(), err=err.getvalue(),
                                  mlflow_uri=f"sqlite:///{mlflow_dir / 'mlflow.db'}", ray_temp=ray_local)
+
+
+def communicate_or_fail(proc, timeout: float, what: str) -> tuple[str, str]:
+    """``proc.communicate()`` within ``timeout`` (well inside pytest's own, so a hang fails with what the process
+    printed); on a timeout its process group (it was started with start_new_session) is SIGKILLed and the test fails."""
+    import signal
+
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{what} hung:\n{(stdout or '')[-4000:]}\n{(stderr or '')[-4000:]}")

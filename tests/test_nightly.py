@@ -18,7 +18,7 @@ from harness.results import read_parquet
 from harness.searcher import make_searcher
 from harness.study import StudyStore
 from models import Stage1Config, Stage1Generator, Stage2Config, Stage2Generator
-from tests.conftest import ROOT, search_trial_ends, write_sweep
+from tests.conftest import ROOT, communicate_or_fail, search_trial_ends, write_sweep
 
 SMOKE = str(ROOT / "search_spaces" / "smoke.yaml")
 FID, FIDELITY = Objective("fid"), Objective("fidelity")
@@ -284,12 +284,7 @@ def test_a_killed_night_resumes_on_a_new_pod_and_loses_no_trial(s3, tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, env=second_pod, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        # Well inside pytest's own timeout, so a hung night fails with what it printed.
-        stdout, stderr = proc.communicate(timeout=420)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"the resumed night hung:\n{stdout[-4000:]}\n{stderr[-4000:]}")
+        stdout, stderr = communicate_or_fail(proc, 420, "the resumed night")
     finally:
         shutil.rmtree(second_pod["TMPDIR"], ignore_errors=True)
     out = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
@@ -396,11 +391,7 @@ def test_a_second_night_on_a_journal_in_use_is_refused_in_one_line_and_the_first
         assert error.startswith(f"error: {journal}: the study journal is in use by night 2026-12-01 of smoke"), error
         assert "night 2026-12-02" not in captured.out  # refused before Ray: it never announced its night
         assert refused_after < 30  # the first night's heartbeat (every 15 s) was seen, no wait for its time to live
-        stdout, stderr = first.communicate(timeout=500)
-    except subprocess.TimeoutExpired:
-        os.killpg(first.pid, signal.SIGKILL)
-        stdout, stderr = first.communicate()
-        pytest.fail(f"the first night hung:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+        stdout, stderr = communicate_or_fail(first, 500, "the first night")
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)

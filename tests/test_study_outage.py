@@ -15,7 +15,7 @@ import optuna
 import pytest
 
 from harness.study import StudyStore
-from tests.conftest import ROOT
+from tests.conftest import ROOT, communicate_or_fail
 from tests.postgres_server import available, running_postgres
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL's initdb and pg_ctl are not installed "
@@ -67,11 +67,7 @@ def test_a_night_whose_study_database_restarts_mid_night_finishes_with_every_tri
             pg.stop()
             time.sleep(8)
             pg.start()
-            stdout, stderr = night.communicate(timeout=500)
-        except subprocess.TimeoutExpired:
-            os.killpg(night.pid, signal.SIGKILL)
-            stdout, stderr = night.communicate()
-            pytest.fail(f"the night hung:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+            stdout, stderr = communicate_or_fail(night, 500, "the night")
         finally:
             if night.poll() is None:
                 os.killpg(night.pid, signal.SIGKILL)
