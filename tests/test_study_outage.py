@@ -15,7 +15,7 @@ import optuna
 import pytest
 
 from harness.study import StudyStore
-from tests.conftest import ROOT, communicate_or_fail
+from tests.conftest import ROOT, communicate_or_fail, write_sweep
 from tests.postgres_server import available, running_postgres
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL's initdb and pg_ctl are not installed "
@@ -51,9 +51,12 @@ def test_a_restarted_database_and_a_short_outage_keep_every_trial(capsys):
 def test_a_night_whose_study_database_restarts_mid_night_finishes_with_every_trial(tmp_path):
     with running_postgres() as pg:
         root = tmp_path / "runs"
+        # No early stopping: every trial is COMPLETE (ASHA stops one of smoke.yaml's 2 now and then: PRUNED).
+        sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "smoke.yaml",
+                            **{"search.scheduler": "none"})
         temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
         night = subprocess.Popen(
-            [sys.executable, "harness/nightly.py", "--sweep", "search_spaces/smoke.yaml", "--storage", str(root),
+            [sys.executable, "harness/nightly.py", "--sweep", sweep, "--storage", str(root),
              "--date", "2026-12-01", "--study", pg.url], cwd=ROOT, env={**os.environ, "RAY_TMPDIR": temp},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
