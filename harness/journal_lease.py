@@ -26,6 +26,8 @@ not read fails instead of silently dropping the other's trials.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -53,11 +55,18 @@ class LeaseLost(HarnessError):
     """This driver's lease was taken over: it must not write the journal again."""
 
 
+_JOURNAL_ADVICE = ("one driver at a time may use an s3:// journal: wait for that one to end, or give overlapping "
+                   "nights a database study (--study postgresql://...)")
+
+
 class JournalLease:
-    def __init__(self, journal_uri: str, holder: str, ttl_s: float = DEFAULT_TTL_S) -> None:
+    def __init__(self, journal_uri: str, holder: str, ttl_s: float = DEFAULT_TTL_S, what: str = "the study journal",
+                 advice: str = _JOURNAL_ADVICE) -> None:
+        """``what`` and ``advice`` word the messages: a lease also guards the nightly leaderboard (``exclusive``)."""
         if ttl_s <= 0:
             raise ValueError(f"lease ttl must be > 0, got {ttl_s}")
         self.journal_uri, self.uri, self.ttl_s = journal_uri, f"{journal_uri}.lease", ttl_s
+        self.what, self.advice = what, advice
         self.token = uuid.uuid4().hex  # tells this driver's lease from a later one of the same host and pid
         self.body = {"holder": holder, "host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
                      "ttl_s": ttl_s, "beat": 0}
@@ -69,14 +78,16 @@ class JournalLease:
     def _encoded(self) -> bytes:
         return json.dumps(self.body, sort_keys=True).encode()
 
-    def acquire(self) -> JournalLease:
+    def acquire(self, wait_s: float = 0.0) -> JournalLease:
         """Takes the lease, or takes over a dead holder's; LeaseHeld when a live driver holds it.
 
         A lease's age alone cannot tell a live holder from one killed just after a heartbeat, so a lease found held
-        is watched: renewed meanwhile, its holder lives (refused, within a quarter of its time to live); not renewed
-        within its time to live, its holder is dead (taken over)."""
+        is watched: renewed meanwhile, its holder lives (refused, within a quarter of its time to live; or, with
+        ``wait_s``, waited for until it releases the lease, for up to ``wait_s`` seconds); not renewed within its
+        time to live, its holder is dead (taken over)."""
         self._check_conditional_writes()
         watched, told = None, False
+        give_up = time.monotonic() + wait_s
         while True:
             try:
                 self.etag = storage.write_if(self.uri, self._encoded(), None)
@@ -96,19 +107,18 @@ class JournalLease:
                     watched = None
                     continue
                 why = "its process is gone" if gone else f"no heartbeat for {current.age_s:.0f} s (time to live {ttl:.0f} s)"
-                print(f"warning: {self.journal_uri}: took over the study journal's lease from {_describe(other)}: {why}",
+                print(f"warning: {self.journal_uri}: took over {self.what}'s lease from {_describe(other)}: {why}",
                       file=sys.stderr, flush=True)
                 break
-            if watched is not None and current.etag != watched:
-                raise LeaseHeld(f"{self.journal_uri}: the study journal is in use by {_describe(other)}, which renewed "
-                                f"its lease {current.age_s:.0f} s ago; one driver at a time may use an s3:// journal: "
-                                f"wait for that one to end, or give overlapping nights a database study "
-                                f"(--study postgresql://...)")
+            if watched is not None and current.etag != watched and time.monotonic() >= give_up:
+                raise LeaseHeld(f"{self.journal_uri}: {self.what} is in use by {_describe(other)}, which renewed "
+                                f"its lease {current.age_s:.0f} s ago; {self.advice}")
             watched = current.etag
             if not told:
-                print(f"{self.journal_uri}: the study journal's lease is held by {_describe(other)} (renewed "
-                      f"{current.age_s:.0f} s ago); waiting up to {ttl:.0f} s to see whether it is alive",
-                      file=sys.stderr, flush=True)
+                wait = (f"waiting up to {wait_s:.0f} s for it to finish" if wait_s else
+                        f"waiting up to {ttl:.0f} s to see whether it is alive")
+                print(f"{self.journal_uri}: {self.what}'s lease is held by {_describe(other)} (renewed "
+                      f"{current.age_s:.0f} s ago); {wait}", file=sys.stderr, flush=True)
                 told = True
             time.sleep(min(5.0, max(0.2, ttl / 20)))
         _HELD[self.journal_uri] = self
@@ -128,7 +138,7 @@ class JournalLease:
         finally:
             storage.delete(probe)
         raise LeaseUnsupported(f"{self.journal_uri}: this S3 endpoint ignores conditional writes (If-None-Match), so "
-                               f"the study journal cannot be leased to one driver; keep the study in a database "
+                               f"{self.what} cannot be leased to one driver; keep the study in a database "
                                f"(--study postgresql://...)")
 
     def _beat(self) -> None:
@@ -148,16 +158,16 @@ class JournalLease:
                 self.etag = current.etag
                 return
             self.lost = True
-            print(f"warning: {self.journal_uri}: this driver's lease on the study journal was taken over by "
-                  f"{_describe(_holder(current.data)) if current.data else 'nobody (deleted)'}; it writes the "
-                  f"journal no more", file=sys.stderr, flush=True)
+            print(f"warning: {self.journal_uri}: this driver's lease on {self.what} was taken over by "
+                  f"{_describe(_holder(current.data)) if current.data else 'nobody (deleted)'}; it writes it no "
+                  f"more", file=sys.stderr, flush=True)
         except storage.StorageError as exc:
             print(f"warning: lease heartbeat: {exc}", file=sys.stderr, flush=True)
 
     def check(self) -> None:
         if self.lost:
-            raise LeaseLost(f"{self.journal_uri}: this driver's lease on the study journal was taken over by another "
-                            f"driver; its trials since then are not in the study")
+            raise LeaseLost(f"{self.journal_uri}: this driver's lease on {self.what} was taken over by another "
+                            f"driver; what it wrote since then is not kept")
 
     def release(self) -> None:
         self._stop.set()
@@ -176,6 +186,25 @@ class JournalLease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def exclusive(uri: str, holder: str, what: str, wait_s: float = 600.0):
+    """One driver at a time through a short read-modify-write of ``uri`` (the nightly leaderboard's files, which two
+    overlapping nights on a database study both update): on S3 by a lease beside it, waiting while another live
+    driver holds it; on a local path by an OS file lock beside it (drivers of one storage root on one host)."""
+    if storage.is_s3(uri):
+        lease = JournalLease(uri, holder, what=what, advice=f"it did not finish within {wait_s:.0f} s")
+        lease.acquire(wait_s=wait_s)
+        try:
+            yield
+        finally:
+            lease.release()
+        return
+    os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
+    with open(f"{uri}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, and by the kernel if this process dies
+        yield
 
 
 def check_held(journal_uri: str) -> None:

@@ -6,6 +6,7 @@
     leaderboard.md / leaderboard.html   both tables, the trend plot, a regression banner
     trend.png        best value per night and the all-time best (pages drawn by harness/report/nightly_board.py)
     best/            the all-time best checkpoint (stage2/ and the stage1/ it refines), best.json
+    nights.parquet.lease / .lock   held while a night writes these (one night at a time: journal_lease.exclusive)
 
 Quality is Objective.quality: the objective for objectives to maximise (caption fidelity, Inception Score)
 and 1 / objective for FID and KID, so "quality per GPU-hour" is larger when better for every objective. A KID at
@@ -17,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from harness import checkpoint, storage
+from harness import checkpoint, journal_lease, storage
 from harness.errors import HarnessError
 from harness.objective import Objective
 from harness.report import Report
@@ -126,7 +127,16 @@ class Leaderboard:
 
     def record_night(self, date: str, report: Report, night: SweepLayout, wall_seconds: float, seed: int,
                      margin: float, budget_ended: list[str] = ()) -> NightOutcome:
-        """Adds (or replaces) tonight's rows, judges regression, promotes a new all-time best, renders."""
+        """Adds (or replaces) tonight's rows, judges regression, promotes a new all-time best, renders.
+
+        The files are read, changed and written whole, so one night at a time does it: two nights that overlap on
+        a database study would otherwise each write their copy over the other's row."""
+        with journal_lease.exclusive(storage.join(self.uri, "nights.parquet"), f"night {date} of {self.sweep_name}",
+                                     "the leaderboard"):
+            return self._record_night(date, report, night, wall_seconds, seed, margin, budget_ended)
+
+    def _record_night(self, date: str, report: Report, night: SweepLayout, wall_seconds: float, seed: int,
+                      margin: float, budget_ended: list[str]) -> NightOutcome:
         if not report.ranked:
             raise HarnessError(f"{night.uri}: the night has no ranked trial")
         objective, key = self.objective, self.objective.key

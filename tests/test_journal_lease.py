@@ -142,3 +142,28 @@ def test_an_endpoint_that_ignores_conditional_writes_is_refused_in_one_line(s3, 
                                   f"journal cannot be leased to one driver; keep the study in a database "
                                   f"(--study postgresql://...)")
     assert not storage.exists(f"{uri}.lease") and storage.list_files(uri.rsplit("/", 1)[0]) == []  # no probe left
+
+
+_READ_MODIFY_WRITE = """
+import json, sys, time
+from harness import journal_lease, storage
+uri, me = sys.argv[1], sys.argv[2]
+with journal_lease.exclusive(uri, f"night {me}", "the leaderboard"):
+    rows = json.loads(storage.read_bytes(uri)) if storage.exists(uri) else []
+    time.sleep(0.5)  # as a night renders its board between reading and writing: without the lock, rows are lost
+    storage.write_bytes(uri, json.dumps(rows + [me]).encode())
+"""
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_nights_writing_the_leaderboard_at_once_take_turns_and_keep_every_row(where, s3, tmp_path):
+    uri = (f"s3://{s3.bucket}/lease-test/{uuid.uuid4().hex[:8]}/leaderboard/nights.json" if where == "s3"
+           else str(tmp_path / "leaderboard" / "nights.json"))
+    writers = [subprocess.Popen([sys.executable, "-c", _READ_MODIFY_WRITE, uri, f"2026-12-0{i}"], cwd=ROOT,
+                                stderr=subprocess.PIPE, text=True) for i in range(1, 5)]
+    errs = [w.communicate(timeout=120)[1] for w in writers]
+    assert [w.returncode for w in writers] == [0] * 4, errs
+    assert sorted(json.loads(storage.read_bytes(uri))) == [f"2026-12-0{i}" for i in range(1, 5)]
+    if where == "s3":
+        assert not storage.exists(f"{uri}.lease")  # the last one released it
+        assert any("the leaderboard's lease is held by night 2026-12-0" in e and "for it to finish" in e for e in errs)
