@@ -14,8 +14,9 @@ import time
 import optuna
 import pytest
 
+from harness.results import read_parquet
 from harness.study import StudyStore
-from tests.conftest import ROOT, communicate_or_fail, write_sweep
+from tests.conftest import ROOT, write_sweep
 from tests.postgres_server import available, running_postgres
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL's initdb and pg_ctl are not installed "
@@ -48,36 +49,64 @@ def test_a_restarted_database_and_a_short_outage_keep_every_trial(capsys):
 
 
 @pytest.mark.slow
-def test_a_night_whose_study_database_restarts_mid_night_finishes_with_every_trial(tmp_path):
+def test_two_nights_at_once_on_a_study_database_that_restarts_mid_night_keep_every_trial(tmp_path):
+    # Two nights of one sweep overlap (a long night and the next, started 5 s apart) on one PostgreSQL study and one
+    # storage root, and the database goes down for 8 s while both train. Both finish; the study keeps every trial of
+    # both; the leaderboard keeps both nights.
+    dates = ("2026-12-01", "2026-12-02")
     with running_postgres() as pg:
         root = tmp_path / "runs"
         # No early stopping: every trial is COMPLETE (ASHA stops one of smoke.yaml's 2 now and then: PRUNED).
         sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "smoke.yaml",
                             **{"search.scheduler": "none"})
-        temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-        night = subprocess.Popen(
-            [sys.executable, "harness/nightly.py", "--sweep", sweep, "--storage", str(root),
-             "--date", "2026-12-01", "--study", pg.url], cwd=ROOT, env={**os.environ, "RAY_TMPDIR": temp},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        nights, logs = [], []
         try:
-            # Down for 8 s once the first Stage-I evaluation is written: the searcher hears of every evaluation, so
-            # calls land in the outage.
+            for i, date in enumerate(dates):
+                if i:
+                    time.sleep(5)
+                temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # each night its own local Ray
+                logs.append((open(tmp_path / f"{date}.out", "w+"), open(tmp_path / f"{date}.err", "w+")))
+                nights.append(subprocess.Popen(
+                    [sys.executable, "harness/nightly.py", "--sweep", sweep, "--storage", str(root), "--date", date,
+                     "--study", pg.url], cwd=ROOT, env={**os.environ, "RAY_TMPDIR": temp}, stdout=logs[-1][0],
+                    stderr=logs[-1][1], text=True, start_new_session=True))
+            # Down for 8 s once both nights have written a Stage-I evaluation: their searchers hear of every
+            # evaluation, so calls land in the outage.
             deadline = time.time() + 300
-            trials = root / "nightly" / "2026-12-01" / "smoke" / "trials"
-            while not list(trials.glob("*/stage1/metrics/epoch-*.json")) and time.time() < deadline:
-                assert night.poll() is None, night.communicate()
+            trials = [root / "nightly" / date / "smoke" / "trials" for date in dates]
+            while not all(list(t.glob("*/stage1/metrics/epoch-*.json")) for t in trials) and time.time() < deadline:
+                assert all(n.poll() is None for n in nights), _printed(logs)
                 time.sleep(0.2)
             pg.stop()
             time.sleep(8)
             pg.start()
-            stdout, stderr = communicate_or_fail(night, 500, "the night")
+            for night in nights:
+                night.wait(timeout=max(1.0, deadline + 400 - time.time()))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"a night hung:\n{_printed(logs)}")
         finally:
-            if night.poll() is None:
-                os.killpg(night.pid, signal.SIGKILL)
-                night.wait()
-        assert night.returncode == 0, stdout[-3000:] + stderr[-3000:]
-        assert "the study database is unreachable; retrying" in stderr and "the study database is back" in stderr
+            for night in nights:
+                if night.poll() is None:
+                    os.killpg(night.pid, signal.SIGKILL)
+                    night.wait()
+        printed = _printed(logs)
+        assert [n.returncode for n in nights] == [0, 0], printed
+        for (out, err), date in zip(logs, dates):
+            out.seek(0), err.seek(0)
+            stdout, stderr = out.read(), err.read()
+            assert "the study database is unreachable; retrying" in stderr and "the study database is back" in stderr
+            assert "Stage-I search: 2 of 2 planned trials done" in stdout, (date, stdout[-3000:])
         store = StudyStore(pg.url)
-        for phase in ("stage1", "stage2"):  # smoke.yaml plans 2 search trials a phase
-            assert [t.state for t in store.trials(f"smoke-{phase}")] == [optuna.trial.TrialState.COMPLETE] * 2
-        assert "Stage-I search: 2 of 2 planned trials done" in stdout
+        for phase in ("stage1", "stage2"):  # smoke.yaml plans 2 search trials a phase, a night
+            assert [t.state for t in store.trials(f"smoke-{phase}")] == [optuna.trial.TrialState.COMPLETE] * 4
+    board = read_parquet(str(root / "leaderboard" / "nights.parquet"))
+    assert sorted(r["date"] for r in board) == list(dates)  # neither night wrote its copy over the other's
+
+
+def _printed(logs) -> str:
+    text = []
+    for out, err in logs:
+        for f in (out, err):
+            f.flush(), f.seek(0)
+            text.append(f"--- {f.name}\n{f.read()[-3000:]}")
+    return "\n".join(text)
