@@ -138,11 +138,12 @@ def cluster(tmp_path):
         shutil.rmtree(temp, ignore_errors=True)
 
 
-# The sweep's size. The faults need about 150 s of sweep after the first checkpoint (5 events 20-30 s apart, one of
+# The sweep's size. The faults need 115-165 s of sweep after the first checkpoint (5 events 20-30 s apart, one of
 # them a 15-s outage), and how long a sweep of fixed size lasts depends on the machine: this one ran 190-240 s on a
-# 2-core AMD EPYC VM, faults included, and 64 s on a 2-core Intel Xeon one, where only 2 faults landed.
+# 2-core AMD EPYC VM, faults included, and 59-76 s on a 2-core Intel Xeon one, where 1-2 faults landed. A rerun
+# aims at CHAOS_WINDOW_S of sweep without faults (at 3x, 164 s with them landed exactly the 5 events needed).
 EPOCHS = {"stage1": 6, "stage2": 3}
-CHAOS_WINDOW_S = 150.0
+CHAOS_WINDOW_S = 200.0
 
 
 @pytest.mark.slow

@@ -13,9 +13,9 @@ import pytest
 from harness.config import load_sweep
 from harness.config_fields import replaced
 from harness.errors import ConfigError
-from harness.mlflow_log import SweepRun, check_tracking, redacted
+from harness.mlflow_log import SWEEP_REQUEST_ENV, SweepRun, check_tracking, redacted
 from harness.run_layout import SweepLayout
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, write_sweep
 
 SMOKE = load_sweep(str(ROOT / "search_spaces" / "smoke.yaml"))
 
@@ -166,3 +166,90 @@ def test_a_deleted_experiment_or_an_unknown_experiment_id_is_refused_in_one_line
     no_tracking_env.setenv("MLFLOW_EXPERIMENT_ID", kept)  # an id that exists wins, as in Ray's logger
     run = SweepRun(SMOKE, SweepLayout(str(tmp_path / "runs"), SMOKE.name), uri)
     assert run.experiment_id == kept
+
+
+class MlflowServer:
+    """``mlflow server`` (sqlite backend) on a free 127.0.0.1 port, in its own process group so that stopping it
+    ends its workers too."""
+
+    def __init__(self, workdir) -> None:
+        self.port, self.workdir = free_port(), workdir
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self) -> None:
+        import urllib.request
+
+        self.proc = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{self.workdir}/mlflow.db"],
+            cwd=self.workdir, stdout=open(self.workdir / "server.log", "w"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert self.proc.poll() is None, (self.workdir / "server.log").read_text()[-3000:]
+            try:
+                if urllib.request.urlopen(f"{self.uri}/health", timeout=2).read() == b"OK":
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"mlflow server did not start; see {self.workdir / 'server.log'}")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the group this test started: the server and its workers
+            self.proc.wait()
+
+
+@pytest.mark.slow
+def test_a_tracking_server_that_goes_away_mid_sweep_leaves_complete_results_and_a_report_that_says_so(
+        ray_local, no_tracking_env, tmp_path, capsys):
+    import threading
+
+    from harness import tune as tune_cmd
+    from harness.results import read_parquet
+    from harness.trial_ends import Ending
+
+    (tmp_path / "mlflow").mkdir()
+    server = MlflowServer(tmp_path / "mlflow")
+    server.start()
+    no_tracking_env.setenv("MLFLOW_TRACKING_URI", server.uri)
+    for name, value in SWEEP_REQUEST_ENV.items():  # what the sweep would set in this process, set so it is undone
+        no_tracking_env.setenv(name, value)
+    runs = tmp_path / "runs"
+    stopped_at: list[float] = []
+
+    def stop_after_the_first_evaluation() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(runs.glob("smoke/trials/*/stage1/metrics/epoch-*.json")):
+            time.sleep(0.2)
+        server.stop()
+        stopped_at.append(time.time())
+
+    killer = threading.Thread(target=stop_after_the_first_evaluation, daemon=True)
+    killer.start()
+    try:
+        sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "smoke.yaml",
+                            **{"search.scheduler": "none"})
+        code = tune_cmd.main(["--sweep", sweep, "--storage", str(runs)])
+    finally:
+        killer.join(timeout=310)
+        server.stop()
+    out, err = capsys.readouterr()
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert stopped_at, "the sweep ended before its first evaluation was written"
+    assert err.count("warning: MLflow tracking stopped") == 1, err[-3000:]  # warned once, then quiet
+    from harness.sweep_record import SweepRecord
+    from harness.trial_ends import sweep_run_ends
+
+    record = SweepRecord.load(str(runs / "smoke" / "sweep.json"))
+    rows = read_parquet(str(runs / "smoke" / "results.parquet"))
+    for e in sweep_run_ends(record.sweep, record, rows):  # every planned trial of every Tune run finished
+        assert e.counts.get(Ending.FINISHED) == e.planned, e
+    assert record.tracking_stopped and "127.0.0.1" in record.tracking_stopped
+    report = (runs / "smoke" / "report" / "leaderboard.md").read_text()
+    assert "**MLflow tracking stopped during the sweep**" in report
+    assert "MLflow tracking stopped during the sweep" in (runs / "smoke" / "report" / "leaderboard.html").read_text()
