@@ -241,6 +241,8 @@ def test_a_tracking_server_that_goes_away_mid_sweep_leaves_complete_results_and_
     out, err = capsys.readouterr()
     assert code == 0, out[-3000:] + err[-3000:]
     assert stopped_at, "the sweep ended before its first evaluation was written"
+    served = (tmp_path / "mlflow" / "server.log").read_text()
+    assert served.count("POST /api/2.0/mlflow/runs/create") >= 2, "tracked (the parent and a trial) before the stop"
     assert err.count("warning: MLflow tracking stopped") == 1, err[-3000:]  # warned once, then quiet
     from harness.sweep_record import SweepRecord
     from harness.trial_ends import sweep_run_ends
