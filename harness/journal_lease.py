@@ -22,6 +22,8 @@ reach across machines; S3's conditional requests can:
   lease is taken: there the lease would guard nothing.
 The journal's own writes are conditional too (study.MirroredJournalBackend): a write over a copy this driver did
 not read fails instead of silently dropping the other's trials.
+``exclusive`` holds the same kind of lease around a short read-modify-write that several drivers may need in turn
+(the nightly leaderboard): there a second driver waits for the holder instead of being refused.
 """
 
 from __future__ import annotations
@@ -61,12 +63,13 @@ _JOURNAL_ADVICE = ("one driver at a time may use an s3:// journal: wait for that
 
 class JournalLease:
     def __init__(self, journal_uri: str, holder: str, ttl_s: float = DEFAULT_TTL_S, what: str = "the study journal",
-                 advice: str = _JOURNAL_ADVICE) -> None:
-        """``what`` and ``advice`` word the messages: a lease also guards the nightly leaderboard (``exclusive``)."""
+                 advice: str = _JOURNAL_ADVICE, lost_means: str = "its trials since then are not in the study") -> None:
+        """``what``, ``advice`` (when refused) and ``lost_means`` (when taken over) word the messages: a lease also
+        guards the nightly leaderboard (``exclusive``)."""
         if ttl_s <= 0:
             raise ValueError(f"lease ttl must be > 0, got {ttl_s}")
         self.journal_uri, self.uri, self.ttl_s = journal_uri, f"{journal_uri}.lease", ttl_s
-        self.what, self.advice = what, advice
+        self.what, self.advice, self.lost_means = what, advice, lost_means
         self.token = uuid.uuid4().hex  # tells this driver's lease from a later one of the same host and pid
         self.body = {"holder": holder, "host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
                      "ttl_s": ttl_s, "beat": 0}
@@ -96,6 +99,7 @@ class JournalLease:
                 pass
             current = storage.read_versioned(self.uri)
             if current.etag is None:  # released between the refused create and the read
+                time.sleep(0.2)
                 continue
             other = _holder(current.data)
             ttl = float(other.get("ttl_s", DEFAULT_TTL_S))
@@ -153,7 +157,11 @@ class JournalLease:
         try:
             self.etag = storage.write_if(self.uri, self._encoded(), self.etag)
         except storage.PreconditionFailed:
-            current = storage.read_versioned(self.uri)
+            try:
+                current = storage.read_versioned(self.uri)
+            except storage.StorageError as exc:  # told at the next beat; the thread must not die of it
+                print(f"warning: lease heartbeat: {exc}", file=sys.stderr, flush=True)
+                return
             if current.data is not None and _holder(current.data) == self.body:  # ours: a retried write that landed
                 self.etag = current.etag
                 return
@@ -167,7 +175,7 @@ class JournalLease:
     def check(self) -> None:
         if self.lost:
             raise LeaseLost(f"{self.journal_uri}: this driver's lease on {self.what} was taken over by another "
-                            f"driver; what it wrote since then is not kept")
+                            f"driver; {self.lost_means}")
 
     def release(self) -> None:
         self._stop.set()
@@ -189,22 +197,58 @@ class JournalLease:
 
 
 @contextlib.contextmanager
-def exclusive(uri: str, holder: str, what: str, wait_s: float = 600.0):
-    """One driver at a time through a short read-modify-write of ``uri`` (the nightly leaderboard's files, which two
-    overlapping nights on a database study both update): on S3 by a lease beside it, waiting while another live
-    driver holds it; on a local path by an OS file lock beside it (drivers of one storage root on one host)."""
+def exclusive(uri: str, holder: str, what: str, wait_s: float = 3600.0, advice: str = ""):
+    """One driver at a time through a read-modify-write of ``uri`` (the nightly leaderboard's files, which two
+    overlapping nights on a database study both update); a second one waits, saying so once.
+
+    On S3 a lease beside ``uri`` (as for a journal, but waited for: the holder's heartbeat shows it is alive, and a
+    dead holder's lease is taken over); on a local path an OS file lock beside it, ``<uri>.lock``, which is left in
+    place (one host: flock does not reach across machines). Where neither can be had (an S3 endpoint that ignores
+    conditional writes, a filesystem without locks) it warns and goes on unlocked: the write matters more than the
+    race. LeaseHeld after ``wait_s``, or LeaseLost when the lease was taken over meanwhile; ``advice`` ends both."""
     if storage.is_s3(uri):
-        lease = JournalLease(uri, holder, what=what, advice=f"it did not finish within {wait_s:.0f} s")
-        lease.acquire(wait_s=wait_s)
+        lease = JournalLease(uri, holder, what=what, advice=f"it did not finish within {wait_s:.0f} s; {advice}",
+                             lost_means=f"{what} may have been written over meanwhile; {advice}")
+        try:
+            lease.acquire(wait_s=wait_s)
+        except LeaseUnsupported:
+            print(f"warning: {uri}: this S3 endpoint ignores conditional writes, so {what} is written unlocked (two "
+                  f"drivers writing it at once may lose one's rows)", file=sys.stderr, flush=True)
+            lease = None
         try:
             yield
+            if lease is not None:
+                lease.check()
         finally:
-            lease.release()
+            if lease is not None:
+                lease.release()
         return
     os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
-    with open(f"{uri}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, and by the kernel if this process dies
+    with open(f"{uri}.lock", "a") as lock:  # the lock goes with the open file: released on close, or on death
+        _lock_file(lock, f"{uri}.lock", what, wait_s, advice)
         yield
+
+
+def _lock_file(lock, path: str, what: str, wait_s: float, advice: str) -> None:
+    give_up, told = time.monotonic() + wait_s, False
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        except OSError as exc:  # ENOLCK and the like: a filesystem that cannot lock
+            print(f"warning: {path}: cannot lock {what} here ({exc.strerror}); writing it unlocked", file=sys.stderr,
+                  flush=True)
+            return
+        if time.monotonic() >= give_up:
+            raise LeaseHeld(f"{path}: {what} has been locked by another process of this host for {wait_s:.0f} s; "
+                            f"{advice}")
+        if not told:
+            print(f"{path}: {what} is being written by another process of this host; waiting up to {wait_s:.0f} s for "
+                  f"it to finish", file=sys.stderr, flush=True)
+            told = True
+        time.sleep(0.5)
 
 
 def check_held(journal_uri: str) -> None:

@@ -6,7 +6,8 @@
     leaderboard.md / leaderboard.html   both tables, the trend plot, a regression banner
     trend.png        best value per night and the all-time best (pages drawn by harness/report/nightly_board.py)
     best/            the all-time best checkpoint (stage2/ and the stage1/ it refines), best.json
-    nights.parquet.lease / .lock   held while a night writes these (one night at a time: journal_lease.exclusive)
+    nights.parquet.lease / .lock   held while a night writes these, one night at a time (journal_lease.exclusive;
+                     the local .lock file stays)
 
 Quality is Objective.quality: the objective for objectives to maximise (caption fidelity, Inception Score)
 and 1 / objective for FID and KID, so "quality per GPU-hour" is larger when better for every objective. A KID at
@@ -132,7 +133,8 @@ class Leaderboard:
         The files are read, changed and written whole, so one night at a time does it: two nights that overlap on
         a database study would otherwise each write their copy over the other's row."""
         with journal_lease.exclusive(storage.join(self.uri, "nights.parquet"), f"night {date} of {self.sweep_name}",
-                                     "the leaderboard"):
+                                     "the leaderboard", advice=f"record night {date} again with nightly.py --date "
+                                     f"{date} --report-only"):
             return self._record_night(date, report, night, wall_seconds, seed, margin, budget_ended)
 
     def _record_night(self, date: str, report: Report, night: SweepLayout, wall_seconds: float, seed: int,
