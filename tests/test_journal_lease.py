@@ -147,8 +147,9 @@ def test_an_endpoint_that_ignores_conditional_writes_is_refused_in_one_line(s3, 
 _READ_MODIFY_WRITE = """
 import json, sys, time
 from harness import journal_lease, storage
-uri, me = sys.argv[1], sys.argv[2]
-with journal_lease.exclusive(uri, f"night {me}", "the leaderboard"):
+uri, me, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))  # all four begin together, whatever their imports took
+with journal_lease.exclusive(uri, f"night {me}", "the leaderboard", advice="try again"):
     rows = json.loads(storage.read_bytes(uri)) if storage.exists(uri) else []
     time.sleep(0.5)  # as a night renders its board between reading and writing: without the lock, rows are lost
     storage.write_bytes(uri, json.dumps(rows + [me]).encode())
@@ -159,11 +160,34 @@ with journal_lease.exclusive(uri, f"night {me}", "the leaderboard"):
 def test_nights_writing_the_leaderboard_at_once_take_turns_and_keep_every_row(where, s3, tmp_path):
     uri = (f"s3://{s3.bucket}/lease-test/{uuid.uuid4().hex[:8]}/leaderboard/nights.json" if where == "s3"
            else str(tmp_path / "leaderboard" / "nights.json"))
-    writers = [subprocess.Popen([sys.executable, "-c", _READ_MODIFY_WRITE, uri, f"2026-12-0{i}"], cwd=ROOT,
-                                stderr=subprocess.PIPE, text=True) for i in range(1, 5)]
-    errs = [w.communicate(timeout=120)[1] for w in writers]
+    start = time.time() + 8
+    writers = [subprocess.Popen([sys.executable, "-c", _READ_MODIFY_WRITE, uri, f"2026-12-0{i}", str(start)],
+                                cwd=ROOT, stderr=subprocess.PIPE, text=True) for i in range(1, 5)]
+    try:
+        errs = [w.communicate(timeout=120)[1] for w in writers]
+    finally:
+        for w in writers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
     assert [w.returncode for w in writers] == [0] * 4, errs
     assert sorted(json.loads(storage.read_bytes(uri))) == [f"2026-12-0{i}" for i in range(1, 5)]
+    waited = [e for e in errs if "for it to finish" in e]
+    assert waited, errs  # they did meet: at least one waited for another, and said so
     if where == "s3":
         assert not storage.exists(f"{uri}.lease")  # the last one released it
-        assert any("the leaderboard's lease is held by night 2026-12-0" in e and "for it to finish" in e for e in errs)
+        assert "the leaderboard's lease is held by night 2026-12-0" in waited[0]
+    else:
+        assert "the leaderboard is being written by another process of this host" in waited[0]
+
+
+def test_an_endpoint_that_ignores_conditional_writes_still_gets_its_leaderboard_written_with_a_warning(
+        s3, monkeypatch, capsys):
+    uri = f"s3://{s3.bucket}/lease-test/{uuid.uuid4().hex[:8]}/leaderboard/nights.json"
+    plain = storage.write_if
+    monkeypatch.setattr(storage, "write_if", lambda target, data, etag: plain(target, data, None)
+                        if not storage.exists(target) else storage.write_bytes(target, data))
+    with journal_lease.exclusive(uri, "night 2026-12-01 of smoke", "the leaderboard"):
+        storage.write_bytes(uri, b"[]")
+    assert storage.read_bytes(uri) == b"[]"
+    assert "ignores conditional writes, so the leaderboard is written unlocked" in capsys.readouterr().err
