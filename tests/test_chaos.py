@@ -158,6 +158,7 @@ def test_a_sweep_survives_killed_trials_a_lost_node_and_an_s3_outage_at_once(clu
         # as many times longer as the faults need, measured from this run (whose faults were survived all the same).
         scale = min(4, max(2, math.ceil(CHAOS_WINDOW_S / soaks[0].window_s)))
         print(f"chaos seed {seed}: the sweep outran the faults ({soaks[0].window_s:.0f} s of chaos); again at {scale}x")
+        _wait_for_slot_nodes(cluster["env"], 2, timeout_s=300)  # a node replaced late in the first run may still be joining
         soaks.append(_soak(cluster, s3, tmp_path / "run-2", seed, scale=scale))
     assert _all_faults_landed(soaks[-1].events), f"too few faults landed: {soaks[-1].events}"
     assert soaks[-1].refused > 0, "nothing touched storage during the outage"
@@ -211,6 +212,7 @@ def _soak(cluster, s3, run_dir, seed: int, scale: int) -> Soak:
     reader = threading.Thread(target=lambda: output.extend(driver.stdout), daemon=True)
     reader.start()
     chaos = Chaos(random.Random(seed), proxy, cluster["nodes"], cluster["add_node"], driver)
+    agent = None
     try:
         deadline = time.time() + 300
         while driver.poll() is None and time.time() < deadline and not _any_checkpoint(s3, root):
@@ -223,6 +225,8 @@ def _soak(cluster, s3, run_dir, seed: int, scale: int) -> Soak:
         window_s = time.time() - chaos_t0
     finally:
         chaos.stop.set()
+        if agent is not None:
+            agent.join(timeout=120)  # a node it is replacing has joined before the next run or the teardown
         if driver.poll() is None:
             _kill_tree(driver)
         reader.join(timeout=30)

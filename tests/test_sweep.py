@@ -20,7 +20,7 @@ import pytest
 from harness import storage
 from harness import tune as tune_cmd
 from harness.results import read_parquet
-from tests.conftest import ROOT, write_sweep
+from tests.conftest import ROOT, communicate_or_fail, write_sweep
 
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"
 
@@ -273,11 +273,13 @@ def test_a_sweep_whose_driver_is_killed_resumes_to_its_planned_trials_on_s3(s3, 
             files = _metric_files(s3, prefix, kinds)
             done = _finished_runs(files)
             finished.update({k: v[2] for k, v in files.items() if k.rsplit("/metrics/", 1)[0] in done})
-        out = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        last = subprocess.Popen(cmd + ["--resume"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        stdout, stderr = communicate_or_fail(last, 600, "the last resume")  # a hang ends its local Ray with it
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "stage2-confirm" in out.stdout  # the last resume ran (or restarted) Stage-II's confirmation
+    assert last.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert "stage2-confirm" in stdout  # the last resume ran (or restarted) Stage-II's confirmation
     after = _metric_files(s3, prefix, kinds)
     for key, modified in finished.items():
         assert after[key][2] == modified, f"finished run trained again: {key}"
@@ -294,7 +296,7 @@ def test_a_sweep_whose_driver_is_killed_resumes_to_its_planned_trials_on_s3(s3, 
         assert e.planned == planned and e.counts.get(Ending.FINISHED) == planned, e
         assert set(e.counts) <= {Ending.FINISHED, Ending.INTERRUPTED}, e
     line = "Stage-II confirmation: 4 of 4 planned confirmation runs done (4 finished)"
-    assert line in out.stdout
+    assert line in stdout
     assert f"- {line}" in storage.read_bytes(f"{root}/resume/report/leaderboard.md").decode()
 
 

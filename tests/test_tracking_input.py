@@ -180,12 +180,12 @@ class MlflowServer:
     def start(self) -> None:
         import urllib.request
 
-        self.proc = subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.workdir}/mlflow.db"],
-            cwd=self.workdir, stdout=open(self.workdir / "server.log", "w"), stderr=subprocess.STDOUT,
-            start_new_session=True)
+        with open(self.workdir / "server.log", "w") as log:
+            self.proc = subprocess.Popen(
+                [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--workers", "1",
+                 "--backend-store-uri", f"sqlite:///{self.workdir}/mlflow.db"],
+                cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 120
         while time.time() < deadline:
             assert self.proc.poll() is None, (self.workdir / "server.log").read_text()[-3000:]
@@ -221,11 +221,12 @@ def test_a_tracking_server_that_goes_away_mid_sweep_leaves_complete_results_and_
         no_tracking_env.setenv(name, value)
     runs = tmp_path / "runs"
     stopped_at: list[float] = []
+    sweep_ended = threading.Event()
 
     def stop_after_the_first_evaluation() -> None:
-        deadline = time.time() + 300
-        while time.time() < deadline and not list(runs.glob("smoke/trials/*/stage1/metrics/epoch-*.json")):
-            time.sleep(0.2)
+        while not list(runs.glob("smoke/trials/*/stage1/metrics/epoch-*.json")):
+            if sweep_ended.wait(0.2):
+                return
         server.stop()
         stopped_at.append(time.time())
 
@@ -236,7 +237,8 @@ def test_a_tracking_server_that_goes_away_mid_sweep_leaves_complete_results_and_
                             **{"search.scheduler": "none"})
         code = tune_cmd.main(["--sweep", sweep, "--storage", str(runs)])
     finally:
-        killer.join(timeout=310)
+        sweep_ended.set()
+        killer.join(timeout=30)
         server.stop()
     out, err = capsys.readouterr()
     assert code == 0, out[-3000:] + err[-3000:]
