@@ -89,9 +89,11 @@ def _node_counts(path: pathlib.Path) -> list[tuple[float, int]]:
 @pytest.mark.slow
 def test_the_autoscaler_adds_nodes_for_a_sweep_and_removes_them_when_idle(fake_cluster, tmp_path):
     env = fake_cluster["env"]
+    # Stage-I trials of 6 epochs, none stopped early: on a fast machine 2-epoch trials ended before the autoscaler's
+    # second node came up, and the second trial ran on the first trial's node (1 -> 2 nodes, never 3).
     sweep = write_sweep(ROOT / "search_spaces" / "smoke.yaml", tmp_path / "sweep.yaml",
-                        **{"resources.custom_resources_per_worker": {"fake_gpu": 1},
-                           "search.confirm": {"top_k": 1, "seeds": 0}})
+                        **{"resources.custom_resources_per_worker": {"fake_gpu": 1}, "stage1.epochs": 6,
+                           "search.scheduler": "none", "search.confirm": {"top_k": 1, "seeds": 0}})
     counts_log = tmp_path / "nodes.log"
     with open(counts_log, "w") as log:
         watcher = subprocess.Popen([sys.executable, "-c", WATCH], env=env, stdout=log, stderr=subprocess.DEVNULL)
