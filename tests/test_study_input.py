@@ -11,7 +11,7 @@ import pytest
 
 from harness.errors import ConfigError
 from harness.preflight import check_study
-from tests.conftest import ROOT, free_port
+from tests.conftest import POSTGRES_MISSING, ROOT, free_port
 
 
 def test_a_postgresql_server_that_does_not_answer_is_refused_in_seconds_without_its_password():
@@ -55,7 +55,7 @@ def postgres():
     from tests.postgres_server import available, postgres_server
 
     if not available():  # .ci/run installs Debian's postgresql; a laptop may not have it
-        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed (apt-get install postgresql)")
+        pytest.skip(POSTGRES_MISSING)
     with postgres_server() as url:
         yield url
 

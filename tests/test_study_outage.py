@@ -16,11 +16,10 @@ import pytest
 
 from harness.results import read_parquet
 from harness.study import StudyStore
-from tests.conftest import ROOT, write_sweep
+from tests.conftest import POSTGRES_MISSING, ROOT, write_sweep
 from tests.postgres_server import available, running_postgres
 
-pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL's initdb and pg_ctl are not installed "
-                                                        "(apt-get install postgresql)")
+pytestmark = pytest.mark.skipif(not available(), reason=POSTGRES_MISSING)
 
 
 def _objective(trial: optuna.Trial) -> float:
