@@ -127,14 +127,6 @@ class S3Server:
             self.proc = None
 
 
-def search_trial_ends(rows: list[dict], phase: str) -> dict[str, str]:
-    """{trial id: status of its last evaluation} for the search trials of ``phase`` in results rows."""
-    from harness.results import last_evaluations
-
-    searched = [r for r in rows if r["phase"] == phase and r["source"] == "search"]
-    return {r["trial_id"]: r["status"] for r in sorted(last_evaluations(searched), key=lambda r: r["stage"])}
-
-
 def write_sweep(base: pathlib.Path, path: pathlib.Path, **overrides) -> str:
     """Writes ``base`` (a sweep YAML) to ``path`` with dotted-key overrides, e.g. ``**{"train.batch_size": 8}``."""
     import yaml
