@@ -94,7 +94,25 @@ def stop_processes_naming(marker: str) -> None:
             pass
     _, alive = psutil.wait_procs(mine, timeout=3)
     for p in alive:
-        p.kill()
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    # SIGKILL is not instant: a process with a large address space is still listed, command line and all, while
+    # the kernel tears it down.
+    psutil.wait_procs(alive, timeout=5)
+
+
+def processes_naming(marker: str) -> list[str]:
+    """The live (not zombie) processes whose command line names ``marker``, each as 'pid name status: cmdline'."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline", "name", "status"]):
+        cmdline = " ".join(p.info["cmdline"] or [])
+        if marker in cmdline and p.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(f"{p.pid} {p.info['name']} {p.info['status']}: {cmdline[:160]}")
+    return found
 
 
 class S3Server:
