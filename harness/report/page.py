@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 
 import jinja2
+import markupsafe
 
 from harness.confirm import ALPHA, TEST_NAME
 from harness.data.shapes import ATTRIBUTES
@@ -25,8 +26,15 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
+def breakable(name: str) -> markupsafe.Markup:
+    """A column name that may wrap after each underscore: a header like conditioning_last3_mean or stage1_parent is
+    otherwise one unbreakable word, and a table of them runs past the page."""
+    return markupsafe.Markup("_<wbr>").join(markupsafe.escape(part) for part in str(name).split("_"))
+
+
 _ENV.filters["fmt"] = fmt
 _ENV.filters["params_of"] = params_of
+_ENV.filters["breakable"] = breakable
 
 
 def _shown(entries_params: list[dict]) -> list[str]:
