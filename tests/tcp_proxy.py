@@ -1,7 +1,7 @@
 """A TCP relay in front of the S3 test endpoint, for outage tests.
 
 moto keeps its objects in memory, so stopping the server itself would lose the bucket. The relay
-stands in for the network instead: ``down()`` resets every open connection and every new one (as a
+stands in for the network instead: ``down()`` ends every open connection at once and resets every new one (as a
 dead endpoint does) until ``up()``; the objects behind it survive.
 """
 
@@ -31,6 +31,13 @@ class TcpProxy:
     @staticmethod
     def _reset(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+        # close() alone does nothing to a connection while a pump thread is blocked in recv() on it: the kernel
+        # keeps it open for that call, and the client waits out its request timeout (60 s in storage.py) instead
+        # of seeing the endpoint die. shutdown() ends the connection at once and wakes the pumps.
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # not connected (yet, or any more)
+            pass
         sock.close()
 
     def _accept(self) -> None:
