@@ -28,10 +28,16 @@ def test_going_down_ends_a_request_in_flight_at_once_and_refuses_new_connections
         except ConnectionResetError:
             ended = True
         assert ended and time.monotonic() - t0 < 2, "the request in flight was not ended by the outage"
-        refused = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        # The relay accepts, then resets. Which the client sees depends on timing: the reset can land before its
+        # connect() returns (EPIPE or ECONNRESET from connect, about 1 run in 10 here) or after (an empty read or a
+        # reset from recv). Both are the refusal a client of a down endpoint gets.
         try:
-            assert refused.recv(16) == b""
-        except ConnectionResetError:
+            refused = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+            try:
+                assert refused.recv(16) == b""
+            except ConnectionResetError:
+                pass
+        except (BrokenPipeError, ConnectionResetError):
             pass
         deadline = time.monotonic() + 5
         while proxy.refused < 1 and time.monotonic() < deadline:
