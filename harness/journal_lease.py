@@ -5,7 +5,7 @@ drivers on one journal would each write their copy over the other's trials. Optu
 reach across machines; S3's conditional requests can:
 
 - A driver takes the lease by creating ``<journal>.lease`` only if it does not exist (``If-None-Match: *``). The
-  lease names its holder (sweep, host, process id) and its time to live.
+  lease names its holder (sweep, host, process id and the process space that id belongs to) and its time to live.
 - While the driver runs, a heartbeat thread rewrites the lease every ``ttl / 4`` seconds, only if it is still the
   object it wrote last (``If-Match``).
 - A second driver that finds the lease held watches it: renewed meanwhile (within a quarter of its time to live),
@@ -13,7 +13,8 @@ reach across machines; S3's conditional requests can:
   trial. A database study (``postgresql://``) is the backend for nights that
   overlap on purpose.
 - A lease not renewed for longer than its time to live is a dead driver's (SIGKILL, a lost pod), and so is one
-  whose holder ran on this host in a process that is gone (a driver killed and resumed here): the next driver
+  whose holder ran in this process space (same host name, boot and pid namespace) in a process that is gone (a
+  driver killed and resumed here): the next driver
   takes it over with ``If-Match`` on the stale lease, so two drivers taking over at once cannot both win, and says
   so on stderr. The age is the endpoint's own (its Date header against the lease's Last-Modified): no two clocks
   are compared.
@@ -71,8 +72,8 @@ class JournalLease:
         self.journal_uri, self.uri, self.ttl_s = journal_uri, f"{journal_uri}.lease", ttl_s
         self.what, self.advice, self.lost_means = what, advice, lost_means
         self.token = uuid.uuid4().hex  # tells this driver's lease from a later one of the same host and pid
-        self.body = {"holder": holder, "host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
-                     "ttl_s": ttl_s, "beat": 0}
+        self.body = {"holder": holder, "host": socket.gethostname(), "pid": os.getpid(), "pid_space": _pid_space(),
+                     "token": self.token, "ttl_s": ttl_s, "beat": 0}
         self.etag: str | None = None
         self.lost = False
         self._stop = threading.Event()
@@ -103,7 +104,7 @@ class JournalLease:
                 continue
             other = _holder(current.data)
             ttl = float(other.get("ttl_s", DEFAULT_TTL_S))
-            gone = other.get("host") == socket.gethostname() and not _pid_alive(other.get("pid"))
+            gone = _same_pid_space(other) and not _pid_alive(other.get("pid"))
             if gone or (current.age_s is not None and current.age_s > ttl):
                 try:
                     self.etag = storage.write_if(self.uri, self._encoded(), current.etag)
@@ -258,9 +259,28 @@ def check_held(journal_uri: str) -> None:
         lease.check()
 
 
+def _pid_space() -> str | None:
+    """Where a process id means one process: this boot of this kernel and this pid namespace. Containers can share a
+    host name (Kubernetes pods with hostNetwork carry the node's, a resumed pod keeps its name on another node) but
+    not a pid namespace; None where /proc does not tell (not Linux)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return None
+
+
+def _same_pid_space(holder: dict) -> bool:
+    """Whether ``holder``'s pid can be looked up here. A lease without a pid space (one written where /proc does not
+    tell, or by an older harness) counts as this space only where this driver cannot tell either: elsewhere only
+    its heartbeat can say it is dead."""
+    return holder.get("host") == socket.gethostname() and holder.get("pid_space") == _pid_space()
+
+
 def _pid_alive(pid) -> bool:
-    """Whether process ``pid`` of this host runs (a driver killed here and resumed here need not wait out the
-    time to live; on another host only the heartbeat can tell)."""
+    """Whether process ``pid`` of this pid space runs (a driver killed here and resumed here need not wait out the
+    time to live; elsewhere only the heartbeat can tell)."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:

@@ -4,6 +4,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,10 +23,17 @@ def _journal(s3) -> str:
     return f"s3://{s3.bucket}/lease-test/{uuid.uuid4().hex[:8]}/study.journal"
 
 
-def _stale_lease(uri: str, host: str, ttl_s: float) -> None:
+def _stale_lease(uri: str, host: str, ttl_s: float, pid: int = 1, pid_space: str | None = None) -> None:
     """A lease as a driver on another host leaves it when it dies: never renewed again."""
-    body = {"holder": "night 2026-12-01 of smoke", "host": host, "pid": 1, "token": "dead", "ttl_s": ttl_s, "beat": 3}
+    body = {"holder": "night 2026-12-01 of smoke", "host": host, "pid": pid, "pid_space": pid_space, "token": "dead",
+            "ttl_s": ttl_s, "beat": 3}
     storage.write_if(f"{uri}.lease", json.dumps(body).encode(), None)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def test_a_second_driver_is_refused_while_the_holder_renews_and_takes_the_lease_once_released(s3):
@@ -81,6 +89,25 @@ def test_a_holder_killed_on_this_host_is_taken_over_at_once(s3, capsys):
     JournalLease(uri, "night 2026-12-02 of smoke").acquire().release()
     assert time.monotonic() - t0 < 5.0  # no wait for the 60 s time to live: its process is gone
     assert f"pid {holder.pid}): its process is gone" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(journal_lease._pid_space() is None, reason="no /proc: pid spaces cannot be told apart here")
+def test_a_dead_pid_of_this_host_name_in_another_pid_namespace_waits_for_the_time_to_live(s3, capsys):
+    # Pods with hostNetwork share their node's host name, and a resumed pod keeps its name on another node: there the
+    # holder's pid means some other process, or none, so only its heartbeat can say it died.
+    uri, pid = _journal(s3), _dead_pid()
+    boot, namespace = journal_lease._pid_space().split("/")
+    _stale_lease(uri, socket.gethostname(), ttl_s=1.0, pid=pid, pid_space=f"{boot}/{int(namespace) + 1}")
+    t0 = time.monotonic()
+    JournalLease(uri, "night 2026-12-02 of smoke", ttl_s=1.0).acquire().release()
+    assert time.monotonic() - t0 >= 1.0
+    err = capsys.readouterr().err
+    assert "no heartbeat for" in err and "its process is gone" not in err
+    # The same dead pid in this process space is taken over at once.
+    _stale_lease(uri, socket.gethostname(), ttl_s=60.0, pid=pid, pid_space=journal_lease._pid_space())
+    t0 = time.monotonic()
+    JournalLease(uri, "night 2026-12-03 of smoke", ttl_s=60.0).acquire().release()
+    assert time.monotonic() - t0 < 5.0 and f"pid {pid}): its process is gone" in capsys.readouterr().err
 
 
 def test_two_drivers_started_together_get_one_lease(s3):
