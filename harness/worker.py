@@ -173,6 +173,8 @@ def train_fn_per_worker(config: dict) -> None:
         start_epoch = meta.epoch  # checkpoints record completed epochs
         resumed_from = meta.metrics  # the time spent up to that checkpoint is charged again in the totals
         history = [float(v) for v in meta.objective_history]  # a resumed run's window goes on from these
+        if rank == 0:
+            _restore_lost_evaluation(run.layout, latest, meta)
     if start_epoch >= run.epochs:
         # Restored after it had finished (e.g. the sweep driver died first): report the final
         # result again so Tune records it, without training anything.
@@ -317,6 +319,16 @@ def write_metrics(layout: StageLayout, epoch: int, metrics: dict) -> None:
     data = json.dumps(metrics).encode()
     storage.write_bytes(layout.metrics(epoch), data)
     storage.write_bytes(layout.latest_metrics, data)
+
+
+def _restore_lost_evaluation(layout: StageLayout, ckpt_uri: str, meta: checkpoint.CheckpointMeta) -> None:
+    """Writes the evaluation a checkpoint carries when its metrics never were: the checkpoint uploads in the
+    background and the metrics are written after it, so a run killed between the two (a lost node, in the chaos
+    soak) resumes with a complete checkpoint of epoch N and metrics only up to an earlier one. Without this, epoch N
+    has no row in results.parquet, and when N was the last epoch the restored run reports the earlier evaluation as
+    its final one (status "running"): a finished confirmation run counted as stopped early."""
+    if read_latest_metrics(layout).get("epoch", 0) < meta.epoch:
+        write_metrics(layout, meta.epoch, {**meta.metrics, "checkpoint_path": ckpt_uri})
 
 
 def read_latest_metrics(layout: StageLayout) -> dict:

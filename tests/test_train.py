@@ -72,6 +72,23 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(ray_local, tmp_
 
 
 @pytest.mark.slow
+def test_a_run_killed_between_its_last_checkpoint_and_its_metrics_resumes_as_finished(ray_local, tmp_path, capsys):
+    # The checkpoint uploads in the background and the evaluation's metrics are written after it: a node lost in
+    # between (1 chaos soak of 4 here) leaves a complete epoch-2 checkpoint and metrics up to epoch 1.
+    sweep = _sweep(tmp_path)
+    args = ("--sweep", sweep, "--storage", str(tmp_path / "runs"), "--stage", "1", "--epochs-stage1", "2")
+    finished = _run(capsys, *args)["stage1"]
+    run = stage_run(str(tmp_path / "runs" / "tiny" / "train" / "stage1"))
+    storage.delete(run.metrics(2))
+    storage.write_bytes(run.latest_metrics, storage.read_bytes(run.metrics(1)))
+    resumed = _run(capsys, *args)["stage1"]
+    # Before: the restored run reported epoch 1's evaluation ("running") as its final one, and epoch 2 had no row.
+    assert resumed["status"] == "finished" and resumed["epoch"] == 2
+    assert resumed["checkpoint_path"] == finished["checkpoint_path"] and resumed["fid"] == finished["fid"]
+    assert json.loads(storage.read_bytes(run.metrics(2))) == resumed
+
+
+@pytest.mark.slow
 def test_stage2_starts_from_a_stage1_checkpoint_uri_on_s3(ray_local, s3, tmp_path, capsys):
     storage_uri = f"s3://{s3.bucket}/train-test"
     first = _run(capsys, "--sweep", _sweep(tmp_path), "--storage", storage_uri, "--stage", "1", "--epochs-stage1", "1")
