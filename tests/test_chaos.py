@@ -16,6 +16,7 @@ it ends before the faults have landed, it runs again with its epochs scaled to t
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import random
@@ -80,7 +81,7 @@ class Chaos:
                 victim = self.nodes[0]
                 _kill_tree(victim)  # the machine is gone: raylet, object store, trial processes
                 self.nodes.remove(victim)
-                self.nodes.append(self.add_node())
+                self.add_node()  # appends the new node to self.nodes
                 self.log.append((time.time(), "node killed and replaced"))
             else:
                 self.proxy.down()
@@ -112,6 +113,7 @@ def cluster(tmp_path):
                     f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=false"],
                    env=env, check=True, capture_output=True, timeout=120)
     nodes: list[subprocess.Popen] = []
+    started = itertools.count()
 
     def add_node() -> subprocess.Popen:
         """A node with 1 trial slot, its processes children of this one (--block), so they end by PID. Two nodes on
@@ -120,7 +122,7 @@ def cluster(tmp_path):
         ports = [f"--{name}={free_port()}" for name in (
             "node-manager-port", "object-manager-port", "metrics-export-port", "runtime-env-agent-port",
             "dashboard-agent-listen-port", "dashboard-agent-grpc-port")]
-        log = open(tmp_path / f"node-{len(nodes)}.log", "w")
+        log = open(tmp_path / f"node-{next(started)}.log", "w")  # one log per start: a failed one's is kept
         node = subprocess.Popen(["ray", "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
                                  "--num-cpus=1", '--resources={"slot": 1}', "--disable-usage-stats", *ports, "--block"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -151,14 +153,15 @@ def test_a_sweep_survives_killed_trials_a_lost_node_and_an_s3_outage_at_once(clu
     seed = int(os.environ.get("CHAOS_SEED", "0"))  # the soak's schedule; a failure names the seed that found it
     for count in (1, 2):  # one at a time: a second `ray start` begun beside the first took 90 s to come up
         cluster["add_node"]()
-        _wait_for_slot_nodes(cluster["env"], count, timeout_s=300)
+        _wait_for_slot_nodes(cluster["env"], count, timeout_s=300, nodes=cluster["nodes"], add_node=cluster["add_node"])
     soaks = [_soak(cluster, s3, tmp_path / "run-1", seed, scale=1)]
     if not _all_faults_landed(soaks[0].events):
         # The sweep ended before the schedule did: this machine trains it faster than it was sized for. Run it again,
         # as many times longer as the faults need, measured from this run (whose faults were survived all the same).
         scale = min(4, max(2, math.ceil(CHAOS_WINDOW_S / soaks[0].window_s)))
         print(f"chaos seed {seed}: the sweep outran the faults ({soaks[0].window_s:.0f} s of chaos); again at {scale}x")
-        _wait_for_slot_nodes(cluster["env"], 2, timeout_s=300)  # a node replaced late in the first run may still be joining
+        # A node replaced late in the first run may still be joining.
+        _wait_for_slot_nodes(cluster["env"], 2, timeout_s=300, nodes=cluster["nodes"], add_node=cluster["add_node"])
         soaks.append(_soak(cluster, s3, tmp_path / "run-2", seed, scale=scale))
     assert _all_faults_landed(soaks[-1].events), f"too few faults landed: {soaks[-1].events}"
     assert soaks[-1].refused > 0, "nothing touched storage during the outage"
