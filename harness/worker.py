@@ -322,13 +322,14 @@ def write_metrics(layout: StageLayout, epoch: int, metrics: dict) -> None:
 
 
 def _restore_lost_evaluation(layout: StageLayout, ckpt_uri: str, meta: checkpoint.CheckpointMeta) -> None:
-    """Writes the evaluation a checkpoint carries when its metrics never were: the checkpoint uploads in the
-    background and the metrics are written after it, so a run killed between the two (a lost node, in the chaos
-    soak) resumes with a complete checkpoint of epoch N and metrics only up to an earlier one. Without this, epoch N
-    has no row in results.parquet, and when N was the last epoch the restored run reports the earlier evaluation as
-    its final one (status "running"): a finished confirmation run counted as stopped early."""
+    """Writes the evaluation a checkpoint carries when its metrics file never was: a run killed after the checkpoint
+    committed and before the metrics were written (the last evaluation writes them once its upload is done; an
+    earlier one's write can fail or lag behind the upload, as in an S3 outage) resumes with a complete checkpoint of
+    epoch N and metrics only up to an earlier one. Without this, epoch N has no row in results.parquet, and when N
+    was the last epoch the restored run reports the earlier evaluation as its final one (status "running"): a
+    finished confirmation run counted as stopped early (seen in the chaos soak, a node killed in that gap)."""
     if read_latest_metrics(layout).get("epoch", 0) < meta.epoch:
-        write_metrics(layout, meta.epoch, {**meta.metrics, "checkpoint_path": ckpt_uri})
+        write_metrics(layout, meta.epoch, {**meta.metrics, "epoch": meta.epoch, "checkpoint_path": ckpt_uri})
 
 
 def read_latest_metrics(layout: StageLayout) -> dict:

@@ -41,8 +41,8 @@ def _wait_for_slot_nodes(env: dict, count: int, timeout_s: float = 120, nodes: l
     deadline, seen = time.time() + timeout_s, ""
     while time.time() < deadline:
         for node in [n for n in nodes or [] if n.poll() is not None]:
-            assert restarts > 0, f"a node's ray start exited with {node.returncode} before registering, too often"
-            print(f"a node's ray start exited with {node.returncode} before registering: starting another")
+            assert restarts > 0, f"a node's ray start exited with {node.returncode}, too often"
+            print(f"a node's ray start exited with {node.returncode}: starting another")
             try:  # whatever it left running (a raylet that might register late), by its process group
                 os.killpg(node.pid, signal.SIGKILL)
             except ProcessLookupError:
