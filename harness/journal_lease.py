@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import socket
@@ -259,6 +260,7 @@ def check_held(journal_uri: str) -> None:
         lease.check()
 
 
+@functools.cache  # fixed for the life of a process; a waiting driver asks on every look at the lease
 def _pid_space() -> str | None:
     """Where a process id means one process: this boot of this kernel and this pid namespace. Containers can share a
     host name (Kubernetes pods with hostNetwork carry the node's, a resumed pod keeps its name on another node) but

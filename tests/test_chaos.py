@@ -153,7 +153,7 @@ def test_a_sweep_survives_killed_trials_a_lost_node_and_an_s3_outage_at_once(clu
     seed = int(os.environ.get("CHAOS_SEED", "0"))  # the soak's schedule; a failure names the seed that found it
     for count in (1, 2):  # one at a time: a second `ray start` begun beside the first took 90 s to come up
         cluster["add_node"]()
-        _wait_for_slot_nodes(cluster["env"], count, timeout_s=300, nodes=cluster["nodes"], add_node=cluster["add_node"])
+        _wait_for_slot_nodes(cluster, count, timeout_s=300)
     soaks = [_soak(cluster, s3, tmp_path / "run-1", seed, scale=1)]
     if not _all_faults_landed(soaks[0].events):
         # The sweep ended before the schedule did: this machine trains it faster than it was sized for. Run it again,
@@ -161,7 +161,7 @@ def test_a_sweep_survives_killed_trials_a_lost_node_and_an_s3_outage_at_once(clu
         scale = min(4, max(2, math.ceil(CHAOS_WINDOW_S / soaks[0].window_s)))
         print(f"chaos seed {seed}: the sweep outran the faults ({soaks[0].window_s:.0f} s of chaos); again at {scale}x")
         # A node replaced late in the first run may still be joining.
-        _wait_for_slot_nodes(cluster["env"], 2, timeout_s=300, nodes=cluster["nodes"], add_node=cluster["add_node"])
+        _wait_for_slot_nodes(cluster, 2, timeout_s=300)
         soaks.append(_soak(cluster, s3, tmp_path / "run-2", seed, scale=scale))
     assert _all_faults_landed(soaks[-1].events), f"too few faults landed: {soaks[-1].events}"
     assert soaks[-1].refused > 0, "nothing touched storage during the outage"

@@ -29,18 +29,18 @@ print(sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("slot")))
 """
 
 
-def _wait_for_slot_nodes(env: dict, count: int, timeout_s: float = 120, nodes: list[subprocess.Popen] | None = None,
-                         add_node=None, restarts: int = 2) -> None:
-    """Returns once ``count`` live nodes offer the trial slot (a node takes seconds to register).
+def _wait_for_slot_nodes(cluster: dict, count: int, timeout_s: float = 120, restarts: int = 2) -> None:
+    """Returns once ``count`` live nodes of ``cluster`` (a fixture's env, nodes and add_node) offer the trial slot (a
+    node takes seconds to register).
 
-    With ``nodes`` (the `ray start --block` processes) and ``add_node``, a node whose `ray start` exits before it
-    registers is started again, up to ``restarts`` times, as an autoscaler replaces a node that failed to come up:
-    `ray start` gives up when the GCS does not answer its first query within 30 s ("The current node timed out
-    during startup"), which happened in 1 chaos set-up of 5 on a 2-core AMD EPYC VM; the test then waited out its
-    300 s for a node that was already gone."""
+    A node whose `ray start --block` process exits is started again, up to ``restarts`` times, as an autoscaler
+    replaces a node that failed to come up: `ray start` gives up when the GCS does not answer its first query within
+    30 s ("The current node timed out during startup"), which happened in 1 chaos set-up of 5 on a 2-core AMD EPYC
+    VM; the test then waited out its 300 s for a node that was already gone."""
+    nodes, env = cluster["nodes"], cluster["env"]
     deadline, seen = time.time() + timeout_s, ""
     while time.time() < deadline:
-        for node in [n for n in nodes or [] if n.poll() is not None]:
+        for node in [n for n in nodes if n.poll() is not None]:
             assert restarts > 0, f"a node's ray start exited with {node.returncode}, too often"
             print(f"a node's ray start exited with {node.returncode}: starting another")
             try:  # whatever it left running (a raylet that might register late), by its process group
@@ -49,7 +49,7 @@ def _wait_for_slot_nodes(env: dict, count: int, timeout_s: float = 120, nodes: l
                 pass
             nodes.remove(node)
             restarts -= 1
-            add_node()
+            cluster["add_node"]()
         out = subprocess.run([sys.executable, "-c", COUNT_SLOT_NODES], env=env, capture_output=True, text=True,
                              timeout=120)
         seen = out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else out.stderr[-1500:]
@@ -109,7 +109,7 @@ def test_a_node_killed_mid_sweep_loses_no_trial(two_nodes, tmp_path):
                            "search.max_concurrent": 2, "resources.custom_resources_per_worker": {"slot": 1}})
     runs = tmp_path / "runs"
     two_nodes["add_node"]()
-    _wait_for_slot_nodes(two_nodes["env"], 1, nodes=two_nodes["nodes"], add_node=two_nodes["add_node"])
+    _wait_for_slot_nodes(two_nodes, 1)
     victim = two_nodes["nodes"][0]  # the node that came up, if the first had to be started again
     driver = subprocess.Popen([sys.executable, "harness/tune.py", "--sweep", sweep, "--storage", str(runs)],
                               cwd=ROOT, env=two_nodes["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
